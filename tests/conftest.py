@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny X-MOD checkpoints built here, saved to disk, loaded by the real loader."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# No test may reach the hub; the loader must work from disk alone.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from xmod_explorer.mini.tokenizer import train_tokenizer  # noqa: E402
+from xmod_explorer.tiny import SAMPLE_SENTENCES, TinySpec, build_random_checkpoint  # noqa: E402
+
+# Deliberately not alphabetical, so that any code assuming an order of lang ids fails.
+LANGUAGES = ["ru_RU", "en_XX", "ja_XX", "de_DE", "fr_XX"]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_tokenizer(SAMPLE_SENTENCES * 3, 160)
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory, tokenizer):
+    """xmod-base style: post-norm, adapter reuses the output LayerNorm."""
+    return build_random_checkpoint(tmp_path_factory.mktemp("base"), TinySpec(languages=LANGUAGES, style="base"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def prenorm_dir(tmp_path_factory, tokenizer):
+    """xmod-large-prenorm style: pre-norm, own adapter LayerNorm, ln_before_adapter=False."""
+    spec = TinySpec(languages=LANGUAGES, style="prenorm", adapter_reduction_factor=4, seed=1)
+    return build_random_checkpoint(tmp_path_factory.mktemp("prenorm"), spec, tokenizer)
+
+
+@pytest.fixture(scope="session", params=["base", "prenorm"])
+def model_dir(request, base_dir, prenorm_dir):
+    return base_dir if request.param == "base" else prenorm_dir
+
+
+@pytest.fixture(scope="session")
+def converted_dir(tmp_path_factory, base_dir):
+    from xmod_explorer.convert import convert
+
+    out = tmp_path_factory.mktemp("converted") / "xmod-adapters"
+    convert(str(base_dir), out)
+    return out

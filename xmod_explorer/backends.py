@@ -1,0 +1,267 @@
+"""Run text through chosen language adapters, for either library that implements X-MOD.
+
+Both backends offer the same three operations, so the engine never asks which one it has:
+``encode_rows`` (each row through its own adapter), ``encode_adapters`` (one text through
+several adapters) and ``mlm_logits`` (the masked-LM head on selected states only).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xmod_explorer.errors import ExplorerError
+
+
+@dataclass
+class Encoded:
+    """Encoder output: last layer, and all layers (embedding output first) when asked for."""
+
+    last: torch.Tensor
+    layers: tuple[torch.Tensor, ...] | None = None
+
+
+class ReadWriteLock:
+    """Many forwards at once, or one adapter load alone (loading mutates the module tree)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self):
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._cond:
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _sorted_by(keys: list[int]) -> tuple[list[int] | None, list[int] | None]:
+    """Order that groups equal keys (stable) and its inverse; (None, None) if already grouped in order."""
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    if order == list(range(len(keys))):
+        return None, None
+    inverse = [0] * len(order)
+    for position, row in enumerate(order):
+        inverse[row] = position
+    return order, inverse
+
+
+def _apply_order(encoded: Encoded, inverse: list[int] | None) -> Encoded:
+    if inverse is None:
+        return encoded
+    index = torch.tensor(inverse, device=encoded.last.device)
+    layers = tuple(h.index_select(0, index) for h in encoded.layers) if encoded.layers is not None else None
+    return Encoded(encoded.last.index_select(0, index), layers)
+
+
+class NativeBackend:
+    """transformers' XmodModel: all adapters in one checkpoint, chosen per row with lang_ids."""
+
+    name = "transformers"
+
+    def __init__(self, model: nn.Module, languages: Sequence[str]):
+        self.model = model
+        self.encoder = model.roberta
+        self.languages = list(languages)
+        self._ids = {code: index for index, code in enumerate(self.languages)}
+        self.lock = ReadWriteLock()
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.embeddings.word_embeddings.weight.device
+
+    def ensure_languages(self, languages: Sequence[str]) -> None:
+        """All adapters are in memory already; nothing to load."""
+
+    def lang_ids(self, languages: Sequence[str]) -> torch.Tensor:
+        """The lang ids of codes, as indices into this model's own language list."""
+        return torch.tensor([self._ids[code] for code in languages], dtype=torch.long, device=self.device)
+
+    def encode_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        row_languages: Sequence[str],
+        *,
+        all_layers: bool = False,
+    ) -> Encoded:
+        """Each row through its own language's adapter, in one forward pass."""
+        keys = [self._ids[code] for code in row_languages]
+        order, inverse = _sorted_by(keys)  # rows of one language in a run: one adapter call per layer
+        if order is not None:
+            index = torch.tensor(order, device=input_ids.device)
+            input_ids, attention_mask = input_ids.index_select(0, index), attention_mask.index_select(0, index)
+            keys = [keys[i] for i in order]
+        out = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            lang_ids=torch.tensor(keys, dtype=torch.long, device=input_ids.device),
+            output_hidden_states=all_layers,
+            return_dict=True,
+        )
+        return _apply_order(Encoded(out.last_hidden_state, out.hidden_states if all_layers else None), inverse)
+
+    def encode_adapters(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        languages: Sequence[str],
+        *,
+        all_layers: bool = False,
+    ) -> Encoded:
+        """One text (a single row) through each adapter in languages: one output row per language."""
+        count = len(languages)
+        return self.encode_rows(
+            input_ids.expand(count, -1), attention_mask.expand(count, -1), languages, all_layers=all_layers
+        )
+
+    def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits for hidden states of shape (n, hidden)."""
+        head = getattr(self.model, "lm_head", None)
+        if head is None:
+            raise ExplorerError("This checkpoint has no masked-LM head, so it cannot fill masks. Load an XmodForMaskedLM checkpoint.")
+        return head(states)
+
+
+class AdapterBackend:
+    """The adapters library's XmodAdapterModel: a shared base plus one adapter per language.
+
+    Adapters not in memory are loaded on first use from ``adapter_source(code)``.
+    """
+
+    name = "adapters"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        languages: Sequence[str],
+        adapter_source: Callable[[str], Path],
+        *,
+        dtype: torch.dtype,
+        mlm_head: str | None,
+    ):
+        self.model = model
+        self.encoder = model.roberta
+        self.languages = list(languages)
+        self.adapter_source = adapter_source
+        self.dtype = dtype
+        self.mlm_head_name = mlm_head
+        self.lock = ReadWriteLock()
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.embeddings.word_embeddings.weight.device
+
+    @property
+    def loaded(self) -> list[str]:
+        return [code for code in self.languages if code in self.model.adapters_config.adapters]
+
+    def ensure_languages(self, languages: Sequence[str]) -> None:
+        """Load the adapters of any of languages that are not in memory yet."""
+        missing = [code for code in languages if code not in self.model.adapters_config.adapters]
+        if not missing:
+            return
+        with self.lock.writing():
+            for code in missing:
+                if code in self.model.adapters_config.adapters:
+                    continue
+                folder = self.adapter_source(code)
+                self.model.load_adapter(str(folder), load_as=code, set_active=False, use_safetensors=True)
+            self.model.to(device=self.device, dtype=self.dtype)
+            self.model.eval()
+
+    def _run(self, setup, input_ids, attention_mask, all_layers):
+        from adapters import AdapterSetup
+
+        with self.lock.reading(), AdapterSetup(setup):
+            out = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=all_layers, return_dict=True
+            )
+        return out
+
+    def encode_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        row_languages: Sequence[str],
+        *,
+        all_layers: bool = False,
+    ) -> Encoded:
+        """Each row through its own language's adapter: rows grouped by language, one BatchSplit pass."""
+        from adapters.composition import BatchSplit
+
+        rank = {code: index for index, code in enumerate(self.languages)}
+        keys = [rank[code] for code in row_languages]
+        order, inverse = _sorted_by(keys)
+        rows = list(row_languages)
+        if order is not None:
+            index = torch.tensor(order, device=input_ids.device)
+            input_ids, attention_mask = input_ids.index_select(0, index), attention_mask.index_select(0, index)
+            rows = [rows[i] for i in order]
+        runs: list[str] = []
+        sizes: list[int] = []
+        for code in rows:
+            if runs and runs[-1] == code:
+                sizes[-1] += 1
+            else:
+                runs.append(code)
+                sizes.append(1)
+        setup = runs[0] if len(runs) == 1 else BatchSplit(*runs, batch_sizes=sizes)
+        out = self._run(setup, input_ids, attention_mask, all_layers)
+        return _apply_order(Encoded(out.last_hidden_state, out.hidden_states if all_layers else None), inverse)
+
+    def encode_adapters(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        languages: Sequence[str],
+        *,
+        all_layers: bool = False,
+    ) -> Encoded:
+        """One text through each adapter with Parallel: the batch is replicated at the first adapter."""
+        from adapters.composition import Parallel
+
+        setup = languages[0] if len(languages) == 1 else Parallel(*languages)
+        out = self._run(setup, input_ids, attention_mask, all_layers)
+        count = len(languages)
+        layers = None
+        if all_layers:
+            # States before the first adapter are computed once; show them once per language.
+            layers = tuple(h.expand(count, -1, -1) if h.shape[0] == 1 else h for h in out.hidden_states)
+        last = out.last_hidden_state
+        return Encoded(last.expand(count, -1, -1) if last.shape[0] == 1 else last, layers)
+
+    def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Apply the masked-LM prediction head's layers to hidden states of shape (n, hidden)."""
+        if self.mlm_head_name is None:
+            raise ExplorerError("This checkpoint has no masked-LM head, so it cannot fill masks. Load one with a masked_lm head.")
+        for layer in self.model.heads[self.mlm_head_name]:
+            states = layer(states)
+        return states

@@ -1,0 +1,178 @@
+"""Convert a native X-MOD checkpoint (all adapters inside) to the adapters library's format.
+
+Layout written: ``OUT/`` holds the shared model and its masked-LM head (an XmodAdapterModel with
+no language adapter), ``OUT/adapters/<code>/`` one language adapter each, and
+``OUT/xmod_explorer.json`` the language list and the verification record. The result is
+written only after every language gives the same outputs as the source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xmod_explorer.errors import ExplorerError
+
+log = logging.getLogger(__name__)
+
+MARKER = "xmod_explorer.json"
+ADAPTERS_DIR = "adapters"
+MLM_HEAD = "default"
+
+
+def language_adapter_config(config):
+    """The sequential bottleneck config that reproduces X-MOD's own adapter placement."""
+    from adapters import SeqBnConfig
+
+    return SeqBnConfig(
+        reduction_factor=config.adapter_reduction_factor,
+        original_ln_before=bool(config.adapter_layer_norm or config.adapter_reuse_layer_norm),
+        original_ln_after=False,
+        residual_before_ln=False if config.ln_before_adapter else "post_add",
+        non_linearity=config.hidden_act,
+    )
+
+
+def adapter_state_from_native(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename native keys to XmodAdapterModel keys (encoder part; heads are mapped separately)."""
+    renamed = {}
+    for key, tensor in state.items():
+        if key.startswith("lm_head.") or key.startswith("classifier."):
+            continue
+        if ".adapter_modules." in key:
+            prefix, rest = key.split(".adapter_modules.", 1)
+            code, sub = rest.split(".", 1)
+            sub = sub.replace("dense1.", "adapter_down.0.").replace("dense2.", "adapter_up.")
+            key = f"{prefix}.adapters.{code}.{sub}"
+        renamed[key] = tensor
+    return renamed
+
+
+MLM_HEAD_KEYS = {
+    "lm_head.dense.weight": "0.weight",
+    "lm_head.dense.bias": "0.bias",
+    "lm_head.layer_norm.weight": "2.weight",
+    "lm_head.layer_norm.bias": "2.bias",
+    "lm_head.bias": "3.bias",
+}
+
+
+def adapter_model_from_native(native: nn.Module, languages: list[str]) -> nn.Module:
+    """Build an XmodAdapterModel in memory holding native's weights, for the given languages."""
+    from adapters import XmodAdapterModel
+
+    config = native.config
+    model = XmodAdapterModel(config)
+    adapter_config = language_adapter_config(config)
+    for code in languages:
+        model.add_adapter(code, config=adapter_config)
+    state = adapter_state_from_native(native.state_dict())
+    state = {key: value for key, value in state.items() if ".adapters." not in key or key.split(".adapters.")[1].split(".")[0] in languages}
+    if hasattr(native, "lm_head"):
+        model.add_masked_lm_head(MLM_HEAD)
+        native_state = native.state_dict()
+        for native_key, head_key in MLM_HEAD_KEYS.items():
+            state[f"heads.{MLM_HEAD}.{head_key}"] = native_state[native_key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # The pooler and prompt-tuning buffers are unused by masked-LM; anything else missing is a bug.
+    tied = f"heads.{MLM_HEAD}.3.weight"  # the decoder shares the word embeddings
+    missing = [k for k in missing if "pooler" not in k and "prompt_tuning" not in k and k != tied]
+    if missing or unexpected:
+        raise ExplorerError(f"Conversion left weights unmapped: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.tie_weights()
+    return model.to(dtype=next(native.parameters()).dtype).eval()
+
+
+@dataclass
+class ConversionReport:
+    """What the converter checked: largest output difference per language against the source."""
+
+    source: str
+    output: str
+    languages: list[str]
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    tolerance: float = 1e-4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _probe_inputs(vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two random token rows (with a padded tail) to compare source and converted outputs on."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size - 1, (2, 12), generator=generator)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ids[1, 9:] = 1
+    ids[1, 8] = 2
+    mask = (ids != 1).long()
+    return ids, mask
+
+
+@torch.no_grad()
+def compare_outputs(native: nn.Module, converted, languages: list[str]) -> dict[str, float]:
+    """Max |difference| of last hidden states and MLM logits, per language, native vs converted backend."""
+    from xmod_explorer.backends import NativeBackend
+
+    reference = NativeBackend(native, native.config.languages)
+    ids, mask = _probe_inputs(native.config.vocab_size)
+    ids, mask = ids.to(reference.device), mask.to(reference.device)
+    diffs = {}
+    for code in languages:
+        rows = [code] * ids.shape[0]
+        expected = reference.encode_rows(ids, mask, rows).last
+        actual = converted.encode_rows(ids, mask, rows).last
+        diff = (expected - actual).abs().max().item()
+        if hasattr(native, "lm_head"):
+            diff = max(diff, (reference.mlm_logits(expected) - converted.mlm_logits(actual)).abs().max().item())
+        diffs[code] = diff
+    return diffs
+
+
+def convert(source: str, output: str | Path, *, tolerance: float = 1e-4, overwrite: bool = False) -> ConversionReport:
+    """Convert source (a native X-MOD folder or hub id) into the adapters format at output."""
+    from xmod_explorer.loading import load_backend
+
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ExplorerError(f"{output} exists and is not empty; choose a new folder or pass --overwrite.")
+    native_loaded = load_backend(source, backend="transformers", device="cpu", dtype="float32")
+    native = native_loaded.backend.model
+    languages = list(native.config.languages)
+    model = adapter_model_from_native(native, languages)
+
+    staging = output.with_name(output.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / ADAPTERS_DIR).mkdir(parents=True)
+    try:
+        for code in languages:
+            model.save_adapter(str(staging / ADAPTERS_DIR / code), code, with_head=False, use_safetensors=True)
+        for code in languages:
+            model.delete_adapter(code)
+        model.save_pretrained(str(staging), safe_serialization=True)
+        native_loaded.tokenizer.save_pretrained(str(staging))
+        report = ConversionReport(source=source, output=str(output), languages=languages, tolerance=tolerance)
+        (staging / MARKER).write_text(json.dumps({"format": "adapters", **report.to_dict()}, indent=2))
+        # Check the files as written, loaded back through the normal adapters path.
+        converted = load_backend(str(staging), backend="adapters", device="cpu", dtype="float32")
+        converted.backend.ensure_languages(languages)
+        report.max_abs_diff = compare_outputs(native, converted.backend, languages)
+        bad = {code: diff for code, diff in report.max_abs_diff.items() if not diff <= tolerance}
+        if bad:
+            raise ExplorerError(
+                f"The converted model differs from {source} beyond {tolerance}: {bad}. Nothing was written."
+            )
+        (staging / MARKER).write_text(json.dumps({"format": "adapters", **report.to_dict()}, indent=2))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if output.exists():
+        shutil.rmtree(output)
+    staging.rename(output)
+    return report

@@ -1,0 +1,71 @@
+"""Which model to load when none is named, and the short names users may give instead of a path."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from xmod_explorer import hub
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "facebook/xmod-base"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+MINI_PATH = ASSETS / "xmod-mini"
+RANDOM_NOTE = "random weights, outputs are meaningless"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model reference to load and the reason it was chosen (shown in the UI and the log)."""
+
+    reference: str
+    reason: str
+    random_weights: bool = False
+
+
+def mini_available() -> bool:
+    return (MINI_PATH / "config.json").exists()
+
+
+def build_random_fallback() -> ModelChoice:
+    """A tiny random X-MOD in a temporary folder: the last resort when no real model is at hand."""
+    from xmod_explorer.tiny import TinySpec, build_random_checkpoint
+
+    folder = Path(tempfile.mkdtemp(prefix="xmod-random-"))
+    languages = ["en_XX", "de_DE", "fr_XX", "es_XX", "ru_RU", "ja_XX", "zh_CN", "hi_IN"]
+    build_random_checkpoint(folder, TinySpec(languages=languages, hidden_size=64, num_heads=4, intermediate_size=128))
+    return ModelChoice(str(folder), f"tiny model with {RANDOM_NOTE}", random_weights=True)
+
+
+def resolve_alias(reference: str) -> ModelChoice | None:
+    """'mini' is the embedded model in assets/, 'random' a tiny random one; None for anything else."""
+    name = reference.strip().lower()
+    if name in {"mini", "xmod-mini"}:
+        return ModelChoice(str(MINI_PATH), "the embedded mini X-MOD in assets/ (asked for by name)")
+    if name in {"random", "tiny-random"}:
+        return build_random_fallback()
+    return None
+
+
+def resolve_default() -> ModelChoice:
+    """facebook/xmod-base if cached or downloadable; else the embedded mini model; else a random one."""
+    from xmod_explorer.errors import ExplorerError
+
+    try:
+        hub.fetch_cached(DEFAULT_MODEL)
+        return ModelChoice(DEFAULT_MODEL, f"{DEFAULT_MODEL} found in the local Hugging Face cache")
+    except ExplorerError:
+        pass
+    if hub.hub_offline():
+        why = "HF_HUB_OFFLINE is set"
+    elif hub.hub_reachable():
+        return ModelChoice(DEFAULT_MODEL, f"{DEFAULT_MODEL} downloaded from the Hugging Face hub")
+    else:
+        why = "the hub cannot be reached"
+    if mini_available():
+        return ModelChoice(str(MINI_PATH), f"{DEFAULT_MODEL} is not cached and {why}: using the embedded mini X-MOD")
+    choice = build_random_fallback()
+    return ModelChoice(choice.reference, f"{DEFAULT_MODEL} is not cached and {why}: {choice.reason}", True)

@@ -1,0 +1,155 @@
+"""Masked-token predictions per language adapter: the math and its result objects."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import pandas as pd
+import torch
+
+# Rows of the vocabulary projection computed at once: bounds memory at rows x vocab floats.
+LOGIT_CHUNK_ROWS = 64
+
+
+@dataclass
+class TokenGuess:
+    """One candidate for a mask: the vocabulary piece as readable text, its id and probability."""
+
+    token: str
+    token_id: int
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"token": self.token, "token_id": self.token_id, "probability": self.probability}
+
+
+@dataclass
+class MaskSlot:
+    """Predictions of every chosen adapter for one <mask> (position = index in the token sequence)."""
+
+    position: int
+    predictions: dict[str, list[TokenGuess]]
+    entropy_bits: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "position": self.position,
+            "predictions": {code: [g.to_dict() for g in guesses] for code, guesses in self.predictions.items()},
+            "entropy_bits": dict(self.entropy_bits),
+        }
+
+
+@dataclass
+class MaskAgreement:
+    """How far the adapters agree on one mask."""
+
+    position: int
+    top_tokens: dict[str, str]
+    all_agree: bool
+    mean_top_k_overlap: float
+    entropy_bits: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {
+            "position": self.position,
+            "top_tokens": dict(self.top_tokens),
+            "all_agree": self.all_agree,
+            "mean_top_k_overlap": self.mean_top_k_overlap,
+            "entropy_bits": dict(self.entropy_bits),
+        }
+
+
+@dataclass
+class MaskPrediction:
+    """Result of Explorer.predict_masks."""
+
+    model: str
+    text: str
+    languages: list[str]
+    tokens: list[str]
+    masks: list[MaskSlot]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "text": self.text,
+            "languages": list(self.languages),
+            "tokens": list(self.tokens),
+            "masks": [slot.to_dict() for slot in self.masks],
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (mask, language, rank)."""
+        rows = [
+            {
+                "mask": number,
+                "position": slot.position,
+                "language": code,
+                "rank": rank,
+                "token": guess.token,
+                "token_id": guess.token_id,
+                "probability": guess.probability,
+            }
+            for number, slot in enumerate(self.masks, start=1)
+            for code, guesses in slot.predictions.items()
+            for rank, guess in enumerate(guesses, start=1)
+        ]
+        return pd.DataFrame(rows, columns=["mask", "position", "language", "rank", "token", "token_id", "probability"])
+
+    def to_wide_frame(self) -> pd.DataFrame:
+        """Side by side: one row per (mask, rank), one column per language holding 'token (p)'."""
+        rows = []
+        for number, slot in enumerate(self.masks, start=1):
+            depth = max((len(g) for g in slot.predictions.values()), default=0)
+            for rank in range(depth):
+                row = {"mask": number, "rank": rank + 1}
+                for code in self.languages:
+                    guesses = slot.predictions.get(code, [])
+                    row[code] = f"{guesses[rank].token} ({guesses[rank].probability:.3f})" if rank < len(guesses) else ""
+                rows.append(row)
+        return pd.DataFrame(rows, columns=["mask", "rank", *self.languages])
+
+    def agreement(self) -> list[MaskAgreement]:
+        """Per mask: top token per adapter, whether all agree, mean pairwise top-k overlap (Jaccard)."""
+        summaries = []
+        for slot in self.masks:
+            tops = {code: guesses[0].token for code, guesses in slot.predictions.items() if guesses}
+            sets = {code: {g.token_id for g in guesses} for code, guesses in slot.predictions.items()}
+            pairs = list(combinations(sets.values(), 2))
+            overlap = sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs) if pairs else 1.0
+            summaries.append(
+                MaskAgreement(
+                    position=slot.position,
+                    top_tokens=tops,
+                    all_agree=len(set(tops.values())) <= 1,
+                    mean_top_k_overlap=overlap,
+                    entropy_bits=dict(slot.entropy_bits),
+                )
+            )
+        return summaries
+
+
+def top_k_with_entropy(
+    states: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor], k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Project hidden states to vocabulary logits (in chunks), softmax over the full vocabulary:
+    top-k probabilities, their ids, and the entropy in bits of each row."""
+    probabilities, ids, entropies = [], [], []
+    for start in range(0, states.shape[0], LOGIT_CHUNK_ROWS):
+        chunk = project(states[start : start + LOGIT_CHUNK_ROWS]).float()
+        log_p = torch.log_softmax(chunk, dim=-1)
+        p = log_p.exp()
+        entropies.append(-(p * log_p).sum(-1) / math.log(2))
+        top_p, top_ids = p.topk(k, dim=-1)
+        probabilities.append(top_p)
+        ids.append(top_ids)
+    return torch.cat(probabilities), torch.cat(ids), torch.cat(entropies)
+
+
+def readable_token(tokenizer, token_id: int) -> str:
+    """A vocabulary piece as a reader sees it: '▁girl' becomes 'girl'; a bare '▁' stays visible."""
+    text = tokenizer.decode([token_id], clean_up_tokenization_spaces=False).strip()
+    return text or tokenizer.convert_ids_to_tokens(token_id)

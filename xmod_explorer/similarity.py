@@ -1,0 +1,214 @@
+"""Hidden-state similarity: pooling, raw and centred cosine, linear CKA; and their result objects.
+
+Raw cosine between transformer states is high even for unrelated inputs (a few dominant
+dimensions), so every comparison here also offers a centred variant or a shuffled baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+
+def mean_pool(states: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean over the positions where keep is True: (batch, tokens, hidden) -> (batch, hidden)."""
+    weights = keep.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """All pairwise cosines of the rows of (n, hidden)."""
+    unit = torch.nn.functional.normalize(vectors.double(), dim=-1)
+    return unit @ unit.T
+
+
+def centred_token_cosine(states: torch.Tensor) -> torch.Tensor:
+    """(adapters, tokens, hidden) -> (adapters, adapters): per-token cosine after removing the mean
+    state of all tokens under all adapters, averaged over tokens."""
+    centred = states.double() - states.double().mean(dim=(0, 1), keepdim=True)
+    unit = torch.nn.functional.normalize(centred, dim=-1)  # (k, t, h)
+    return torch.einsum("ath,bth->ab", unit, unit) / states.shape[1]
+
+
+def token_cosine(states: torch.Tensor, reference: int, *, centred: bool = False) -> torch.Tensor:
+    """(adapters, tokens, hidden) -> (adapters, tokens): each token's cosine to the reference adapter's."""
+    values = states.double()
+    if centred:
+        values = values - values.mean(dim=(0, 1), keepdim=True)
+    unit = torch.nn.functional.normalize(values, dim=-1)
+    return (unit * unit[reference : reference + 1]).sum(-1)
+
+
+def _hsic_unbiased(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC estimator (Song et al., 2012) on Gram matrices with zeroed diagonals."""
+    n = gram_x.shape[0]
+    kx = gram_x.clone().fill_diagonal_(0)
+    ky = gram_y.clone().fill_diagonal_(0)
+    ones = torch.ones(n, 1, dtype=kx.dtype)
+    trace = (kx * ky).sum()
+    middle = (ones.T @ kx @ ones) * (ones.T @ ky @ ones) / ((n - 1) * (n - 2))
+    last = (ones.T @ kx @ ky @ ones) * 2 / (n - 2)
+    return ((trace + middle - last) / (n * (n - 3))).squeeze()
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor, *, debiased: bool = True) -> float:
+    """Linear CKA between two representations of the same n items, (n, dx) and (n, dy).
+
+    The debiased estimator needs n >= 4; with fewer items the biased one is used.
+    """
+    x = x.double() - x.double().mean(0, keepdim=True)
+    y = y.double() - y.double().mean(0, keepdim=True)
+    if debiased and x.shape[0] >= 4:
+        gram_x, gram_y = x @ x.T, y @ y.T
+        xy = _hsic_unbiased(gram_x, gram_y)
+        xx = _hsic_unbiased(gram_x, gram_x)
+        yy = _hsic_unbiased(gram_y, gram_y)
+        denominator = (xx * yy).clamp_min(0).sqrt()
+        return float(xy / denominator) if denominator > 0 else float("nan")
+    numerator = torch.linalg.matrix_norm(y.T @ x) ** 2
+    denominator = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    return float(numerator / denominator) if denominator > 0 else float("nan")
+
+
+def derangements(n: int, count: int, seed: int = 0) -> list[list[int]]:
+    """Up to count random permutations of range(n) that move every item (the shuffled pairing)."""
+    generator = torch.Generator().manual_seed(seed)
+    found: list[list[int]] = []
+    for _ in range(count * 50):
+        if len(found) >= count or n < 2:
+            break
+        order = torch.randperm(n, generator=generator).tolist()
+        if all(order[i] != i for i in range(n)):
+            found.append(order)
+    return found
+
+
+def shuffled_cka(x: torch.Tensor, y: torch.Tensor, *, permutations: int = 20, seed: int = 0) -> float:
+    """Mean linear CKA after pairing each item of x with a different item of y: the chance level."""
+    orders = derangements(x.shape[0], permutations, seed)
+    if not orders:
+        return float("nan")
+    return sum(linear_cka(x, y[order]) for order in orders) / len(orders)
+
+
+def _nested(tensor: torch.Tensor) -> list:
+    return [[round(float(v), 6) for v in row] for row in tensor] if tensor.dim() == 2 else [round(float(v), 6) for v in tensor]
+
+
+@dataclass
+class AdapterComparison:
+    """Result of Explorer.compare_adapters: one text through several adapters, layer by layer.
+
+    Arrays are indexed [layer][language][...]; layer 0 is the embedding output (no adapter yet).
+    """
+
+    model: str
+    text: str
+    languages: list[str]
+    reference: str
+    tokens: list[str]
+    pooled_cosine: torch.Tensor  # (layers, k, k) cosine of mean-pooled states
+    centred_cosine: torch.Tensor  # (layers, k, k) per-token centred cosine, averaged over tokens
+    token_cosine: torch.Tensor  # (layers, k, tokens) raw cosine to the reference adapter
+    token_cosine_centred: torch.Tensor  # (layers, k, tokens)
+
+    @property
+    def layers(self) -> list[int]:
+        return list(range(self.pooled_cosine.shape[0]))
+
+    def reference_curve(self, centred: bool = False) -> torch.Tensor:
+        """(layers, k): each adapter's pooled similarity to the reference adapter per layer."""
+        matrix = self.centred_cosine if centred else self.pooled_cosine
+        return matrix[:, :, self.languages.index(self.reference)]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "text": self.text,
+            "languages": list(self.languages),
+            "reference": self.reference,
+            "layers": self.layers,
+            "tokens": list(self.tokens),
+            "pooled_cosine": [_nested(m) for m in self.pooled_cosine],
+            "centred_cosine": [_nested(m) for m in self.centred_cosine],
+            "token_cosine_to_reference": [_nested(m) for m in self.token_cosine],
+            "token_cosine_to_reference_centred": [_nested(m) for m in self.token_cosine_centred],
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (layer, language pair): pooled raw cosine and centred cosine."""
+        rows = [
+            {
+                "layer": layer,
+                "language_a": a,
+                "language_b": b,
+                "pooled_cosine": float(self.pooled_cosine[layer, i, j]),
+                "centred_cosine": float(self.centred_cosine[layer, i, j]),
+            }
+            for layer in self.layers
+            for i, a in enumerate(self.languages)
+            for j, b in enumerate(self.languages)
+        ]
+        return pd.DataFrame(rows)
+
+
+@dataclass
+class LanguagePairScore:
+    """Parallel sentences of two languages compared at one layer, with the shuffled baseline."""
+
+    layer: int
+    language_a: str
+    language_b: str
+    matched_cosine: float  # mean cosine of translation pairs
+    shuffled_cosine: float  # mean cosine of non-translation pairs (baseline)
+    cka: float
+    shuffled_cka: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SentenceComparison:
+    """Result of Explorer.compare_sentences: each sentence through its own language's adapter."""
+
+    model: str
+    pairs: list[tuple[str, str]]
+    pooled_cosine: torch.Tensor  # (layers, n, n)
+    centred_cosine: torch.Tensor  # (layers, n, n) after removing the mean over the n sentences
+    parallel_size: int  # sentences per language when the set is parallel, else 0
+    scores: list[LanguagePairScore] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def layers(self) -> list[int]:
+        return list(range(self.pooled_cosine.shape[0]))
+
+    @property
+    def labels(self) -> list[str]:
+        counts: dict[str, int] = {}
+        names = []
+        for code, _ in self.pairs:
+            counts[code] = counts.get(code, 0) + 1
+            names.append(f"{code} #{counts[code]}")
+        return names
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "pairs": [[code, text] for code, text in self.pairs],
+            "labels": self.labels,
+            "layers": self.layers,
+            "pooled_cosine": [_nested(m) for m in self.pooled_cosine],
+            "centred_cosine": [_nested(m) for m in self.centred_cosine],
+            "parallel_size": self.parallel_size,
+            "scores": [score.to_dict() for score in self.scores],
+            "notes": list(self.notes),
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """Per (layer, language pair): matched vs shuffled cosine, CKA vs shuffled CKA."""
+        columns = ["layer", "language_a", "language_b", "matched_cosine", "shuffled_cosine", "cka", "shuffled_cka"]
+        return pd.DataFrame([score.to_dict() for score in self.scores], columns=columns)

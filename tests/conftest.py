@@ -47,3 +47,16 @@ def converted_dir(tmp_path_factory, base_dir):
     out = tmp_path_factory.mktemp("converted") / "xmod-adapters"
     convert(str(base_dir), out)
     return out
+
+
+def assert_same_predictions(a: dict, b: dict, atol: float = 1e-6) -> None:
+    """Two predict_masks dicts agree: same tokens in the same order, probabilities within atol."""
+    assert a["languages"] == b["languages"]
+    assert len(a["masks"]) == len(b["masks"])
+    for slot_a, slot_b in zip(a["masks"], b["masks"]):
+        assert slot_a["position"] == slot_b["position"]
+        for code in a["languages"]:
+            guesses_a, guesses_b = slot_a["predictions"][code], slot_b["predictions"][code]
+            assert [g["token_id"] for g in guesses_a] == [g["token_id"] for g in guesses_b], code
+            for ga, gb in zip(guesses_a, guesses_b):
+                assert abs(ga["probability"] - gb["probability"]) <= atol, (code, ga, gb)

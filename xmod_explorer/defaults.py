@@ -24,6 +24,7 @@ class ModelChoice:
     reference: str
     reason: str
     random_weights: bool = False
+    name: str | None = None  # what to call it in the UI when the reference is a bare path
 
 
 def mini_available() -> bool:
@@ -37,14 +38,14 @@ def build_random_fallback() -> ModelChoice:
     folder = Path(tempfile.mkdtemp(prefix="xmod-random-"))
     languages = ["en_XX", "de_DE", "fr_XX", "es_XX", "ru_RU", "ja_XX", "zh_CN", "hi_IN"]
     build_random_checkpoint(folder, TinySpec(languages=languages, hidden_size=64, num_heads=4, intermediate_size=128))
-    return ModelChoice(str(folder), f"tiny model with {RANDOM_NOTE}", random_weights=True)
+    return ModelChoice(str(folder), f"tiny model with {RANDOM_NOTE}", random_weights=True, name="random-tiny-xmod")
 
 
 def resolve_alias(reference: str) -> ModelChoice | None:
     """'mini' is the embedded model in assets/, 'random' a tiny random one; None for anything else."""
     name = reference.strip().lower()
     if name in {"mini", "xmod-mini"}:
-        return ModelChoice(str(MINI_PATH), "the embedded mini X-MOD in assets/ (asked for by name)")
+        return ModelChoice(str(MINI_PATH), "the embedded mini X-MOD in assets/, asked for by name", name="xmod-mini")
     if name in {"random", "tiny-random"}:
         return build_random_fallback()
     return None
@@ -66,6 +67,7 @@ def resolve_default() -> ModelChoice:
     else:
         why = "the hub cannot be reached"
     if mini_available():
-        return ModelChoice(str(MINI_PATH), f"{DEFAULT_MODEL} is not cached and {why}: using the embedded mini X-MOD")
+        reason = f"{DEFAULT_MODEL} is not cached and {why}: using the embedded mini X-MOD"
+        return ModelChoice(str(MINI_PATH), reason, name="xmod-mini")
     choice = build_random_fallback()
-    return ModelChoice(choice.reference, f"{DEFAULT_MODEL} is not cached and {why}: {choice.reason}", True)
+    return ModelChoice(choice.reference, f"{DEFAULT_MODEL} is not cached and {why}: {choice.reason}", True, choice.name)

@@ -20,6 +20,7 @@ import torch
 from xmod_explorer import defaults
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
+from xmod_explorer.limits import Limits
 from xmod_explorer.loading import Loaded, load_backend
 from xmod_explorer.masks import MaskPrediction, MaskSlot, TokenGuess, readable_token, top_k_with_entropy
 from xmod_explorer.similarity import (
@@ -45,7 +46,7 @@ class ModelInfo:
     """What is loaded: identity, placement, size and languages (codes in model order)."""
 
     model: str
-    path: str
+    folder: str  # not "path": gradio_client would take a dict with a "path" key for a file
     reason: str
     backend: str
     checkpoint_format: str
@@ -101,8 +102,18 @@ def _guard_device_memory(method):
 class Explorer:
     """A loaded X-MOD model and the ways to look inside it."""
 
-    def __init__(self, loaded: Loaded, *, reason: str = "", random_weights: bool = False):
+    def __init__(
+        self,
+        loaded: Loaded,
+        *,
+        reason: str = "",
+        random_weights: bool = False,
+        limits: Limits | None = None,
+        name: str | None = None,
+    ):
         self.loaded = loaded
+        self._name = name or loaded.reference
+        self.limits = limits or Limits.local()
         self.backend = loaded.backend
         self.tokenizer = loaded.tokenizer
         self.reason = reason or f"{loaded.reference} asked for by name"
@@ -120,6 +131,7 @@ class Explorer:
         device: str = "auto",
         dtype: str = "auto",
         languages: Sequence[str] | str | None = None,
+        limits: Limits | None = None,
     ) -> Explorer:
         """Load an X-MOD checkpoint (hub id, local folder, 'mini' or 'random'; None: the default).
 
@@ -136,13 +148,14 @@ class Explorer:
             choice = defaults.resolve_alias(model) or defaults.ModelChoice(model.strip(), f"{model.strip()} asked for by name")
         log.info("model: %s (%s)", choice.reference, choice.reason)
         loaded = load_backend(choice.reference, backend=backend, device=device, dtype=dtype, languages=languages)
-        return cls(loaded, reason=choice.reason, random_weights=choice.random_weights)
+        return cls(loaded, reason=choice.reason, random_weights=choice.random_weights, limits=limits, name=choice.name)
 
     # ----- what is loaded -------------------------------------------------------------------
 
     @property
     def name(self) -> str:
-        return self.loaded.reference
+        """The model's id as users know it: hub id, folder, or the short name of a built-in model."""
+        return self._name
 
     @property
     def languages(self) -> list[str]:
@@ -156,7 +169,7 @@ class Explorer:
         loaded = self.backend.loaded if hasattr(self.backend, "loaded") else self.languages
         return ModelInfo(
             model=self.name,
-            path=str(self.loaded.path),
+            folder=str(self.loaded.path),
             reason=self.reason,
             backend=self.backend.name,
             checkpoint_format=self.loaded.checkpoint_format,
@@ -176,17 +189,21 @@ class Explorer:
 
     # ----- input checks ---------------------------------------------------------------------
 
-    def _languages(self, languages, max_count: int | None = None) -> list[str]:
-        codes = resolve_languages(languages, self.languages, max_count=max_count)
+    def _languages(self, languages) -> list[str]:
+        codes = resolve_languages(languages, self.languages, max_count=self.limits.max_languages)
         self.backend.ensure_languages(codes)
         return codes
 
     def _tokenize(self, text: object, *, what: str = "text") -> list[int]:
         if not isinstance(text, str):
             raise ExplorerError(f"The {what} must be a string; got {type(text).__name__}.")
-        text = MASK_SPELLINGS.sub(self.tokenizer.mask_token, text)
         if not text.strip():
             raise ExplorerError(f"The {what} is empty. Type a sentence.")
+        if len(text) > self.limits.max_text_chars:
+            raise ExplorerError(
+                f"The {what} is {len(text):,} characters long; at most {self.limits.max_text_chars:,} are accepted here. Shorten it."
+            )
+        text = MASK_SPELLINGS.sub(self.tokenizer.mask_token, text)
         # Count before building tensors: a 100,000-character paste must fail fast, not run.
         ids = self.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         if len(ids) > self.max_tokens:
@@ -201,15 +218,15 @@ class Explorer:
     def _content_positions(self, ids: Sequence[int]) -> list[int]:
         return [i for i, token in enumerate(ids) if token not in self._special_ids]
 
-    @staticmethod
-    def _top_k(top_k: object, vocab_size: int) -> int:
+    def _top_k(self, top_k: object, vocab_size: int) -> int:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or isinstance(top_k, float) and not (
             math.isfinite(top_k) and top_k.is_integer()
         ):
             raise ExplorerError(f"top_k must be a whole number such as 5; got {top_k!r}.")
         k = int(top_k)
-        if not 1 <= k <= vocab_size:
-            raise ExplorerError(f"top_k must be between 1 and {vocab_size}; got {k}.")
+        highest = min(vocab_size, self.limits.max_top_k)
+        if not 1 <= k <= highest:
+            raise ExplorerError(f"top_k must be between 1 and {highest}; got {k}.")
         return k
 
     def _tensor(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,6 +252,8 @@ class Explorer:
         positions = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         if not positions:
             raise ExplorerError(f"The text has no {self.tokenizer.mask_token}. Put {self.tokenizer.mask_token} where a word should be predicted.")
+        if len(positions) > self.limits.max_masks:
+            raise ExplorerError(f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some.")
         input_ids, attention = self._tensor([ids])
         with torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes)
@@ -306,16 +325,14 @@ class Explorer:
         return rows
 
     @_guard_device_memory
-    def compare_sentences(
-        self, pairs: Sequence[tuple[str, str]], *, max_sentences: int | None = None, permutations: int = 20
-    ) -> SentenceComparison:
+    def compare_sentences(self, pairs: Sequence[tuple[str, str]], *, permutations: int = 20) -> SentenceComparison:
         """Each sentence through its own language's adapter; cosine per layer, and for parallel sets
         (same count per language, i-th sentences translations of each other) CKA with shuffled baselines."""
         rows = [(code, text) for code, text in self._pairs(pairs) if not (_blank(code) and _blank(text))]
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
-        if max_sentences is not None and len(rows) > max_sentences:
-            raise ExplorerError(f"At most {max_sentences} sentences at once here; you gave {len(rows)}.")
+        if len(rows) > self.limits.max_sentences:
+            raise ExplorerError(f"At most {self.limits.max_sentences} sentences at once here; you gave {len(rows)}. Remove some rows.")
         codes, token_rows = [], []
         for number, (code, text) in enumerate(rows, start=1):
             try:

@@ -125,6 +125,10 @@ def _closest(candidate: str, available: Sequence[str]) -> str | None:
             by_key.setdefault(name.lower(), code)
     if key in by_key:
         return by_key[key]
+    # "en_US", "pt-BR": the language part usually names the adapter even when the region differs.
+    prefix = key.replace("-", "_").split("_")[0]
+    if prefix in by_key:
+        return by_key[prefix]
     hits = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.6)
     return by_key[hits[0]] if hits else None
 

@@ -120,9 +120,20 @@ def _quiet_transformers():
         hf_logging.set_verbosity(previous)
 
 
+def _is_refused_pickle(exc: BaseException | None) -> bool:
+    """True if exc, or an exception it wraps, is torch refusing a pickle under weights_only=True."""
+    seen = 0
+    while exc is not None and seen < 10:
+        text = str(exc)
+        if "Unpickl" in type(exc).__name__ or "weights_only" in text or "Unsupported global" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def _weights_error(reference: str, exc: Exception) -> ExplorerError:
     text = str(exc)
-    if "weights_only" in text or "Unpickl" in type(exc).__name__ or "Unsupported global" in text:
+    if _is_refused_pickle(exc):
         return ExplorerError(
             f"{reference}: the pickle weights file holds more than tensors and was refused (it could run code). "
             "Use a safetensors checkpoint."

@@ -1,0 +1,167 @@
+"""Plotly figures built from result objects; no model code and no math beyond reshaping."""
+
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from xmod_explorer.masks import MaskPrediction
+from xmod_explorer.similarity import AdapterComparison, SentenceComparison
+
+# Above this many languages, side-by-side bar panels get unreadable; a heatmap scales.
+MAX_BAR_PANELS = 12
+COLUMNS = 4
+
+
+def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figure:
+    figure.update_layout(
+        title=title,
+        template="plotly_white",
+        margin=dict(l=60, r=20, t=60, b=40),
+        height=height,
+        font=dict(size=13),
+    )
+    return figure
+
+
+def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.Figure:
+    """Top-k probabilities per language for one mask: a bar panel per language, or a heatmap for many."""
+    slot = prediction.masks[mask_number - 1]
+    title = f"Mask {mask_number} of {len(prediction.masks)}: top-{len(next(iter(slot.predictions.values())))} per adapter"
+    codes = prediction.languages
+    if len(codes) > MAX_BAR_PANELS:
+        tokens: list[str] = []
+        for code in codes:
+            for guess in slot.predictions[code]:
+                if guess.token not in tokens:
+                    tokens.append(guess.token)
+        values = [[next((g.probability for g in slot.predictions[c] if g.token == t), None) for c in codes] for t in tokens]
+        figure = go.Figure(
+            go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)
+        )
+        figure.update_yaxes(autorange="reversed")
+        return _layout(figure, title, height=max(400, 18 * len(tokens)))
+    rows = math.ceil(len(codes) / COLUMNS)
+    columns = min(COLUMNS, len(codes))
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=codes, horizontal_spacing=0.12, vertical_spacing=0.12)
+    for index, code in enumerate(codes):
+        guesses = slot.predictions[code]
+        figure.add_trace(
+            go.Bar(
+                x=[g.probability for g in guesses],
+                y=[f"{rank}. {g.token}" for rank, g in enumerate(guesses, start=1)],
+                orientation="h",
+                name=code,
+                text=[f"{g.probability:.3f}" for g in guesses],
+                textposition="auto",
+                showlegend=False,
+            ),
+            row=index // COLUMNS + 1,
+            col=index % COLUMNS + 1,
+        )
+    figure.update_yaxes(autorange="reversed")
+    figure.update_xaxes(range=[0, 1], title_text="probability")
+    return _layout(figure, title, height=260 * rows + 60)
+
+
+def similarity_heatmap(matrix, labels: list[str], title: str) -> go.Figure:
+    """A symmetric similarity matrix with its values printed in the cells."""
+    values = [[float(v) for v in row] for row in matrix]
+    figure = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=labels,
+            y=labels,
+            zmin=min(0.0, min(min(row) for row in values)),
+            zmax=1.0,
+            colorscale="Viridis",
+            text=[[f"{v:.3f}" for v in row] for row in values],
+            texttemplate="%{text}" if len(labels) <= 12 else None,
+            colorbar=dict(title="cosine"),
+        )
+    )
+    figure.update_yaxes(autorange="reversed")
+    return _layout(figure, title, height=max(380, 28 * len(labels) + 140))
+
+
+def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = False) -> go.Figure:
+    """Pooled (or centred) similarity between adapters at one layer."""
+    matrix = (comparison.centred_cosine if centred else comparison.pooled_cosine)[layer]
+    kind = "centred cosine" if centred else "cosine of mean-pooled states"
+    return similarity_heatmap(matrix, comparison.languages, f"Layer {layer}: {kind}")
+
+
+def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.Figure:
+    """Each adapter's similarity to the reference adapter across layers."""
+    curve = comparison.reference_curve(centred)
+    figure = go.Figure()
+    for index, code in enumerate(comparison.languages):
+        if code == comparison.reference:
+            continue
+        figure.add_trace(go.Scatter(x=comparison.layers, y=[float(v) for v in curve[:, index]], mode="lines+markers", name=code))
+    figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
+    figure.update_yaxes(title_text="similarity to " + comparison.reference)
+    kind = "centred" if centred else "raw"
+    return _layout(figure, f"Similarity to {comparison.reference} per layer ({kind})")
+
+
+def token_shift_heatmap(comparison: AdapterComparison, language: str, centred: bool = False) -> go.Figure:
+    """Tokens x layers: 1 - cosine between this adapter's token state and the reference adapter's."""
+    index = comparison.languages.index(language)
+    source = comparison.token_cosine_centred if centred else comparison.token_cosine
+    distance = [[1.0 - float(source[layer, index, t]) for layer in comparison.layers] for t in range(len(comparison.tokens))]
+    labels = [f"{t + 1}. {token}" for t, token in enumerate(comparison.tokens)]
+    figure = go.Figure(
+        go.Heatmap(
+            z=distance,
+            x=comparison.layers,
+            y=labels,
+            colorscale="Magma",
+            reversescale=True,
+            zmin=0,
+            colorbar=dict(title="1 - cos"),
+        )
+    )
+    figure.update_xaxes(title_text="layer", dtick=1)
+    figure.update_yaxes(autorange="reversed")
+    kind = "centred" if centred else "raw"
+    title = f"How far {language} moves each token from {comparison.reference} ({kind})"
+    return _layout(figure, title, height=max(360, 24 * len(labels) + 120))
+
+
+def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool = False) -> go.Figure:
+    """Similarity of sentences (each through its own adapter) at one layer."""
+    matrix = (comparison.centred_cosine if centred else comparison.pooled_cosine)[layer]
+    kind = "centred cosine" if centred else "cosine"
+    return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}")
+
+
+def cka_lines(comparison: SentenceComparison) -> go.Figure:
+    """Per language pair and layer: CKA and matched cosine against their shuffled baselines."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=["linear CKA", "cosine of translation pairs"])
+    pairs = sorted({(s.language_a, s.language_b) for s in comparison.scores})
+    for a, b in pairs:
+        scores = [s for s in comparison.scores if (s.language_a, s.language_b) == (a, b)]
+        layers = [s.layer for s in scores]
+        name = f"{a}-{b}"
+        figure.add_trace(go.Scatter(x=layers, y=[s.cka for s in scores], name=f"{name}", mode="lines+markers", legendgroup=name), 1, 1)
+        figure.add_trace(
+            go.Scatter(x=layers, y=[s.shuffled_cka for s in scores], name=f"{name} shuffled", mode="lines", line=dict(dash="dot"), legendgroup=name),
+            1,
+            1,
+        )
+        figure.add_trace(
+            go.Scatter(x=layers, y=[s.matched_cosine for s in scores], name=f"{name} pairs", mode="lines+markers", legendgroup=name, showlegend=False),
+            1,
+            2,
+        )
+        figure.add_trace(
+            go.Scatter(x=layers, y=[s.shuffled_cosine for s in scores], name=f"{name} shuffled", mode="lines", line=dict(dash="dot"), legendgroup=name, showlegend=False),
+            1,
+            2,
+        )
+    figure.update_xaxes(title_text="layer", dtick=1)
+    size = comparison.parallel_size
+    return _layout(figure, f"Parallel sentences (n = {size} per language): solid = matched, dotted = shuffled baseline")

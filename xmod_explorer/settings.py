@@ -1,0 +1,102 @@
+"""App settings: command-line flags, each with an environment-variable twin, and input limits."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from xmod_explorer.limits import Limits
+
+TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything app.py needs to start: which model, where to serve, how open to be."""
+
+    model: str | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    languages: list[str] | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    public: bool = False
+    allow_finetune: bool = False
+    mcp: bool = False
+    limits: Limits = field(default_factory=Limits.local)
+
+    @property
+    def can_load_models(self) -> bool:
+        """Loading other models reads arbitrary paths and downloads; only for a local user."""
+        return not self.public
+
+
+# flag name -> (environment variable, help text)
+FLAGS = {
+    "model": ("XMOD_MODEL", "hub id, local folder, 'mini' (embedded model) or 'random'; default: facebook/xmod-base if cached or downloadable, else the embedded mini X-MOD"),
+    "backend": ("XMOD_BACKEND", "auto, transformers or adapters (default: auto, from the checkpoint)"),
+    "device": ("XMOD_DEVICE", "auto, cpu, cuda or mps (default: auto)"),
+    "dtype": ("XMOD_DTYPE", "auto, float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)"),
+    "languages": ("XMOD_LANGUAGES", "load only these adapters, comma-separated (e.g. en_XX,de_DE,fr_XX)"),
+    "host": ("XMOD_HOST", "address to serve on (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
+    "port": ("XMOD_PORT", "port to serve on (default 7860)"),
+    "share": ("XMOD_SHARE", "also create a temporary public gradio.live link"),
+    "public": ("XMOD_PUBLIC", "public-server mode: no model loading from the UI, tight input caps, no tracebacks (on automatically when SPACE_ID is set)"),
+    "allow_finetune": ("XMOD_ALLOW_FINETUNE", "let the transfer lab also train a task adapter (slow without a GPU)"),
+    "mcp": ("XMOD_MCP", "also serve the API endpoints as MCP tools (needs the mcp package)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="X-MOD Explorer: a web app to see what the language adapters of an X-MOD model do. "
+        "Every flag can also be set through the environment variable shown.",
+    )
+    for name, (variable, text) in FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if name in {"share", "public", "allow_finetune", "mcp"}:
+            parser.add_argument(flag, action="store_true", default=None, help=f"{text} [{variable}=1]")
+        elif name == "port":
+            parser.add_argument(flag, type=int, default=None, help=f"{text} [{variable}]")
+        else:
+            parser.add_argument(flag, default=None, help=f"{text} [{variable}]")
+    return parser
+
+
+def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Flags win over environment variables, which win over defaults. argv=None reads no flags."""
+    environ = dict(os.environ if environ is None else environ)
+    args = build_parser().parse_args(argv or [])
+
+    def pick(name: str):
+        value = getattr(args, name)
+        if value is not None:
+            return value
+        return environ.get(FLAGS[name][0]) or None
+
+    def flag(name: str) -> bool:
+        value = getattr(args, name)
+        return bool(value) if value is not None else environ.get(FLAGS[name][0], "").strip().lower() in TRUE
+
+    public = flag("public") or bool(environ.get("SPACE_ID"))
+    languages = pick("languages")
+    port = pick("port")
+    host = pick("host") or ("0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1")
+    return Settings(
+        model=pick("model"),
+        backend=pick("backend") or "auto",
+        device=pick("device") or "auto",
+        dtype=pick("dtype") or "auto",
+        languages=[code.strip() for code in languages.split(",") if code.strip()] if languages else None,
+        host=host,
+        port=int(port) if port else 7860,
+        share=flag("share"),
+        public=public,
+        allow_finetune=flag("allow_finetune"),
+        mcp=flag("mcp"),
+        limits=Limits.public() if public else Limits.local(),
+    )

@@ -1,0 +1,48 @@
+"""Tab 5, About: X-MOD in a few paragraphs, and how to read each tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+ABOUT = """
+### What is X-MOD?
+
+Multilingual models such as XLM-R share one set of weights across about a hundred languages. The more languages
+share that fixed capacity, the worse each one does: the *curse of multilinguality*.
+
+**X-MOD** (Pfeiffer et al., 2022) gives every language a small module of its own, a *language adapter*, in every
+transformer layer. An adapter is a bottleneck: project the hidden state down (768 to 384 in xmod-base), apply a
+non-linearity, project it back up, and add it to the state. Everything else (embeddings, attention, feed-forward
+blocks) is shared. The adapters are there from the start of pre-training, and each sentence is routed through the
+adapter of its own language. xmod-base has 81 of them.
+
+Two consequences make X-MOD interesting to look at:
+
+* **You choose the adapter.** The same sentence can be run through the German adapter or the Japanese one. This app
+  does exactly that and shows what changes.
+* **Cross-lingual transfer by swapping adapters.** Fine-tune the shared part on a task in one language, with the
+  embeddings and adapters frozen; then switch to another language's adapter and the model works in that language
+  without having seen task data in it.
+
+### How to read this app
+
+* **Fill the mask**: one sentence, several adapters, their top predictions side by side. Adapters of related
+  languages often agree; an adapter of an unrelated language tends to pull the prediction towards its own language.
+* **Compare adapters**: the hidden states of one sentence under several adapters, layer by layer. Layer 0 is the
+  embedding output before any adapter, so every adapter agrees there (similarity 1): a built-in sanity check.
+  Raw cosine between transformer states is always high; the centred variant removes the part shared by all tokens.
+* **Across languages**: translations, each through its own adapter. Compare translation pairs with mismatched pairs
+  (the shuffled baseline): the gap, not the raw number, tells you how language-neutral a layer is.
+* **Classify**: the transfer experiment above, small enough to run in a browser.
+* **Model**: what is loaded, and why.
+
+### Reference
+
+Jonas Pfeiffer, Naman Goyal, Xi Victoria Lin, Xian Li, James Cross, Sebastian Riedel, Mikel Artetxe. 2022.
+*Lifting the Curse of Multilinguality by Pre-training Modular Transformers.* NAACL 2022.
+[arXiv:2205.06266](https://arxiv.org/abs/2205.06266)
+"""
+
+
+def build_about_tab() -> None:
+    gr.Markdown(ABOUT)

@@ -1,0 +1,47 @@
+"""Named API endpoints (gradio_client, and MCP tools with --mcp): the engine's plain JSON dicts."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from xmod_explorer.ui.common import ModelHolder, gpu, ui_errors
+
+
+def register_api(holder: ModelHolder) -> None:
+    """Add the API-only endpoints to the Blocks being built."""
+
+    def predict_masks(text: str, languages: list[str], top_k: int = 5) -> dict:
+        """Fill every <mask> in a text under each chosen X-MOD language adapter, in one batched pass.
+
+        Args:
+            text: A sentence containing one or more <mask> tokens.
+            languages: Language adapter codes in the model, e.g. ["en_XX", "de_DE"].
+            top_k: How many candidates to return per mask and language.
+        """
+        return holder.explorer.predict_masks(text, languages, top_k).to_dict()
+
+    def compare_adapters(text: str, languages: list[str], reference: str | None = None) -> dict:
+        """Run one text through several language adapters and compare hidden states layer by layer.
+
+        Args:
+            text: Any text (no mask needed).
+            languages: Language adapter codes, e.g. ["en_XX", "de_DE", "ja_XX"].
+            reference: The adapter the others are compared to token by token; default the first language.
+        """
+        return holder.explorer.compare_adapters(text, languages, reference).to_dict()
+
+    def compare_sentences(pairs: list[list[str]]) -> dict:
+        """Compare sentences, each run through its own language's adapter: cosine per layer, and CKA
+        with a shuffled baseline for parallel sets.
+
+        Args:
+            pairs: Rows of [language code, sentence], e.g. [["en_XX", "Hello."], ["de_DE", "Hallo."]].
+        """
+        return holder.explorer.compare_sentences(pairs).to_dict()
+
+    def model_info() -> dict:
+        """Describe the loaded model: id, backend, device, dtype, parameter count, and languages in model order."""
+        return holder.explorer.info().to_dict()
+
+    for fn in (predict_masks, compare_adapters, compare_sentences, model_info):
+        gr.api(ui_errors(gpu(fn)), api_name=fn.__name__)

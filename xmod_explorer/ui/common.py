@@ -1,0 +1,102 @@
+"""Helpers every tab uses: error translation, GPU wrapping, language choices, CSV downloads."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from xmod_explorer.engine import Explorer
+from xmod_explorer.errors import ExplorerError
+from xmod_explorer.languages import display_name
+
+log = logging.getLogger(__name__)
+
+try:  # On a ZeroGPU Space, functions that touch the GPU must be wrapped; elsewhere this is a no-op.
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # pragma: no cover - depends on the host
+
+    def gpu(fn):
+        return fn
+
+
+def ui_errors(fn):
+    """Show ExplorerError messages as gr.Error; log anything else and show a short message, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ExplorerError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:  # the app must keep serving whatever went wrong
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(
+                f"Something went wrong on the server ({type(exc).__name__}). Try again, or with a shorter input.",
+                print_exception=False,
+            ) from None
+
+    return wrapper
+
+
+class ModelHolder:
+    """The one shared Explorer; swapped as a whole when the Model tab loads another model."""
+
+    def __init__(self, explorer: Explorer):
+        self._explorer = explorer
+        self._lock = threading.Lock()
+
+    @property
+    def explorer(self) -> Explorer:
+        return self._explorer
+
+    def swap(self, explorer: Explorer) -> None:
+        with self._lock:
+            old, self._explorer = self._explorer, explorer
+        del old
+
+
+def language_choices(explorer: Explorer) -> list[tuple[str, str]]:
+    """Dropdown choices: readable label shown, code sent."""
+    return [(display_name(code), code) for code in explorer.languages]
+
+
+def pick_languages(explorer: Explorer, preferred: list[str], count: int = 4) -> list[str]:
+    """The preferred codes the model has, topped up from its own list."""
+    chosen = [code for code in preferred if code in explorer.languages][:count]
+    for code in explorer.languages:
+        if len(chosen) >= min(count, len(explorer.languages)):
+            break
+        if code not in chosen:
+            chosen.append(code)
+    return chosen
+
+
+_DOWNLOADS = Path(tempfile.mkdtemp(prefix="xmod-explorer-csv-"))
+
+
+def csv_file(frame: pd.DataFrame, stem: str) -> str:
+    """Write a table to a fresh CSV file for a download button."""
+    folder = Path(tempfile.mkdtemp(dir=_DOWNLOADS))
+    path = folder / f"{stem}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def escape(text: str) -> str:
+    """Text from users or the vocabulary, safe inside Markdown: HTML escaped, Markdown syntax neutralised."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))

@@ -1,0 +1,130 @@
+"""Tab 1, Fill the mask: one sentence, several language adapters, predictions side by side."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from xmod_explorer import plots
+from xmod_explorer.defaults import ASSETS
+from xmod_explorer.masks import MaskPrediction
+from xmod_explorer.settings import Settings
+from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, language_choices, pick_languages, ui_errors
+
+PREFERRED = ["en_XX", "de_DE", "fr_XX", "ja_XX"]
+EXAMPLE_FILES = [ASSETS / "mini_examples.tsv", ASSETS / "examples" / "fill_mask.tsv"]
+EXPLAIN = (
+    "Each column is one language adapter run on the **same** sentence. The probability is the softmax over the "
+    "whole vocabulary at that mask. Agreement: do the adapters' top tokens match, how much do their top-k lists "
+    "overlap (Jaccard, 1 = identical), and how unsure each is (entropy in bits: 1 bit = a coin flip between two words)."
+)
+
+
+@dataclass
+class FillMaskTab:
+    text: gr.Textbox
+    languages: gr.Dropdown
+    top_k: gr.Slider
+    run: gr.Button
+    summary: gr.Markdown
+    table: gr.Dataframe
+    mask_number: gr.Radio
+    chart: gr.Plot
+    download: gr.DownloadButton
+    result: gr.State
+
+
+def read_examples(languages: list[str]) -> list[list]:
+    """Example rows (text, languages) whose languages the loaded model has, from the project's example files."""
+    rows = []
+    for path in EXAMPLE_FILES:
+        if not Path(path).exists():
+            continue
+        with open(path, encoding="utf-8", newline="") as handle:
+            for record in csv.DictReader(handle, delimiter="\t"):
+                codes = [c.strip() for c in (record.get("languages") or record.get("language") or "").split(",") if c.strip()]
+                text = record.get("text", "")
+                if text and codes and all(code in languages for code in codes):
+                    rows.append([text, codes])
+    return rows
+
+
+def summary_markdown(prediction: MaskPrediction) -> str:
+    """A short agreement summary per mask; every token is escaped."""
+    lines = []
+    for number, agreement in enumerate(prediction.agreement(), start=1):
+        verdict = "all adapters agree" if agreement.all_agree else "the adapters disagree"
+        tops = ", ".join(f"{code} **{escape(token)}**" for code, token in agreement.top_tokens.items())
+        entropy = ", ".join(f"{code} {bits:.2f}" for code, bits in agreement.entropy_bits.items())
+        lines.append(
+            f"**Mask {number}**: {verdict}. Top tokens: {tops}. "
+            f"Mean top-k overlap: {agreement.mean_top_k_overlap:.2f}. Entropy (bits): {entropy}."
+        )
+    return "\n\n".join(lines)
+
+
+def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
+    explorer = holder.explorer
+    defaults = pick_languages(explorer, PREFERRED)
+    examples = read_examples(explorer.languages)
+    with gr.Row():
+        with gr.Column(scale=3):
+            text = gr.Textbox(
+                label="Sentence with one or more <mask>",
+                value=examples[0][0] if examples else "The <mask> of the city is very old.",
+                lines=2,
+                max_length=settings.limits.max_text_chars,
+                elem_id="fill-text",
+            )
+        with gr.Column(scale=2):
+            languages = gr.Dropdown(
+                choices=language_choices(explorer),
+                value=examples[0][1] if examples else defaults,
+                multiselect=True,
+                filterable=True,
+                max_choices=settings.limits.max_languages,
+                label="Language adapters (type to search)",
+                elem_id="fill-languages",
+            )
+            top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k")
+    run = gr.Button("Predict", variant="primary", elem_id="fill-run")
+    gr.Markdown(EXPLAIN)
+    summary = gr.Markdown(elem_id="fill-summary")
+    table = gr.Dataframe(label="Predictions, one column per adapter: token (probability)", interactive=False, elem_id="fill-table", buttons=["copy", "fullscreen"])
+    download = gr.DownloadButton("Download CSV", visible=False, size="sm")
+    mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False)
+    chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")
+    result = gr.State(None)
+    if examples:
+        gr.Examples(examples=examples, inputs=[text, languages], label="Examples (written for this project)")
+
+    tab = FillMaskTab(text, languages, top_k, run, summary, table, mask_number, chart, download, result)
+
+    @ui_errors
+    @gpu
+    def predict(sentence, codes, k):
+        prediction = holder.explorer.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)
+        count = len(prediction.masks)
+        return {
+            tab.summary: summary_markdown(prediction),
+            tab.table: prediction.to_wide_frame(),
+            tab.download: gr.DownloadButton(value=csv_file(prediction.to_frame(), "predictions"), visible=True),
+            tab.mask_number: gr.Radio(choices=list(range(1, count + 1)), value=1, visible=count > 1),
+            tab.chart: plots.mask_probabilities(prediction, 1),
+            tab.result: prediction,
+        }
+
+    @ui_errors
+    def show_mask(number, prediction):
+        if prediction is None or not number:
+            return gr.skip()
+        return plots.mask_probabilities(prediction, int(number))
+
+    outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.chart, tab.result]
+    for trigger in (run.click, text.submit):
+        trigger(predict, [text, languages, top_k], outputs, api_visibility="private")
+    mask_number.change(show_mask, [mask_number, result], chart, api_visibility="private")
+    return tab

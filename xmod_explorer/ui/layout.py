@@ -1,0 +1,106 @@
+"""Compose the tabs into one Gradio app and wire what crosses tab borders (model loading, deep links)."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from xmod_explorer.engine import Explorer
+from xmod_explorer.errors import ExplorerError
+from xmod_explorer.languages import resolve_languages
+from xmod_explorer.settings import Settings
+from xmod_explorer.ui.about import build_about_tab
+from xmod_explorer.ui.api import register_api
+from xmod_explorer.ui.common import ModelHolder, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
+from xmod_explorer.ui.compare import build_compare_tab
+from xmod_explorer.ui.fill_mask import PREFERRED as FILL_PREFERRED
+from xmod_explorer.ui.fill_mask import build_fill_mask_tab
+from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, summary_markdown
+from xmod_explorer.ui.sentences import build_sentences_tab, default_pairs
+
+log = logging.getLogger(__name__)
+
+CSS = """
+#model-banner { font-size: 0.95em; opacity: 0.9; }
+.gradio-container { max-width: 1400px !important; }
+"""
+
+
+def concurrency_for(explorer: Explorer) -> int:
+    """Forward passes on a CPU share its cores, so more at once only adds memory; a GPU overlaps well."""
+    return 4 if explorer.loaded.device.type != "cpu" else 2
+
+
+def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
+    """The whole app around one loaded Explorer."""
+    holder = ModelHolder(explorer)
+    with gr.Blocks(title="X-MOD Explorer") as demo:
+        gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
+        banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")
+        with gr.Tabs():
+            with gr.Tab("Fill the mask", id="fill"):
+                fill = build_fill_mask_tab(holder, settings)
+            with gr.Tab("Compare adapters", id="compare"):
+                compare = build_compare_tab(holder, settings)
+            with gr.Tab("Across languages", id="sentences"):
+                sentences = build_sentences_tab(holder, settings)
+            with gr.Tab("Model", id="model"):
+                model = build_model_tab(holder, settings)
+            with gr.Tab("About", id="about"):
+                build_about_tab()
+        register_api(holder)
+
+        def deep_link(request: gr.Request):
+            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab."""
+            params = dict(request.query_params) if request is not None else {}
+            update = {}
+            if params.get("text"):
+                update[fill.text] = params["text"][: settings.limits.max_text_chars]
+            if params.get("languages"):
+                try:
+                    update[fill.languages] = resolve_languages(params["languages"], holder.explorer.languages, max_count=settings.limits.max_languages)
+                except ExplorerError as exc:
+                    gr.Warning(f"The link's languages were not used: {exc}")
+            if params.get("top_k", "").isdigit():
+                update[fill.top_k] = max(1, min(int(params["top_k"]), settings.limits.max_top_k))
+            return update or gr.skip()
+
+        demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
+
+        if model.load is not None:
+
+            @ui_errors
+            def load_model(reference, backend, device, dtype, subset, progress=gr.Progress(track_tqdm=True)):
+                progress(0, desc="Loading model")
+                new = load_explorer(settings, reference, backend, device, dtype, subset)
+                holder.swap(new)
+                info = new.info()
+                log.info("now serving %s (%s)", info.model, info.reason)
+                choices = language_choices(new)
+                fill_codes = pick_languages(new, FILL_PREFERRED)
+                compare_codes = pick_languages(new, COMPARE_PREFERRED, count=5)
+                return {
+                    banner: banner_markdown(info),
+                    model.summary: summary_markdown(info),
+                    model.languages: info.to_frame(),
+                    fill.languages: gr.Dropdown(choices=choices, value=fill_codes),
+                    compare.languages: gr.Dropdown(choices=choices, value=compare_codes),
+                    compare.reference: gr.Dropdown(choices=compare_codes, value=compare_codes[0]),
+                    compare.layer: gr.Slider(maximum=info.layers, value=info.layers),
+                    sentences.table: default_pairs(new.languages),
+                    sentences.layer: gr.Slider(maximum=info.layers, value=info.layers),
+                }
+
+            model.load.click(
+                load_model,
+                [model.reference, model.backend, model.device, model.dtype, model.subset],
+                [banner, model.summary, model.languages, fill.languages, compare.languages, compare.reference,
+                 compare.layer, sentences.table, sentences.layer],
+                api_visibility="private",
+                concurrency_limit=1,
+                concurrency_id="load-model",
+            )
+    demo.queue(default_concurrency_limit=concurrency_for(explorer), max_size=256)
+    return demo

@@ -1,0 +1,82 @@
+"""Tab 4, Model: what is loaded, and (locally) loading another model or language subset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from xmod_explorer.engine import Explorer, ModelInfo
+from xmod_explorer.settings import Settings
+from xmod_explorer.ui.common import ModelHolder, escape
+
+
+@dataclass
+class ModelTab:
+    summary: gr.Markdown
+    languages: gr.Dataframe
+    reference: gr.Textbox | None
+    backend: gr.Radio | None
+    device: gr.Dropdown | None
+    dtype: gr.Dropdown | None
+    subset: gr.Textbox | None
+    load: gr.Button | None
+
+
+def banner_markdown(info: ModelInfo) -> str:
+    """One line, always visible at the top: which model, and why."""
+    if info.random_weights:
+        return f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
+    return f"Model: **{escape(info.model)}** ({escape(info.reason)})."
+
+
+def summary_markdown(info: ModelInfo) -> str:
+    rows = [
+        ("Model", escape(info.model)),
+        ("Why this model", escape(info.reason)),
+        ("Folder", escape(info.folder)),
+        ("Backend", f"{info.backend} (checkpoint format: {info.checkpoint_format})"),
+        ("Device, dtype", f"{info.device}, {info.dtype}"),
+        ("Parameters", f"{info.parameters:,}"),
+        ("Memory (weights)", f"{info.memory_bytes / 2**20:,.1f} MiB"),
+        ("Shape", f"{info.layers} layers, hidden size {info.hidden_size}, vocabulary {info.vocab_size:,}"),
+        ("Longest input", f"{info.max_tokens} tokens"),
+        ("Languages", f"{len(info.languages)} ({len(info.loaded_languages)} adapters in memory now)"),
+        ("Fills masks", "yes" if info.can_fill_masks else "no (no masked-LM head)"),
+    ]
+    if info.labels:
+        rows.append(("Classifier labels", escape(", ".join(info.labels))))
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    warning = "\n\n**This model has random weights: its outputs are meaningless.**" if info.random_weights else ""
+    return f"| | |\n|---|---|\n{table}{warning}"
+
+
+def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
+    info = holder.explorer.info()
+    summary = gr.Markdown(summary_markdown(info), elem_id="model-summary")
+    languages = gr.Dataframe(info.to_frame(), label="Languages in model order (lang id = row)", interactive=False, max_height=360)
+    if not settings.can_load_models:
+        gr.Markdown("Loading other models is switched off on this public server.")
+        return ModelTab(summary, languages, None, None, None, None, None, None)
+    gr.Markdown("### Load another model\nA hub id (downloaded into the Hugging Face cache), a local folder, `mini` (the embedded model) or `random`.")
+    with gr.Row():
+        reference = gr.Textbox(label="Model", value=info.model, scale=3)
+        backend = gr.Radio(["auto", "transformers", "adapters"], value="auto", label="Backend")
+    with gr.Row():
+        device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
+        dtype = gr.Dropdown(["auto", "float32", "float16", "bfloat16"], value="auto", label="Dtype")
+        subset = gr.Textbox(label="Only these languages (comma-separated codes; empty = all)", scale=2)
+    load = gr.Button("Load", variant="primary")
+    return ModelTab(summary, languages, reference, backend, device, dtype, subset, load)
+
+
+def load_explorer(settings: Settings, reference, backend, device, dtype, subset) -> Explorer:
+    """Load a new Explorer with the app's limits (the caller swaps it in)."""
+    return Explorer.from_pretrained(
+        (reference or "").strip() or None,
+        backend=backend or "auto",
+        device=device or "auto",
+        dtype=dtype or "auto",
+        languages=subset or None,
+        limits=settings.limits,
+    )

@@ -98,8 +98,15 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False)
     chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")
     result = gr.State(None)
-    if examples:
-        gr.Examples(examples=examples, inputs=[text, languages], label="Examples (written for this project)")
+    # A dropdown rather than gr.Examples: Gradio 6.17's examples table throws in the browser whenever a
+    # multiselect input it is bound to changes.
+    example = gr.Dropdown(
+        choices=[(f"{row[0]}  [{', '.join(row[1])}]", index) for index, row in enumerate(examples)],
+        value=None,
+        label="Examples (written for this project)",
+        visible=bool(examples),
+        elem_id="fill-examples",
+    )
 
     tab = FillMaskTab(text, languages, top_k, run, summary, table, mask_number, chart, download, result)
 
@@ -123,6 +130,13 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
             return gr.skip()
         return plots.mask_probabilities(prediction, int(number))
 
+    def use_example(index):
+        if index is None or not 0 <= int(index) < len(examples):
+            return gr.skip()
+        sentence, codes = examples[int(index)]
+        return {tab.text: sentence, tab.languages: codes}
+
+    example.input(use_example, example, [text, languages], api_visibility="private")
     outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.chart, tab.result]
     for trigger in (run.click, text.submit):
         trigger(predict, [text, languages, top_k], outputs, api_visibility="private")

@@ -1,0 +1,160 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against the app started as a subprocess.
+
+Skips with a reason where Chromium is missing, except in CI (CI=1), where that is a failure.
+Set XMOD_SCREENSHOTS=assets/screenshots to refresh the README's screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from xmod_explorer.defaults import mini_available
+from test_app import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser tests, but no chromium is installed (apt-get install -y chromium)")
+    pytest.skip("no Chromium here (apt-get install -y chromium to run the browser tests)", allow_module_level=True)
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path, limit: float = 60) -> None:
+    """Poll /gradio_api/info: the 'Running on' line comes before the server answers."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the app did not answer within {limit} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, base_dir):
+    folder = tmp_path_factory.mktemp("browser-app")
+    port = free_port()
+    model = "mini" if mini_available() else str(base_dir)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log = folder / "app.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("console", lambda message: page.errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(app_url)
+    page.wait_for_selector("#fill-run", timeout=30_000)
+    yield page
+    page.close()
+
+
+def screenshot(page, name: str) -> None:
+    folder = os.environ.get("XMOD_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def choose_languages(page, dropdown: str, names: list[str]) -> None:
+    box = page.locator(dropdown)
+    while box.locator(".token-remove").count():
+        box.locator(".token-remove").first.click()
+    for name in names:
+        box.locator("input").click()
+        box.locator("input").fill(name)
+        page.get_by_role("option", name=f"{name} (").first.click()
+
+
+def test_fill_the_mask_shows_one_column_per_language(page):
+    page.locator("#fill-text textarea").fill("Klicken Sie auf die <mask>, um das Dokument zu speichern.")
+    choose_languages(page, "#fill-languages", ["German", "Japanese"])
+    page.click("#fill-run")
+    page.wait_for_function("document.querySelectorAll('#fill-table th').length >= 4", timeout=30_000)
+    headers = [cell.inner_text().strip() for cell in page.locator("#fill-table th").all()]
+    assert headers[-2:] == ["de_DE", "ja_XX"]
+    rows = page.locator("#fill-table tbody tr").all()
+    cells = [[cell.text_content().strip() for cell in row.locator("td").all()] for row in rows]
+    filled = [row for row in cells if len(row) == 4 and row[0]]
+    assert filled and all(row[2].endswith(")") and row[3].endswith(")") for row in filled)  # token (p) in both
+    page.wait_for_selector("#fill-chart .js-plotly-plot", timeout=30_000)
+    assert "Mask 1" in page.locator("#fill-summary").inner_text()
+    screenshot(page, "fill_the_mask")
+    assert page.errors == []
+
+
+def test_compare_tab_renders_the_heatmap(page):
+    page.get_by_role("tab", name="Compare adapters").click()
+    choose_languages(page, "#compare-languages", ["English", "German", "French"])
+    page.click("#compare-run")
+    page.wait_for_selector("#compare-heatmap .js-plotly-plot .heatmaplayer", timeout=30_000)
+    page.wait_for_selector("#compare-lines .js-plotly-plot .scatterlayer", timeout=30_000)
+    page.wait_for_selector("#compare-tokens .js-plotly-plot .heatmaplayer", timeout=30_000)
+    labels = [tick.text_content() for tick in page.locator("#compare-heatmap .xtick text").all()]
+    assert labels == ["en_XX", "de_DE", "fr_XX"]
+    screenshot(page, "compare_adapters")
+    assert page.errors == []
+
+
+def test_across_languages_and_the_other_tabs(page):
+    page.get_by_role("tab", name="Across languages").click()
+    page.click("#sentences-run")
+    page.wait_for_selector("#sentences-heatmap .js-plotly-plot .heatmaplayer", timeout=60_000)
+    page.wait_for_selector("#sentences-cka .js-plotly-plot", timeout=30_000)
+    screenshot(page, "across_languages")
+    page.get_by_role("tab", name="Model").click()
+    assert "Parameters" in page.locator("#model-summary").inner_text()
+    screenshot(page, "model")
+    page.get_by_role("tab", name="About").click()
+    page.wait_for_selector("text=Lifting the Curse of Multilinguality")
+    screenshot(page, "about")
+    assert page.errors == []
+
+
+def test_deep_link_prefills_the_fill_tab(browser, app_url):
+    page = browser.new_page()
+    page.goto(f"{app_url}/?text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX")
+    page.wait_for_selector("#fill-text textarea", timeout=30_000)
+    page.wait_for_function("document.querySelector('#fill-text textarea').value.includes('ist neu')", timeout=30_000)
+    tokens = page.locator("#fill-languages .token").all_inner_texts()
+    assert tokens == ["German (de_DE)", "French (fr_XX)"]
+    page.close()

@@ -133,8 +133,9 @@ def step_loss(model: XmodForMaskedLM, batch: Batch, n_languages: int) -> tuple[t
     losses = torch.nn.functional.cross_entropy(predictions.logits, predictions.targets, reduction="none")
     token_langs = batch.lang_ids[predictions.rows]
     sums = torch.zeros(n_languages).index_add_(0, token_langs, losses.detach())
-    counts = torch.bincount(token_langs, minlength=n_languages).clamp(min=1)
-    return losses.mean(), (sums / counts).tolist()
+    counts = torch.bincount(token_langs, minlength=n_languages)
+    means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.nan)
+    return losses.mean(), means.tolist()
 
 
 def save_checkpoint(model: XmodForMaskedLM, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:
@@ -221,14 +222,7 @@ def train(settings: TrainSettings) -> Path:
                     "tokens_per_s": round(tokens / seconds, 1),
                     "elapsed_s": round(elapsed_before + seconds, 1),
                 }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                print(
-                    f"step {done}/{settings.steps} loss {record['loss']:.3f} lr {record['lr']:.2e} "
-                    f"{record['tokens_per_s']:.0f} tok/s "
-                    + " ".join(f"{k[:2]}={v:.2f}" for k, v in record["loss_by_language"].items()),
-                    flush=True,
-                )
+                _write_record(log, record, settings.steps)
                 window, window_loss = [], []
             stopping = done == settings.steps or done == settings.stop_after
             if done % settings.checkpoint_every == 0 or stopping:
@@ -236,6 +230,18 @@ def train(settings: TrainSettings) -> Path:
             if stopping:
                 break
     return checkpoint
+
+
+def _write_record(log, record: dict, steps: int) -> None:
+    """Append a record to the JSON-lines log and print it as one line."""
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    by_language = " ".join(f"{k[:2]}={v:.2f}" for k, v in record["loss_by_language"].items())
+    print(
+        f"step {record['step']}/{steps} loss {record['loss']:.3f} lr {record['lr']:.2e} "
+        f"{record['tokens_per_s']:.0f} tok/s {by_language}",
+        flush=True,
+    )
 
 
 def describe_machine(settings: TrainSettings) -> dict:

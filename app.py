@@ -7,7 +7,7 @@ import sys
 
 from xmod_explorer.engine import Explorer
 from xmod_explorer.settings import build_parser, load_settings
-from xmod_explorer.ui.layout import CSS, build_app
+from xmod_explorer.ui.layout import build_app, launch_options
 
 logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("xmod_explorer").setLevel(logging.INFO)
@@ -30,12 +30,4 @@ log.info("serving %s: %s; %s backend on %s (%s), %d languages", info.model, info
 demo = build_app(settings, explorer)
 
 if __name__ == "__main__":
-    demo.launch(
-        server_name=settings.host,
-        server_port=settings.port,
-        share=settings.share,
-        show_error=False,
-        mcp_server=settings.mcp or None,
-        footer_links=["api", "gradio"],
-        css=CSS,
-    )
+    demo.launch(**launch_options(settings))

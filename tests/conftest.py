@@ -60,3 +60,12 @@ def assert_same_predictions(a: dict, b: dict, atol: float = 1e-6) -> None:
             assert [g["token_id"] for g in guesses_a] == [g["token_id"] for g in guesses_b], code
             for ga, gb in zip(guesses_a, guesses_b):
                 assert abs(ga["probability"] - gb["probability"]) <= atol, (code, ga, gb)
+
+
+@pytest.fixture(scope="session")
+def all_languages_dir(tmp_path_factory, tokenizer):
+    """A tiny model with all 81 xmod-base languages, in xmod-base's order, for 'every language at once'."""
+    from xmod_explorer.languages import LANGUAGE_NAMES
+
+    spec = TinySpec(languages=list(LANGUAGE_NAMES), hidden_size=16, num_heads=2, intermediate_size=32, seed=2)
+    return build_random_checkpoint(tmp_path_factory.mktemp("all81"), spec, tokenizer)

@@ -16,14 +16,15 @@ from gradio_client.exceptions import AppError
 from conftest import LANGUAGES, assert_same_predictions
 from xmod_explorer import Explorer
 from xmod_explorer.settings import load_settings
-from xmod_explorer.ui.layout import build_app
+from xmod_explorer.ui.layout import build_app, launch_options
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve(settings, explorer):
     demo = build_app(settings, explorer)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+    options = {**launch_options(settings), "server_name": "127.0.0.1", "server_port": free_port(), "share": False}
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **options)
     return demo, Client(url, verbose=False)
 
 
@@ -160,3 +161,48 @@ def test_app_starts_offline_without_hf_hub_offline(tmp_path):
         process.wait(timeout=20)
         log.close()
     assert "cannot be reached" in (tmp_path / "app.log").read_text()
+
+
+def test_device_out_of_memory_is_a_clear_message_and_the_next_request_works(base_dir, monkeypatch):
+    """A CUDA out-of-memory cannot be produced on a CPU-only machine, so the backend raises one once (a mock
+    on purpose); everything around it is real: the engine's guard, the app, the client."""
+    import torch
+
+    settings = load_settings(["--model", str(base_dir)])
+    explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
+    real = explorer.backend.encode_adapters
+    calls = []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explorer.backend, "encode_adapters", out_of_memory_once)
+    demo, client = serve(settings, explorer)
+    try:
+        with pytest.raises(AppError, match="ran out of memory"):
+            client.predict("A <mask>.", ["en_XX", "de_DE"], 3, api_name="/predict_masks")
+        got = client.predict("A <mask>.", ["en_XX", "de_DE"], 3, api_name="/predict_masks")
+        assert_same_predictions(got, explorer.predict_masks("A <mask>.", ["en_XX", "de_DE"], 3).to_dict(), atol=0)
+    finally:
+        demo.close()
+
+
+def test_public_server_reads_no_arbitrary_paths_and_caps_uploads(public_app, tmp_path):
+    import httpx
+
+    base = public_app.src.rstrip("/")
+    for path in ("/etc/passwd", str(ROOT / "app.py"), str(ROOT / "README.md")):
+        response = httpx.get(f"{base}/gradio_api/file={path}")
+        assert response.status_code in (403, 404), path
+    big = tmp_path / "big.csv"
+    big.write_text("text,label\n" + "a,b\n" * 400_000)  # about 1.6 MB, over the public 1 MiB cap
+    with open(big, "rb") as handle:
+        response = httpx.post(f"{base}/gradio_api/upload", files={"files": handle})
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    small = tmp_path / "small.csv"
+    small.write_text("text,label\nfine,positive\n")
+    with open(small, "rb") as handle:
+        assert httpx.post(f"{base}/gradio_api/upload", files={"files": handle}).status_code == 200

@@ -112,7 +112,7 @@ def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor,
     encoded = tokenizer(text, return_tensors="pt")
     with torch.no_grad():
         states = model.roberta(**encoded, output_hidden_states=True).hidden_states
-    special = set(tokenizer.all_special_ids)
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}  # <s>, </s>, padding
     content = [i for i, t in enumerate(encoded.input_ids[0].tolist()) if t not in special]
     return torch.stack([s[0, content] for s in states]), content
 

@@ -121,7 +121,9 @@ class Explorer:
         config = self.backend.model.config
         # Positions start after the padding index, so the usable length is shorter than the table.
         self.max_tokens = int(config.max_position_embeddings) - int(config.pad_token_id) - 1
-        self._special_ids = set(self.tokenizer.all_special_ids)
+        # Structural tokens are left out of pooling and token views; <unk> and <mask> stand for text and stay.
+        structural = ("bos_token_id", "eos_token_id", "pad_token_id", "cls_token_id", "sep_token_id")
+        self._special_ids = {getattr(self.tokenizer, name) for name in structural} - {None}
 
     @classmethod
     def from_pretrained(

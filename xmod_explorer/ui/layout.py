@@ -28,6 +28,20 @@ CSS = """
 """
 
 
+def launch_options(settings: Settings) -> dict:
+    """Keyword arguments for demo.launch() that follow from the settings (app.py and the tests use them)."""
+    return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "share": settings.share,
+        "show_error": False,
+        "max_file_size": settings.limits.max_upload_bytes,
+        "mcp_server": settings.mcp or None,
+        "footer_links": ["api", "gradio"],
+        "css": CSS,
+    }
+
+
 def concurrency_for(explorer: Explorer) -> int:
     """Forward passes on a CPU share its cores, so more at once only adds memory; a GPU overlaps well."""
     return 4 if explorer.loaded.device.type != "cpu" else 2

@@ -60,13 +60,13 @@ def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
         return ModelTab(summary, languages, None, None, None, None, None, None)
     gr.Markdown("### Load another model\nA hub id (downloaded into the Hugging Face cache), a local folder, `mini` (the embedded model) or `random`.")
     with gr.Row():
-        reference = gr.Textbox(label="Model", value=info.model, scale=3)
+        reference = gr.Textbox(label="Model", value=info.model, scale=3, elem_id="model-reference")
         backend = gr.Radio(["auto", "transformers", "adapters"], value="auto", label="Backend")
     with gr.Row():
         device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
         dtype = gr.Dropdown(["auto", "float32", "float16", "bfloat16"], value="auto", label="Dtype")
         subset = gr.Textbox(label="Only these languages (comma-separated codes; empty = all)", scale=2)
-    load = gr.Button("Load", variant="primary")
+    load = gr.Button("Load", variant="primary", elem_id="model-load")
     return ModelTab(summary, languages, reference, backend, device, dtype, subset, load)
 
 

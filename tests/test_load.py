@@ -1,0 +1,127 @@
+"""Thirty concurrent clients against the app serving the embedded model, on loopback.
+
+Every client's answers must equal what a lone client gets for the same input (no cross-talk
+between languages or sessions); no request may fail; memory must not grow by more than 10 %.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from gradio_client import Client
+
+from conftest import assert_same_predictions
+from test_app import free_port
+from test_browser import wait_until_serving
+from xmod_explorer.defaults import mini_available
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = 30
+REQUESTS = 10
+
+
+def workload(languages: list[str]) -> list[tuple]:
+    """Thirty different requests: varied texts, language sets and top-k, so cross-talk would show."""
+    texts = [
+        "Click the <mask> to save the document.",
+        "Die <mask> zeigt die Werte der Zellen.",
+        "Cliquez sur le <mask> pour enregistrer.",
+        "Haga clic en el <mask> para guardar.",
+        "Нажмите <mask>, чтобы сохранить документ.",
+        "<mask>をクリックして保存します。",
+    ]
+    jobs = []
+    for i in range(CLIENTS):
+        start = i % len(languages)
+        chosen = [languages[(start + j) % len(languages)] for j in range(1 + i % 4)]
+        jobs.append((texts[i % len(texts)], chosen, 3 + i % 5))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, base_dir):
+    model = "mini" if mini_available() else str(base_dir)
+    port = free_port()
+    log = tmp_path_factory.mktemp("load") / "app.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--model", model, "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process, log)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_thirty_concurrent_clients(server):
+    url, process = server
+    solo = Client(url, verbose=False)
+    languages = solo.predict(api_name="/model_info")["languages"]
+    jobs = workload(languages)
+    expected = [solo.predict(*job, api_name="/predict_masks") for job in jobs]  # also warms the server up
+    rss_before = psutil.Process(process.pid).memory_info().rss
+
+    latencies: list[float] = []
+    failures: list[str] = []
+    mismatches: list[str] = []
+    lock = threading.Lock()
+    clients = [Client(url, verbose=False) for _ in range(CLIENTS)]
+    barrier = threading.Barrier(CLIENTS)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        for request in range(REQUESTS):
+            job = jobs[(index + request) % CLIENTS]
+            start = time.perf_counter()
+            try:
+                got = clients[index].predict(*job, api_name="/predict_masks")
+            except Exception as exc:  # every failure is collected and reported below
+                with lock:
+                    failures.append(f"client {index} request {request}: {exc!r}")
+                continue
+            elapsed = time.perf_counter() - start
+            try:
+                assert_same_predictions(got, expected[(index + request) % CLIENTS])
+            except AssertionError as exc:
+                with lock:
+                    mismatches.append(f"client {index} request {request}: {exc}")
+            with lock:
+                latencies.append(elapsed)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
+    wall = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    wall = time.perf_counter() - wall
+    rss_after = psutil.Process(process.pid).memory_info().rss
+
+    latencies.sort()
+    p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan")
+    drift = (rss_after - rss_before) / rss_before
+    print(
+        f"\nload: {CLIENTS} clients x {REQUESTS} requests in {wall:.1f} s; failures {len(failures)}, "
+        f"mismatches {len(mismatches)}; latency median {statistics.median(latencies):.3f} s, p95 {p95:.3f} s; "
+        f"memory {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB ({drift:+.1%})"
+    )
+    assert not any(thread.is_alive() for thread in threads), "requests hung"
+    assert failures == []
+    assert mismatches == []
+    assert len(latencies) == CLIENTS * REQUESTS
+    assert abs(drift) <= 0.10

@@ -149,6 +149,20 @@ class NativeBackend:
             raise ExplorerError("This checkpoint has no masked-LM head, so it cannot fill masks. Load an XmodForMaskedLM checkpoint.")
         return head(states)
 
+    def classifier_labels(self) -> list[str] | None:
+        """Label names of the checkpoint's sequence-classification head (by id), or None without one."""
+        if getattr(self.model, "classifier", None) is None:
+            return None
+        id2label = self.model.config.id2label
+        return [str(id2label[i]) for i in range(int(self.model.config.num_labels))]
+
+    def classifier_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Label logits from the classification head, for last hidden states of shape (n, tokens, hidden)."""
+        head = getattr(self.model, "classifier", None)
+        if head is None:
+            raise ExplorerError("This checkpoint has no sequence-classification head. Load an XmodForSequenceClassification checkpoint.")
+        return head(states)
+
 
 class AdapterBackend:
     """The adapters library's XmodAdapterModel: a shared base plus one adapter per language.
@@ -157,6 +171,8 @@ class AdapterBackend:
     """
 
     name = "adapters"
+    classifier_head: str | None = None  # name of a classification head in model.heads
+    task_adapter: str | None = None  # stacked on every language adapter: Stack(language, task)
 
     def __init__(
         self,
@@ -199,6 +215,12 @@ class AdapterBackend:
 
     def _run(self, setup, input_ids, attention_mask, all_layers):
         from adapters import AdapterSetup
+        from adapters.composition import Stack
+
+        if self.task_adapter is not None:
+            # Stack(Parallel/BatchSplit(...), task), not Parallel(Stack(...), ...): the nested form gives
+            # different outputs from one-language-at-a-time runs in adapters 1.3.0; this one matches them.
+            setup = Stack(setup, self.task_adapter)
 
         with self.lock.reading(), AdapterSetup(setup):
             out = self.encoder(
@@ -265,3 +287,23 @@ class AdapterBackend:
         for layer in self.model.heads[self.mlm_head_name]:
             states = layer(states)
         return states
+
+    def classifier_labels(self) -> list[str] | None:
+        """Label names of the classification head (by id), or None without one."""
+        if self.classifier_head is None:
+            return None
+        config = self.model.heads[self.classifier_head].config
+        label2id = config.get("label2id")
+        if label2id:
+            return [label for label, _ in sorted(label2id.items(), key=lambda item: item[1])]
+        return [f"LABEL_{i}" for i in range(int(config["num_labels"]))]
+
+    def classifier_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Label logits from the classification head, for last hidden states of shape (n, tokens, hidden)."""
+        if self.classifier_head is None:
+            raise ExplorerError("This checkpoint has no classification head. Load one saved with add_classification_head.")
+        head = self.model.heads[self.classifier_head]
+        x = self.encoder.pooler(states) if head.config.get("use_pooler") else states[:, 0]
+        for layer in head:
+            x = layer(x)
+        return x

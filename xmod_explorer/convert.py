@@ -54,6 +54,15 @@ def adapter_state_from_native(state: dict[str, torch.Tensor]) -> dict[str, torch
     return renamed
 
 
+CLASSIFICATION_HEAD = "classification"
+# XmodClassificationHead (dropout, dense, tanh, dropout, out_proj) is the adapters library's 2-layer head.
+CLASSIFIER_KEYS = {
+    "classifier.dense.weight": "1.weight",
+    "classifier.dense.bias": "1.bias",
+    "classifier.out_proj.weight": "4.weight",
+    "classifier.out_proj.bias": "4.bias",
+}
+
 MLM_HEAD_KEYS = {
     "lm_head.dense.weight": "0.weight",
     "lm_head.dense.bias": "0.bias",
@@ -79,6 +88,17 @@ def adapter_model_from_native(native: nn.Module, languages: list[str]) -> nn.Mod
         native_state = native.state_dict()
         for native_key, head_key in MLM_HEAD_KEYS.items():
             state[f"heads.{MLM_HEAD}.{head_key}"] = native_state[native_key]
+    if hasattr(native, "classifier"):
+        model.add_classification_head(
+            CLASSIFICATION_HEAD,
+            num_labels=config.num_labels,
+            layers=2,
+            activation_function="tanh",
+            id2label=config.id2label,
+        )
+        native_state = native.state_dict()
+        for native_key, head_key in CLASSIFIER_KEYS.items():
+            state[f"heads.{CLASSIFICATION_HEAD}.{head_key}"] = native_state[native_key]
     missing, unexpected = model.load_state_dict(state, strict=False)
     # The pooler and prompt-tuning buffers are unused by masked-LM; anything else missing is a bug.
     tied = f"heads.{MLM_HEAD}.3.weight"  # the decoder shares the word embeddings
@@ -116,7 +136,7 @@ def _probe_inputs(vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 @torch.no_grad()
 def compare_outputs(native: nn.Module, converted, languages: list[str]) -> dict[str, float]:
-    """Max |difference| of last hidden states and MLM logits, per language, native vs converted backend."""
+    """Max |difference| of last hidden states and head logits (MLM or classifier), per language, native vs converted backend."""
     from xmod_explorer.backends import NativeBackend
 
     reference = NativeBackend(native, native.config.languages)
@@ -130,6 +150,8 @@ def compare_outputs(native: nn.Module, converted, languages: list[str]) -> dict[
         diff = (expected - actual).abs().max().item()
         if hasattr(native, "lm_head"):
             diff = max(diff, (reference.mlm_logits(expected) - converted.mlm_logits(actual)).abs().max().item())
+        if hasattr(native, "classifier"):
+            diff = max(diff, (reference.classifier_logits(expected) - converted.classifier_logits(actual)).abs().max().item())
         diffs[code] = diff
     return diffs
 

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
-from xmod_explorer import defaults
+from xmod_explorer import defaults, lab
+from xmod_explorer.classify import Classification, ProbeHead, ProbeTraining, TransferResult
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
 from xmod_explorer.limits import Limits
@@ -187,6 +188,7 @@ class Explorer:
             loaded_languages=list(loaded),
             can_fill_masks=bool(getattr(self.backend, "has_mlm", False)),
             random_weights=self.random_weights,
+            labels=list(self.backend.classifier_labels() or []),
         )
 
     # ----- input checks ---------------------------------------------------------------------
@@ -397,4 +399,56 @@ class Explorer:
             parallel_size=size,
             scores=scores,
             notes=notes,
+        )
+
+    # ----- classification and the transfer lab (the work is in lab.py) ------------------------
+
+    @_guard_device_memory
+    def classify(self, text: str, languages: Sequence[str] | str, *, head: ProbeHead | None = None) -> Classification:
+        """Label probabilities under each language's adapter in one batched pass: the checkpoint's
+        classification head, or a probe head from train_probe / ProbeHead.load."""
+        return lab.classify(self, text, languages, head)
+
+    @_guard_device_memory
+    def train_probe(
+        self,
+        examples,
+        source_language: str,
+        *,
+        max_steps: int = 100,
+        weight_decay: float = 1e-2,
+        batch_size: int = 32,
+        progress=None,
+        seed: int = 0,
+    ) -> ProbeTraining:
+        """Train a linear head on frozen pooled features under the source language's adapter.
+
+        examples: (text, label) rows, Example objects, dicts or a DataFrame. progress: called as
+        progress(fraction, desc=...). Capped by limits.max_train_examples and max_train_seconds.
+        """
+        return lab.train_probe(
+            self, examples, source_language, max_steps=max_steps, weight_decay=weight_decay,
+            batch_size=batch_size, progress=progress, seed=seed,
+        )
+
+    @_guard_device_memory
+    def evaluate_transfer(
+        self, head: ProbeHead, examples, target_languages: Sequence[str] | None = None, *, batch_size: int = 32, progress=None
+    ) -> TransferResult:
+        """Accuracy per target language with the target's adapter (X-MOD's way) and the source's (the baseline).
+
+        examples: rows with a language, or a dict {language: rows}; target_languages: default all given.
+        """
+        return lab.evaluate_transfer(self, head, examples, target_languages, batch_size=batch_size, progress=progress)
+
+    @_guard_device_memory
+    def finetune(
+        self, examples, source_language: str, *, steps: int = 30, batch_size: int = 16, learning_rate: float | None = None,
+        progress=None, seed: int = 0,
+    ) -> ProbeTraining:
+        """Fine-tune a private copy (task adapter, or the shared layers natively) with a head; the result's
+        ``explorer`` is that copy, and this Explorer's model is left unchanged."""
+        return lab.finetune(
+            self, examples, source_language, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+            progress=progress, seed=seed,
         )

@@ -193,6 +193,24 @@ def _mlm_head_name(model) -> str | None:
     return None
 
 
+def _classification_head_name(model) -> str | None:
+    for name, head in model.heads.items():
+        if head.config.get("head_type") == "classification":
+            return name
+    return None
+
+
+def _task_adapter(model, all_codes: list[str], reference: str) -> str | None:
+    """The one adapter that is not a language adapter (a task adapter), if the checkpoint has one."""
+    tasks = [name for name in model.adapters_config.adapters if name not in all_codes]
+    if len(tasks) > 1:
+        raise ExplorerError(
+            f"{reference} holds several non-language adapters ({', '.join(tasks)}); X-MOD Explorer stacks at most "
+            "one task adapter on the language adapter. Save the model with only the one you want."
+        )
+    return tasks[0] if tasks else None
+
+
 def _adapter_source(folder: Path, reference: str, from_hub: bool):
     """Where each language's adapter lives: OUT/adapters/<code> locally, <repo>-<code> on the hub."""
 
@@ -249,12 +267,14 @@ def load_backend(
             model = adapter_model_from_native(native, codes)
             del native
             mlm_head = _mlm_head_name(model) if has_mlm else None
+            task_adapter = None
         else:
             model = _load_adapter_format(local.path, reference, torch_dtype)
             for code in list(model.adapters_config.adapters):
-                if code not in codes:
+                if code not in codes and code in all_codes:  # languages left out; a task adapter stays
                     model.delete_adapter(code)
             mlm_head = _mlm_head_name(model)
+            task_adapter = _task_adapter(model, all_codes, reference)
         model.to(device=target, dtype=torch_dtype).eval()
         runner = AdapterBackend(
             model,
@@ -264,6 +284,8 @@ def load_backend(
             mlm_head=mlm_head,
         )
         runner.has_mlm = mlm_head is not None
+        runner.classifier_head = _classification_head_name(model)
+        runner.task_adapter = task_adapter
         if languages not in (None, "", []):
             runner.ensure_languages(codes)
     for parameter in runner.model.parameters():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from xmod_explorer.classify import Classification, ProbeTraining, TransferResult
 from xmod_explorer.masks import MaskPrediction
 from xmod_explorer.similarity import AdapterComparison, SentenceComparison
 
@@ -165,3 +167,56 @@ def cka_lines(comparison: SentenceComparison) -> go.Figure:
     figure.update_xaxes(title_text="layer", dtick=1)
     size = comparison.parallel_size
     return _layout(figure, f"Parallel sentences (n = {size} per language): solid = matched, dotted = shuffled baseline")
+
+
+# ----- classification and the transfer lab ---------------------------------------------------------
+
+
+def _plain(text: str) -> str:
+    """Labels come from users' files; plotly renders a subset of HTML in names, so escape it."""
+    return html.escape(str(text), quote=False)
+
+
+def classification_bars(result: Classification) -> go.Figure:
+    """Label probabilities per adapter: a group of bars per language, one colour per label."""
+    figure = go.Figure()
+    for label in result.labels:
+        values = [result.probabilities[code][label] for code in result.languages]
+        figure.add_trace(
+            go.Bar(x=result.languages, y=values, name=_plain(label), text=[f"{v:.2f}" for v in values], textposition="auto")
+        )
+    figure.update_layout(barmode="group", legend_title_text="label")
+    figure.update_yaxes(range=[0, 1], title_text="probability")
+    figure.update_xaxes(title_text="language adapter")
+    return _layout(figure, f"Label probabilities per adapter ({_plain(result.head)})")
+
+
+def transfer_bars(result: TransferResult) -> go.Figure:
+    """Accuracy per target language: its own adapter vs the source language's adapter, with the majority-label floor."""
+    codes = result.languages
+    figure = go.Figure()
+    figure.add_trace(
+        go.Bar(x=codes, y=[row.target_adapter_accuracy for row in result.rows], name="target language's adapter (X-MOD)",
+               text=[f"{row.target_adapter_accuracy:.0%}" for row in result.rows], textposition="auto")
+    )
+    figure.add_trace(
+        go.Bar(x=codes, y=[row.source_adapter_accuracy for row in result.rows], name=f"source adapter {result.source_language} (baseline)",
+               text=[f"{row.source_adapter_accuracy:.0%}" for row in result.rows], textposition="auto")
+    )
+    figure.add_trace(
+        go.Scatter(x=codes, y=[row.majority_share for row in result.rows], mode="markers", name="always the majority label",
+                   marker=dict(symbol="line-ew-open", size=28, line=dict(width=3, color="black")))
+    )
+    figure.update_layout(barmode="group")
+    figure.update_yaxes(range=[0, 1.05], title_text="accuracy", tickformat=".0%")
+    figure.update_xaxes(title_text="target language")
+    return _layout(figure, f"Zero-shot transfer from {result.source_language}: accuracy per language")
+
+
+def loss_curve(training: ProbeTraining) -> go.Figure:
+    """Training loss per step."""
+    figure = go.Figure(go.Scatter(x=list(range(1, len(training.losses) + 1)), y=training.losses, mode="lines+markers", name="loss"))
+    figure.update_xaxes(title_text="step")
+    figure.update_yaxes(title_text="cross-entropy", rangemode="tozero")
+    kind = "probe" if training.explorer is None else "fine-tuning"
+    return _layout(figure, f"Training loss ({kind}, {training.examples} examples, {training.seconds:.1f} s)", height=320)

@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import gradio as gr
 
+from xmod_explorer.engine import Explorer
+from xmod_explorer.errors import ExplorerError
+from xmod_explorer.ui.classify import DEFAULT_SET, default_targets, lab_data
 from xmod_explorer.ui.common import ModelHolder, gpu, ui_errors
+
+
+def run_transfer_lab(explorer: Explorer, source_language: str, target_languages: list[str] | None) -> dict:
+    """The lab on the bundled set, session-free: the training summary and the transfer table as one dict."""
+    if source_language != "en_XX":
+        raise ExplorerError("The bundled training set is in English: use source_language='en_XX'.")
+    train, tests = lab_data(explorer, DEFAULT_SET, None, source_language)
+    targets = explorer._languages(target_languages) if target_languages else default_targets(explorer.languages)
+    missing = [code for code in targets if code not in tests]
+    if missing:
+        raise ExplorerError(f"The bundled test set has no rows in {', '.join(missing)}; it has {', '.join(tests)}.")
+    training = explorer.train_probe(train, source_language)
+    transfer = explorer.evaluate_transfer(training.head, {code: tests[code] for code in targets})
+    return {"training": training.to_dict(), "transfer": transfer.to_dict()}
 
 
 def register_api(holder: ModelHolder) -> None:
@@ -39,9 +56,29 @@ def register_api(holder: ModelHolder) -> None:
         """
         return holder.explorer.compare_sentences(pairs).to_dict()
 
+    def classify(text: str, languages: list[str]) -> dict:
+        """Classify a text with the checkpoint's classification head under each chosen language adapter.
+
+        Args:
+            text: Any text.
+            languages: Language adapter codes, e.g. ["en_XX", "de_DE"].
+        Returns {"labels", "languages", "probabilities": {code: {label: p}}} plus model, text and head.
+        """
+        return holder.explorer.classify(text, languages).to_dict()
+
+    def transfer_lab(source_language: str = "en_XX", target_languages: list[str] | None = None) -> dict:
+        """Train a probe on the bundled English sentiment set and test it zero-shot in other languages,
+        each with its own adapter and with the source adapter (capped like the UI; nothing is kept).
+
+        Args:
+            source_language: The adapter used in training; the bundled set needs en_XX.
+            target_languages: Languages to test, e.g. ["de_DE", "ja_XX"]; default the bundled test languages.
+        """
+        return run_transfer_lab(holder.explorer, source_language, target_languages)
+
     def model_info() -> dict:
         """Describe the loaded model: id, backend, device, dtype, parameter count, and languages in model order."""
         return holder.explorer.info().to_dict()
 
-    for fn in (predict_masks, compare_adapters, compare_sentences, model_info):
+    for fn in (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab, model_info):
         gr.api(ui_errors(gpu(fn)), api_name=fn.__name__)

@@ -12,6 +12,7 @@ from xmod_explorer.languages import resolve_languages
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
+from xmod_explorer.ui.classify import build_classify_tab, default_targets
 from xmod_explorer.ui.common import ModelHolder, language_choices, pick_languages, ui_errors
 from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
@@ -60,6 +61,8 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 compare = build_compare_tab(holder, settings)
             with gr.Tab("Across languages", id="sentences"):
                 sentences = build_sentences_tab(holder, settings)
+            with gr.Tab("Classify", id="classify"):
+                classify = build_classify_tab(holder, settings)
             with gr.Tab("Model", id="model"):
                 model = build_model_tab(holder, settings)
             with gr.Tab("About", id="about"):
@@ -105,13 +108,16 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     compare.layer: gr.Slider(maximum=info.layers, value=info.layers),
                     sentences.table: default_pairs(new.languages),
                     sentences.layer: gr.Slider(maximum=info.layers, value=info.layers),
+                    classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
+                    classify.source: gr.Dropdown(choices=choices, value="en_XX" if "en_XX" in new.languages else new.languages[0]),
+                    classify.targets: gr.Dropdown(choices=choices, value=default_targets(new.languages)),
                 }
 
             model.load.click(
                 load_model,
                 [model.reference, model.backend, model.device, model.dtype, model.subset],
                 [banner, model.summary, model.languages, fill.languages, compare.languages, compare.reference,
-                 compare.layer, sentences.table, sentences.layer],
+                 compare.layer, sentences.table, sentences.layer, classify.languages, classify.source, classify.targets],
                 api_visibility="private",
                 concurrency_limit=1,
                 concurrency_id="load-model",

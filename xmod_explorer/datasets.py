@@ -1,0 +1,206 @@
+"""Labelled text for the transfer lab: the project's sentiment set and users' CSV files, validated here once.
+
+A labelled CSV has a header line naming the columns ``text,label[,language]`` (any order; comma,
+semicolon or tab separated; UTF-8). Anything wrong is an ExplorerError naming the row or column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from xmod_explorer.defaults import ASSETS
+from xmod_explorer.errors import ExplorerError
+from xmod_explorer.languages import resolve_language
+from xmod_explorer.limits import Limits
+
+SENTIMENT = ASSETS / "sentiment"
+SENTIMENT_TRAIN = SENTIMENT / "train.csv"
+SENTIMENT_TEST = SENTIMENT / "test.csv"
+# The languages the sentiment test set is written in, besides English (all in xmod-base and the mini model).
+SENTIMENT_TARGETS = ["de_DE", "fr_XX", "es_XX", "ru_RU", "ja_XX", "zh_CN"]
+COLUMNS = ("text", "label", "language")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled text; language None means 'the language the caller trains in'."""
+
+    text: str
+    label: str
+    language: str | None = None
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+
+
+def as_examples(data: object, *, what: str = "examples") -> list[Example]:
+    """Examples from Python values: Example objects, (text, label[, language]) tuples, dicts or a DataFrame."""
+    if isinstance(data, pd.DataFrame):
+        missing = [name for name in ("text", "label") if name not in data.columns]
+        if missing:
+            raise ExplorerError(f"The {what} table has no column {missing[0]!r}; it needs columns text,label[,language].")
+        data = data.to_dict("records")
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise ExplorerError(f"Give the {what} as a list of (text, label) or (text, label, language) rows.")
+    examples = []
+    for number, item in enumerate(data, start=1):
+        if isinstance(item, Example):
+            row = (item.text, item.label, item.language)
+        elif isinstance(item, Mapping):
+            row = (item.get("text"), item.get("label"), item.get("language"))
+        elif isinstance(item, (list, tuple)) and len(item) in (2, 3):
+            row = (item[0], item[1], item[2] if len(item) == 3 else None)
+        else:
+            raise ExplorerError(f"Row {number} of the {what} must be (text, label) or (text, label, language); got {item!r}.")
+        text, label, language = row
+        if not isinstance(text, str) or not text.strip():
+            raise ExplorerError(f"Row {number} of the {what}: the text is empty. Every row needs a text.")
+        if _blank(label):
+            raise ExplorerError(f"Row {number} of the {what}: the label is empty. Every row needs a label.")
+        examples.append(Example(text, str(label).strip(), None if _blank(language) else str(language).strip()))
+    if not examples:
+        raise ExplorerError(f"The {what} are empty; give at least two labelled rows.")
+    return examples
+
+
+def _decode(data: bytes, name: str) -> str:
+    if b"\x00" in data[:4096]:
+        raise ExplorerError(f"{name} is not a CSV file: it holds binary data. Upload a text file with columns text,label[,language].")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ExplorerError(
+            f"{name} is not UTF-8 text (undecodable byte at position {exc.start}). Save it as 'CSV UTF-8' and upload it again."
+        ) from None
+
+
+def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
+    first = text.split("\n", 1)[0]
+    try:
+        return csv.Sniffer().sniff(first, delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+def read_labelled_csv(
+    source: str | Path | bytes,
+    limits: Limits,
+    languages: Sequence[str],
+    *,
+    name: str | None = None,
+) -> list[Example]:
+    """Read and check a CSV with columns text,label[,language]; languages: the model's codes."""
+    if isinstance(source, (bytes, bytearray)):
+        data, name = bytes(source), name or "The file"
+        if len(data) > limits.max_upload_bytes:
+            raise ExplorerError(_too_large(name, len(data), limits))
+    else:
+        path = Path(source)
+        name = name or f"The file {path.name}"
+        if not path.is_file():
+            raise ExplorerError(f"{name} cannot be found; upload it again.")
+        size = path.stat().st_size
+        if size > limits.max_upload_bytes:
+            raise ExplorerError(_too_large(name, size, limits))
+        data = path.read_bytes()
+    text = _decode(data, name)
+    if not text.strip():
+        raise ExplorerError(f"{name} is empty. It needs a header line text,label[,language] and labelled rows.")
+    reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise ExplorerError(f"{name} is not a readable CSV ({exc}). Check the quoting on line 1.") from None
+    columns = [cell.strip().lower() for cell in header]
+    missing = [column for column in ("text", "label") if column not in columns]
+    if missing:
+        found = ", ".join(repr(c) for c in columns if c) or "none"
+        raise ExplorerError(
+            f"{name} has no column {missing[0]!r} (columns found: {found}). "
+            "The first line must name the columns: text,label and optionally language."
+        )
+    index = {column: columns.index(column) for column in COLUMNS if column in columns}
+    cap = limits.max_train_examples
+    examples: list[Example] = []
+    number = 0
+    try:
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue  # blank lines
+            number += 1
+            if number > cap:
+                raise ExplorerError(f"{name} has more than {cap:,} rows; at most {cap:,} labelled rows are accepted here. Remove some rows.")
+            where = f"Row {number} (line {reader.line_num})"
+
+            def cell(column: str) -> str:
+                position = index.get(column)
+                return cells[position].strip() if position is not None and position < len(cells) else ""
+
+            sentence, label = cell("text"), cell("label")
+            if not sentence:
+                raise ExplorerError(f"{where}: the text is empty. Every row needs a text in the column 'text'.")
+            if len(sentence) > limits.max_text_chars:
+                raise ExplorerError(f"{where}: the text is {len(sentence):,} characters long; at most {limits.max_text_chars:,} are accepted here.")
+            if not label:
+                raise ExplorerError(f"{where}: the label is empty. Every row needs a label in the column 'label'.")
+            language = cell("language") or None
+            if language is not None:
+                try:
+                    language = resolve_language(language, languages)
+                except ExplorerError as exc:
+                    raise ExplorerError(f"{where}, column 'language': {exc}") from None
+            examples.append(Example(sentence, label, language))
+    except csv.Error as exc:
+        raise ExplorerError(f"{name} is not a readable CSV near line {reader.line_num} ({exc}).") from None
+    if not examples:
+        raise ExplorerError(f"{name} has a header but no labelled rows. Add rows of text,label.")
+    labels = sorted({example.label for example in examples})
+    if len(labels) < 2:
+        raise ExplorerError(
+            f"{name} has only one label ({labels[0]!r}); a classifier needs at least two. Add examples of another label."
+        )
+    return examples
+
+
+def _too_large(name: str, size: int, limits: Limits) -> str:
+    return (
+        f"{name} is {size / 2**20:.1f} MiB; at most {limits.max_upload_bytes / 2**20:.1f} MiB is accepted here. "
+        "Upload a smaller file."
+    )
+
+
+def split_by_language(examples: Sequence[Example], source_language: str) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training rows (the source language, or no language given) and test rows per other language."""
+    train: list[Example] = []
+    tests: dict[str, list[Example]] = {}
+    for example in examples:
+        if example.language in (None, source_language):
+            train.append(Example(example.text, example.label, source_language))
+        else:
+            tests.setdefault(example.language, []).append(example)
+    return train, tests
+
+
+def sentiment_train() -> list[Example]:
+    """The project's English training set: short reviews of software, labels negative/positive."""
+    return _read_asset(SENTIMENT_TRAIN)
+
+
+def sentiment_test(languages: Sequence[str] | None = None) -> list[Example]:
+    """The test set (one held-out English set and its translations), limited to languages if given."""
+    rows = _read_asset(SENTIMENT_TEST)
+    return rows if languages is None else [row for row in rows if row.language in set(languages)]
+
+
+def _read_asset(path: Path) -> list[Example]:
+    if not path.exists():
+        raise ExplorerError(f"The default data set {path} is missing from this installation; upload a CSV instead.")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return [Example(row.text, row.label, row.language or None) for row in frame.itertuples(index=False)]

@@ -1,0 +1,337 @@
+"""Tab 6, Classify: label probabilities per adapter, and the cross-lingual transfer lab.
+
+The head a user trains or loads lives only in that user's session (a gr.State), never on the
+shared Explorer, so two users never see or overwrite each other's heads.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from xmod_explorer import plots
+from xmod_explorer.classify import ProbeHead, ProbeTraining, TransferResult
+from xmod_explorer.datasets import SENTIMENT_TARGETS, Example, read_labelled_csv, sentiment_test, sentiment_train, split_by_language
+from xmod_explorer.engine import Explorer
+from xmod_explorer.errors import ExplorerError
+from xmod_explorer.lab import check_head
+from xmod_explorer.languages import display_name, resolve_language
+from xmod_explorer.settings import Settings
+from xmod_explorer.ui.common import ModelHolder, escape, gpu, language_choices, pick_languages, ui_errors
+
+DEFAULT_SET = "Sentiment of software reviews (English training set, bundled)"
+UPLOAD_SET = "My CSV file"
+CHECKPOINT_HEAD = "the checkpoint's classification head"
+SESSION_HEAD = "my probe (trained or loaded below)"
+PREFERRED = ["en_XX", "de_DE", "fr_XX", "ja_XX"]
+EXPLAIN_LAB = (
+    "X-MOD's central claim, live: a classifier trained on **one** language (the source) with the embeddings and all "
+    "language adapters frozen works in other languages just by **switching the language adapter**. The lab trains a "
+    "linear probe on sentence vectors (mean of the last layer) computed under the source language's adapter, then "
+    "tests each target language twice: with **its own adapter** (X-MOD's way) and with the **source language's "
+    "adapter** (the baseline). The gap between the two bars is the lesson; the black mark is the accuracy of always "
+    "answering the most common label."
+)
+CSV_HELP = (
+    "CSV with a header line `text,label` and optionally `language` (UTF-8; comma, semicolon or tab). Rows in the "
+    "source language (or with no language) train the probe; rows in other languages are the test sets."
+)
+_HEADS = Path(tempfile.mkdtemp(prefix="xmod-explorer-heads-"))
+
+
+@dataclass
+class LabSession:
+    """What one browser session has trained or loaded; kept in a gr.State, never shared."""
+
+    head: ProbeHead | None = None
+    training: ProbeTraining | None = None
+    transfer: TransferResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def explorer_for(self, shared: Explorer) -> Explorer:
+        """A fine-tuned session copy if there is one, else the shared model."""
+        return self.training.explorer if self.training is not None and self.training.explorer is not None else shared
+
+
+@dataclass
+class ClassifyTab:
+    text: gr.Textbox
+    languages: gr.Dropdown
+    head_choice: gr.Radio
+    run: gr.Button
+    note: gr.Markdown
+    probabilities: gr.Plot
+    probability_table: gr.Dataframe
+    dataset: gr.Radio
+    upload: gr.File
+    source: gr.Dropdown
+    targets: gr.Dropdown
+    finetune: gr.Checkbox
+    train: gr.Button
+    evaluate: gr.Button
+    summary: gr.Markdown
+    loss: gr.Plot
+    table: gr.Dataframe
+    chart: gr.Plot
+    download: gr.DownloadButton
+    head_file: gr.File
+    session: gr.State
+
+
+def default_targets(languages: list[str]) -> list[str]:
+    """The sentiment test set's languages that the model has (all six for xmod-base and the mini model)."""
+    return [code for code in SENTIMENT_TARGETS if code in languages]
+
+
+def lab_data(
+    explorer: Explorer, dataset: str, upload: str | None, source: str, *, training: bool = True
+) -> tuple[list[Example], dict[str, list[Example]]]:
+    """Training rows and test rows per language, from the bundled set or the user's CSV."""
+    if dataset == UPLOAD_SET:
+        if not upload:
+            raise ExplorerError("Choose a CSV file to upload first (columns text,label[,language]), or pick the bundled data set.")
+        examples = read_labelled_csv(upload, explorer.limits, explorer.languages, name="The uploaded file")
+        train, tests = split_by_language(examples, source)
+        if not train and training:
+            raise ExplorerError(
+                f"The uploaded file has no rows in the source language {source} (or without a language) to train on. "
+                "Choose the source language your rows are written in."
+            )
+        return train, tests
+    if source != "en_XX" and training:
+        raise ExplorerError("The bundled training set is in English: choose en_XX as the source language, or upload a CSV.")
+    tests: dict[str, list[Example]] = {}
+    for example in sentiment_test(explorer.languages):  # the held-out English set counts as a test set too
+        tests.setdefault(example.language, []).append(example)
+    return sentiment_train(), tests
+
+
+def transfer_table(result: TransferResult) -> pd.DataFrame:
+    """The transfer result with accuracies as percentages, for display."""
+    frame = result.to_frame()
+    for column in frame.columns[2:]:
+        frame[column] = (frame[column] * 100).round(1)
+    return frame.rename(columns={column: f"{column} (%)" for column in frame.columns[2:]})
+
+
+def head_file(head: ProbeHead) -> str:
+    """Write the head to a fresh .safetensors file for the download button."""
+    folder = Path(tempfile.mkdtemp(dir=_HEADS))
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"probe-{head.source_language}-{'-'.join(head.labels)}")[:80]
+    return str(head.save(folder / f"{stem}.safetensors"))
+
+
+def summary_markdown(session: LabSession) -> str:
+    """What was trained and how; every user-given string is escaped."""
+    lines = []
+    training, head = session.training, session.head
+    if training is not None:
+        kind = "Probe" if training.explorer is None else "Fine-tuned model and head"
+        lines.append(
+            f"**{kind} trained** on {training.examples} examples in {escape(display_name(head.source_language))}: "
+            f"{training.steps} steps in {training.seconds:.1f} s (sentence features {training.feature_seconds:.1f} s); "
+            f"training accuracy {training.train_accuracy:.0%}. Labels: {escape(', '.join(head.labels))}."
+        )
+        if training.note:
+            lines.append(f"Note: {escape(training.note)}")
+    elif head is not None:
+        lines.append(
+            f"**Loaded head**: labels {escape(', '.join(head.labels))}, trained on {escape(head.source_language)} "
+            f"with {head.examples} examples on {escape(head.model)}."
+        )
+    if session.transfer is not None:
+        rows = session.transfer.rows
+        better = sum(row.gap > 0 for row in rows)
+        lines.append(
+            f"Transfer to {len(rows)} languages: the target language's own adapter beats the source adapter in "
+            f"{better} of {len(rows)}."
+        )
+    lines += [f"Note: {escape(note)}" for note in session.notes]
+    return "\n\n".join(lines)
+
+
+def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
+    explorer = holder.explorer
+    has_head = bool(explorer.info().labels)
+    choices = language_choices(explorer)
+    gr.Markdown("### Classify a text under several language adapters")
+    with gr.Row():
+        text = gr.Textbox(
+            label="Text",
+            value="After the update the program crashes every time I print.",
+            lines=2,
+            scale=3,
+            max_length=settings.limits.max_text_chars,
+            elem_id="classify-text",
+        )
+        with gr.Column(scale=2):
+            languages = gr.Dropdown(
+                choices=choices,
+                value=pick_languages(explorer, PREFERRED),
+                multiselect=True,
+                filterable=True,
+                max_choices=settings.limits.max_languages,
+                label="Language adapters",
+                elem_id="classify-languages",
+            )
+            head_choice = gr.Radio(
+                [CHECKPOINT_HEAD, SESSION_HEAD], value=CHECKPOINT_HEAD if has_head else SESSION_HEAD, label="Classify with"
+            )
+    run = gr.Button("Classify", variant="primary", elem_id="classify-run")
+    note = gr.Markdown(elem_id="classify-note")
+    with gr.Row():
+        probabilities = gr.Plot(label="Label probabilities per adapter", elem_id="classify-chart")
+        probability_table = gr.Dataframe(
+            pd.DataFrame(columns=["language", "predicted"]), label="Probabilities", interactive=False, elem_id="classify-probabilities"
+        )
+
+    gr.Markdown("### The transfer lab\n" + EXPLAIN_LAB)
+    with gr.Row():
+        with gr.Column():
+            dataset = gr.Radio([DEFAULT_SET, UPLOAD_SET], value=DEFAULT_SET, label="Data", elem_id="classify-dataset")
+            upload = gr.File(label="CSV to train and test on", file_types=[".csv"], type="filepath", elem_id="classify-upload")
+            gr.Markdown(CSV_HELP + f" At most {settings.limits.max_train_examples:,} rows and "
+                        f"{settings.limits.max_upload_bytes / 2**20:.0f} MiB here; training stops after "
+                        f"{settings.limits.max_train_seconds:.0f} s.")
+        with gr.Column():
+            source = gr.Dropdown(choices=choices, value="en_XX" if "en_XX" in explorer.languages else explorer.languages[0],
+                                 label="Source language (the adapter used in training)", elem_id="classify-source")
+            targets = gr.Dropdown(
+                choices=choices,
+                value=default_targets(explorer.languages),
+                multiselect=True,
+                filterable=True,
+                max_choices=settings.limits.max_languages,
+                label="Target languages (zero-shot)",
+                elem_id="classify-targets",
+            )
+            # Offered only with --allow-finetune; the handler checks the flag again.
+            finetune = gr.Checkbox(
+                value=False,
+                label="Also fine-tune (a task adapter, or the shared layers natively) on a private copy of the model: slow without a GPU",
+                visible=settings.allow_finetune,
+                elem_id="classify-finetune",
+            )
+    with gr.Row():
+        train = gr.Button("Train probe", variant="primary", elem_id="classify-train")
+        evaluate = gr.Button("Evaluate my head again", elem_id="classify-evaluate")
+    summary = gr.Markdown(elem_id="classify-summary")
+    with gr.Row():
+        loss = gr.Plot(label="Loss curve", elem_id="classify-loss")
+        chart = gr.Plot(label="Accuracy per language", elem_id="classify-transfer-chart")
+    table = gr.Dataframe(
+        pd.DataFrame(columns=["language", "examples", "target adapter (%)", "source adapter (%)", "gap (%)", "majority label (%)"]),
+        label="Accuracy per target language",
+        interactive=False,
+        elem_id="classify-table",
+    )
+    with gr.Row():
+        download = gr.DownloadButton("Download head (.safetensors)", visible=False, elem_id="classify-download")
+        head_file_input = gr.File(label="Load a head saved earlier", file_types=[".safetensors"], type="filepath", elem_id="classify-head-file")
+    session = gr.State(LabSession())
+    tab = ClassifyTab(
+        text, languages, head_choice, run, note, probabilities, probability_table, dataset, upload, source, targets,
+        finetune, train, evaluate, summary, loss, table, chart, download, head_file_input, session,
+    )
+
+    @ui_errors
+    @gpu
+    def classify_text(sentence, codes, choice, state: LabSession):
+        state = state or LabSession()
+        if choice == SESSION_HEAD:
+            if state.head is None:
+                raise ExplorerError("You have no probe yet: train one in the transfer lab below, or load a head file.")
+            result = state.explorer_for(holder.explorer).classify(sentence, codes, head=state.head)
+        else:
+            result = holder.explorer.classify(sentence, codes)
+        return {
+            tab.note: f"Head: {escape(result.head)}.",
+            tab.probabilities: plots.classification_bars(result),
+            tab.probability_table: result.to_frame().round(4),
+        }
+
+    def evaluation(explorer: Explorer, state: LabSession, tests: dict[str, list[Example]], chosen: list[str], progress) -> LabSession:
+        present = [code for code in chosen if code in tests]
+        missing = [code for code in chosen if code not in tests]
+        notes = [f"No test rows in {', '.join(missing)}; those languages are left out."] if missing else []
+        transfer = None
+        if present:
+            transfer = explorer.evaluate_transfer(state.head, {code: tests[code] for code in present}, progress=progress)
+        else:
+            notes.append("No test rows in any chosen target language, so there is nothing to evaluate.")
+        return LabSession(state.head, state.training, transfer, notes)
+
+    def outputs_for(state: LabSession) -> dict:
+        finetuned = state.training is not None and state.training.explorer is not None
+        result = {
+            tab.summary: summary_markdown(state),
+            tab.loss: plots.loss_curve(state.training) if state.training is not None else None,
+            tab.table: transfer_table(state.transfer) if state.transfer is not None else None,
+            tab.chart: plots.transfer_bars(state.transfer) if state.transfer is not None else None,
+            tab.download: gr.DownloadButton(value=head_file(state.head), visible=True)
+            if state.head is not None and not finetuned
+            else gr.DownloadButton(visible=False),
+            tab.head_choice: SESSION_HEAD,
+            tab.session: state,
+        }
+        return result
+
+    def target_codes(explorer: Explorer, chosen) -> list[str]:
+        return explorer._languages(chosen) if chosen else []
+
+    @ui_errors
+    @gpu
+    def train_head(data, path, source_code, chosen, tune, state, progress=gr.Progress()):
+        explorer = holder.explorer
+        source_code = resolve_language(source_code, explorer.languages)
+        codes = target_codes(explorer, chosen)
+        train_rows, tests = lab_data(explorer, data, path, source_code)
+
+        def step(fraction, desc=None):
+            progress(0.85 * fraction, desc=desc)
+
+        if tune and settings.allow_finetune:
+            training = explorer.finetune(train_rows, source_code, progress=step)
+        else:
+            training = explorer.train_probe(train_rows, source_code, progress=step)
+        trained = LabSession(training.head, training)
+        state = evaluation(training.explorer or explorer, trained, tests, codes, lambda f, desc=None: progress(0.85 + 0.15 * f, desc=desc))
+        return outputs_for(state)
+
+    @ui_errors
+    @gpu
+    def evaluate_head(data, path, chosen, state, progress=gr.Progress()):
+        state = state or LabSession()
+        if state.head is None:
+            raise ExplorerError("You have no head yet: train a probe, or load a head file first.")
+        explorer = state.explorer_for(holder.explorer)
+        codes = target_codes(explorer, chosen)
+        _, tests = lab_data(explorer, data, path, state.head.source_language, training=False)
+        return outputs_for(evaluation(explorer, state, tests, codes, progress))
+
+    @ui_errors
+    def load_head(path, state):
+        if not path:
+            return gr.skip()
+        head = check_head(holder.explorer, ProbeHead.load(path, max_bytes=settings.limits.max_upload_bytes))
+        return outputs_for(LabSession(head))
+
+    classify_outputs = [note, probabilities, probability_table]
+    for trigger in (run.click, text.submit):
+        trigger(classify_text, [text, languages, head_choice, session], classify_outputs, api_visibility="private")
+    lab_outputs = [summary, loss, table, chart, download, head_choice, session]
+    train.click(
+        train_head,
+        [dataset, upload, source, targets, finetune, session],
+        lab_outputs,
+        api_visibility="private",
+    )
+    evaluate.click(evaluate_head, [dataset, upload, targets, session], lab_outputs, api_visibility="private")
+    head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private")
+    upload.upload(lambda _: UPLOAD_SET, upload, dataset, api_visibility="private")
+    return tab

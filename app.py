@@ -30,4 +30,9 @@ log.info("serving %s: %s; %s backend on %s (%s), %d languages", info.model, info
 demo = build_app(settings, explorer)
 
 if __name__ == "__main__":
+    if settings.mcp:
+        try:
+            import mcp  # noqa: F401
+        except ImportError:
+            sys.exit('--mcp needs the MCP extra: pip install "gradio[mcp]==6.17.3"')
     demo.launch(**launch_options(settings))

@@ -118,11 +118,11 @@ def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor,
 
 
 @pytest.mark.parametrize("backend", ["transformers", "adapters"])
-def test_compare_adapters_equals_reference(base_dir, backend):
+def test_compare_adapters_equals_reference(model_dir, backend):
     text = "Chaque langue a son propre adaptateur."
     codes = ["fr_XX", "en_XX", "ja_XX"]
-    comparison = Explorer.from_pretrained(str(base_dir), backend=backend).compare_adapters(text, codes, reference="en_XX")
-    states = {code: reference_hidden_states(base_dir, text, code)[0] for code in codes}  # (L+1, t, h)
+    comparison = Explorer.from_pretrained(str(model_dir), backend=backend).compare_adapters(text, codes, reference="en_XX")
+    states = {code: reference_hidden_states(model_dir, text, code)[0] for code in codes}  # (L+1, t, h)
     for layer in comparison.layers:
         for i, a in enumerate(codes):
             for j, b in enumerate(codes):

@@ -81,6 +81,21 @@ def _apply_order(encoded: Encoded, inverse: list[int] | None) -> Encoded:
     return Encoded(encoded.last.index_select(0, index), layers)
 
 
+def _shared_prefix_of_first_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """XmodLayer.forward up to (not including) its language adapter: attention, feed-forward, residual.
+
+    Mirrors transformers 4.57's XmodLayer/XmodOutput step for step; tests compare the result with the
+    library's own forward for both X-MOD layouts (post-norm and pre-norm).
+    """
+    attention_output = layer.attention(hidden, attention_mask=mask)[0]
+    residual = attention_output
+    if layer.pre_norm:
+        attention_output = layer.output.LayerNorm(attention_output)
+    intermediate = layer.feed_forward_chunk(attention_output)
+    output = layer.output
+    return output.dropout(output.dense(intermediate)) + residual
+
+
 class NativeBackend:
     """transformers' XmodModel: all adapters in one checkpoint, chosen per row with lang_ids."""
 
@@ -136,11 +151,35 @@ class NativeBackend:
         *,
         all_layers: bool = False,
     ) -> Encoded:
-        """One text (a single row) through each adapter in languages: one output row per language."""
+        """One text (a single row) through each adapter in languages: one output row per language.
+
+        Until the first adapter every row would be the same, so the embeddings and layer 0's attention
+        and feed-forward block run once, and the K copies start at layer 0's adapter (the adapters
+        library's Parallel composition does the same). The rest is the library's own layers.
+        """
         count = len(languages)
-        return self.encode_rows(
-            input_ids.expand(count, -1), attention_mask.expand(count, -1), languages, all_layers=all_layers
-        )
+        if count == 1 or self.model.training:
+            return self.encode_rows(
+                input_ids.expand(count, -1), attention_mask.expand(count, -1), languages, all_layers=all_layers
+            )
+        lang_ids = self.lang_ids(languages)
+        mask = self.encoder.get_extended_attention_mask(attention_mask, input_ids.shape)
+        layers = self.encoder.encoder.layer
+        embedded = self.encoder.embeddings(input_ids=input_ids)
+        hidden = _shared_prefix_of_first_layer(layers[0], embedded, mask).expand(count, -1, -1)
+        hidden = layers[0].output.lang_adapter(lang_ids, hidden)
+        if not layers[0].pre_norm:
+            hidden = layers[0].output.LayerNorm(hidden)
+        states = [embedded.expand(count, -1, -1), hidden] if all_layers else None
+        for layer in layers[1:]:
+            hidden = layer(hidden, lang_ids, mask)[0]
+            if all_layers:
+                states.append(hidden)
+        if self.encoder.encoder.is_pre_norm:
+            hidden = self.encoder.encoder.LayerNorm(hidden)
+            if all_layers:
+                states[-1] = hidden
+        return Encoded(hidden, tuple(states) if all_layers else None)
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits for hidden states of shape (n, hidden)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +242,7 @@ def load_backend(
         raise ExplorerError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
+    started = time.perf_counter()
     local = hub.fetch(reference)
     config = read_config(local.path, reference)
     fmt = checkpoint_format(local.path, config)
@@ -291,6 +293,7 @@ def load_backend(
     for parameter in runner.model.parameters():
         parameter.requires_grad_(False)
     tokenizer = load_tokenizer(local.path, reference)
+    log.info("loaded %s in %.1f s (%d languages)", reference, time.perf_counter() - started, len(codes))
     return Loaded(
         reference=reference,
         path=local.path,

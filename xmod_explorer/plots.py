@@ -37,9 +37,9 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
         tokens: list[str] = []
         for code in codes:
             for guess in slot.predictions[code]:
-                if guess.token not in tokens:
-                    tokens.append(guess.token)
-        values = [[next((g.probability for g in slot.predictions[c] if g.token == t), None) for c in codes] for t in tokens]
+                if _plain(guess.token) not in tokens:
+                    tokens.append(_plain(guess.token))
+        values = [[next((g.probability for g in slot.predictions[c] if _plain(g.token) == t), None) for c in codes] for t in tokens]
         figure = go.Figure(
             go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)
         )
@@ -53,7 +53,7 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
         figure.add_trace(
             go.Bar(
                 x=[g.probability for g in guesses],
-                y=[f"{rank}. {g.token}" for rank, g in enumerate(guesses, start=1)],
+                y=[f"{rank}. {_plain(g.token)}" for rank, g in enumerate(guesses, start=1)],
                 orientation="h",
                 name=code,
                 text=[f"{g.probability:.3f}" for g in guesses],
@@ -114,7 +114,7 @@ def token_shift_heatmap(comparison: AdapterComparison, language: str, centred: b
     index = comparison.languages.index(language)
     source = comparison.token_cosine_centred if centred else comparison.token_cosine
     distance = [[1.0 - float(source[layer, index, t]) for layer in comparison.layers] for t in range(len(comparison.tokens))]
-    labels = [f"{t + 1}. {token}" for t, token in enumerate(comparison.tokens)]
+    labels = [f"{t + 1}. {_plain(token)}" for t, token in enumerate(comparison.tokens)]
     figure = go.Figure(
         go.Heatmap(
             z=distance,

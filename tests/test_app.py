@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -206,3 +207,153 @@ def test_public_server_reads_no_arbitrary_paths_and_caps_uploads(public_app, tmp
     small.write_text("text,label\nfine,positive\n")
     with open(small, "rb") as handle:
         assert httpx.post(f"{base}/gradio_api/upload", files={"files": handle}).status_code == 200
+
+
+# ----- classification and the transfer lab ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier_app(tmp_path_factory, tokenizer):
+    from xmod_explorer.tiny import TinySpec, build_random_checkpoint
+
+    folder = build_random_checkpoint(tmp_path_factory.mktemp("app-classifier"), TinySpec(languages=LANGUAGES, head="classification"), tokenizer)
+    settings = load_settings(["--model", str(folder)])
+    explorer = Explorer.from_pretrained(str(folder), limits=settings.limits)
+    demo, client = serve(settings, explorer)
+    yield client, explorer
+    demo.close()
+
+
+def test_classify_endpoint_returns_engine_numbers(classifier_app):
+    client, explorer = classifier_app
+    got = client.predict("Chaque langue a son propre adaptateur.", ["ja_XX", "de_DE"], api_name="/classify")
+    assert got == explorer.classify("Chaque langue a son propre adaptateur.", ["ja_XX", "de_DE"]).to_dict()
+    assert got["labels"] == ["negative", "positive"] and list(got["probabilities"]) == ["ja_XX", "de_DE"]
+
+
+def test_classify_endpoint_without_a_classification_head(local_app):
+    client, _ = local_app
+    with pytest.raises(AppError, match="no sequence-classification head"):
+        client.predict("A sentence.", ["en_XX"], api_name="/classify")
+
+
+def test_transfer_lab_endpoint(local_app):
+    client, _ = local_app
+    got = client.predict("en_XX", ["ja_XX", "de_DE"], api_name="/transfer_lab")
+    assert got["training"]["examples"] == 200 and got["training"]["head"]["labels"] == ["negative", "positive"]
+    rows = got["transfer"]["rows"]
+    assert [row["language"] for row in rows] == ["ja_XX", "de_DE"] and all(row["examples"] == 48 for row in rows)
+    with pytest.raises(AppError, match="source_language='en_XX'"):
+        client.predict("de_DE", ["ja_XX"], api_name="/transfer_lab")
+
+
+def _lab(demo):
+    """The lab's event functions and its per-session state component, found by name in the built app."""
+    functions = {fn.name: fn for fn in demo.fns.values()}
+    train = functions["train_head"]
+    return train, train.inputs[-1]
+
+
+def _run(demo, function, inputs, session):
+    import asyncio
+
+    return asyncio.run(demo.process_api(function, inputs, state=session))
+
+
+def test_two_sessions_train_their_own_heads(base_dir, tmp_path):
+    """Two sessions train at once from two threads through gradio's own per-session state: each gets its own head."""
+    import threading
+
+    from gradio.state_holder import SessionState
+
+    from xmod_explorer.ui.classify import DEFAULT_SET, UPLOAD_SET
+
+    settings = load_settings(["--model", str(base_dir)])
+    explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
+    shared_attributes = set(vars(explorer))
+    demo = build_app(settings, explorer)
+    train, state_component = _lab(demo)
+    upload = tmp_path / "mine.csv"
+    upload.write_text(
+        "text,label,language\n"
+        + "".join(f"choose compare adapter {i},good,de_DE\nmodèle partage poids {i},bad,de_DE\n" for i in range(12))
+        + "".join(f"explorer shows {i},good,fr_XX\nlangues entre {i},bad,fr_XX\n" for i in range(4)),
+        encoding="utf-8",
+    )
+    file_data = {"path": str(upload), "orig_name": "mine.csv", "meta": {"_type": "gradio.FileData"}}
+    sessions = {"a": SessionState(demo), "b": SessionState(demo)}
+    inputs = {
+        "a": [DEFAULT_SET, None, "en_XX", ["ja_XX", "de_DE"], False, None],
+        "b": [UPLOAD_SET, file_data, "de_DE", ["fr_XX"], False, None],
+    }
+    errors = []
+
+    def train_in(name):
+        try:
+            _run(demo, train, inputs[name], sessions[name])
+        except Exception as exc:  # surfaced below
+            errors.append((name, exc))
+
+    threads = [threading.Thread(target=train_in, args=(name,)) for name in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    a, b = sessions["a"][state_component._id], sessions["b"][state_component._id]
+    assert a.head.labels == ["negative", "positive"] and a.head.source_language == "en_XX" and a.head.examples == 200
+    assert b.head.labels == ["bad", "good"] and b.head.source_language == "de_DE" and b.head.examples == 24
+    assert a.transfer.languages == ["ja_XX", "de_DE"] and b.transfer.languages == ["fr_XX"]
+    assert a.head is not b.head
+    assert set(vars(explorer)) == shared_attributes  # nothing of either session was put on the shared model
+
+    # A bad upload in session b: a clear message, and b keeps the head it had; a is untouched.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nonly,good\nlabels,good\n", encoding="utf-8")
+    with pytest.raises(gr.Error, match="only one label"):
+        _run(demo, train, [UPLOAD_SET, {**file_data, "path": str(bad)}, "de_DE", ["fr_XX"], False, None], sessions["b"])
+    assert sessions["b"][state_component._id] is b and sessions["a"][state_component._id] is a
+
+
+def test_public_mode_caps_the_lab(base_dir, tmp_path):
+    from gradio.state_holder import SessionState
+
+    from xmod_explorer.ui.classify import UPLOAD_SET
+
+    settings = load_settings(["--model", str(base_dir), "--public"])
+    demo = build_app(settings, Explorer.from_pretrained(str(base_dir), limits=settings.limits))
+    train, state_component = _lab(demo)
+    big = tmp_path / "big.csv"
+    big.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(601)), encoding="utf-8")
+    session = SessionState(demo)
+    file_data = {"path": str(big), "orig_name": "big.csv", "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(gr.Error, match="more than 600 rows"):
+        _run(demo, train, [UPLOAD_SET, file_data, "en_XX", ["de_DE"], True, None], session)
+    assert session[state_component._id] is None or session[state_component._id].head is None
+    labels = [getattr(block, "label", None) for block in demo.blocks.values()]
+    finetune = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "classify-finetune")
+    assert finetune.visible is False  # fine-tuning is not offered without --allow-finetune
+    assert "CSV to train and test on" in labels
+
+
+def test_allow_finetune_trains_a_private_copy_for_the_session(base_dir):
+    import hashlib
+
+    from gradio.state_holder import SessionState
+
+    from xmod_explorer.ui.classify import DEFAULT_SET
+
+    settings = load_settings(["--model", str(base_dir), "--allow-finetune"])
+    explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
+    digest = lambda: hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in explorer.backend.model.parameters())).hexdigest()  # noqa: E731
+    before = digest()
+    demo = build_app(settings, explorer)
+    finetune = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "classify-finetune")
+    assert finetune.visible is True
+    train, state_component = _lab(demo)
+    session = SessionState(demo)
+    _run(demo, train, [DEFAULT_SET, None, "en_XX", ["de_DE"], True, None], session)
+    state = session[state_component._id]
+    assert state.training.explorer is not None and state.training.explorer.backend.model is not explorer.backend.model
+    assert state.head.encoder == "fine-tuned" and state.transfer.languages == ["de_DE"]
+    assert digest() == before

@@ -212,3 +212,32 @@ def test_failed_model_loads_keep_the_old_model_serving(page, tmp_path, base_dir)
     page.click("#fill-run")
     page.wait_for_selector("#fill-chart .js-plotly-plot", timeout=30_000)
     assert page.errors == []
+
+
+def test_transfer_lab_trains_and_shows_one_row_per_target_language(page):
+    page.get_by_role("tab", name="Classify").click()
+    targets = [token.split("(")[-1].rstrip(")") for token in page.locator("#classify-targets .token").all_inner_texts()]
+    assert len(targets) >= 2
+    page.click("#classify-train")
+    page.wait_for_selector("#classify-transfer-chart .js-plotly-plot .barlayer", timeout=120_000)
+    page.wait_for_selector("#classify-loss .js-plotly-plot .scatterlayer", timeout=30_000)
+    # Gradio 6.17 draws table rows as divs carrying data-row and data-col.
+    script = """() => {
+        const rows = {};
+        for (const cell of document.querySelectorAll('#classify-table [data-row][data-col]')) {
+            (rows[cell.dataset.row] ||= [])[Number(cell.dataset.col)] = cell.textContent.trim();
+        }
+        return Object.keys(rows).sort((a, b) => a - b).map(key => rows[key])
+            .filter(cells => /^[a-z]{2}_[A-Z]{2}$/.test(cells[0] || ''));
+    }"""
+    page.wait_for_function(f"({script})().length >= {len(targets)}", timeout=30_000)
+    rows = page.evaluate(script)
+    assert [row[0] for row in rows] == targets  # one row per target language, in the chosen order
+    assert all(0 <= float(row[2]) <= 100 and 0 <= float(row[3]) <= 100 for row in rows)
+    assert "Probe trained" in page.locator("#classify-summary").inner_text()
+    assert page.locator("#classify-download").is_visible()
+    page.click("#classify-run")  # classify with the session's new probe
+    page.wait_for_selector("#classify-chart .js-plotly-plot .barlayer", timeout=30_000)
+    assert "probe trained on en_XX" in page.locator("#classify-note").inner_text()
+    screenshot(page, "classify")
+    assert page.errors == []

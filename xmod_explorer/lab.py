@@ -230,27 +230,34 @@ def train_probe(
 
 
 def _test_sets(explorer: Explorer, examples, target_languages) -> dict[str, list[Example]]:
+    """Test rows grouped by model language code; with target languages given, rows in other languages are left out."""
+    chosen = None if target_languages in (None, "", []) else explorer._languages(target_languages)
+    raw: dict[str, list[Example]] = {}
     if isinstance(examples, Mapping):
-        groups: dict[str, list[Example]] = {}
         for language, rows in examples.items():
-            code = resolve_language(language, explorer.languages)
-            groups.setdefault(code, []).extend(
-                Example(e.text, e.label, code) for e in as_examples(rows, what=f"test examples for {code}")
-            )
+            raw.setdefault(str(language), []).extend(as_examples(rows, what=f"test examples for {language}"))
     else:
-        groups = {}
         for number, example in enumerate(as_examples(examples, what="test examples"), start=1):
             if example.language is None:
                 raise ExplorerError(f"Row {number} of the test examples has no language; each test row needs one (e.g. de_DE).")
-            code = resolve_language(example.language, explorer.languages)
-            groups.setdefault(code, []).append(Example(example.text, example.label, code))
-    if target_languages in (None, "", []):
+            raw.setdefault(example.language, []).append(example)
+    groups: dict[str, list[Example]] = {}
+    for language, rows in raw.items():
+        try:
+            code = resolve_language(language, explorer.languages)
+        except ExplorerError:
+            if chosen is not None:
+                continue  # rows in a language this model lacks, and not asked for
+            raise
+        if chosen is not None and code not in chosen:
+            continue  # e.g. zh_CN rows of the bundled set when only de_DE is asked for
+        groups.setdefault(code, []).extend(Example(e.text, e.label, code) for e in rows)
+    if chosen is None:
         chosen = list(groups)
     else:
-        chosen = explorer._languages(target_languages)
         absent = [code for code in chosen if code not in groups]
         if absent:
-            have = ", ".join(groups) or "none"
+            have = ", ".join(raw) or "none"
             raise ExplorerError(f"No test examples in {', '.join(absent)} (the test set has: {have}). Choose other target languages.")
     if not chosen:
         raise ExplorerError("There are no test examples to evaluate on.")

@@ -185,29 +185,30 @@ def classification_bars(result: Classification) -> go.Figure:
         figure.add_trace(
             go.Bar(x=result.languages, y=values, name=_plain(label), text=[f"{v:.2f}" for v in values], textposition="auto")
         )
-    figure.update_layout(barmode="group", legend_title_text="label")
+    figure.update_layout(barmode="group", legend=dict(title_text="label", orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1], title_text="probability")
     figure.update_xaxes(title_text="language adapter")
-    return _layout(figure, f"Label probabilities per adapter ({_plain(result.head)})")
+    return _layout(figure, "Label probabilities per adapter")
 
 
 def transfer_bars(result: TransferResult) -> go.Figure:
     """Accuracy per target language: its own adapter vs the source language's adapter, with the majority-label floor."""
     codes = result.languages
+    labelled = len(codes) <= 4  # wider bars have room for their value
     figure = go.Figure()
-    figure.add_trace(
-        go.Bar(x=codes, y=[row.target_adapter_accuracy for row in result.rows], name="target language's adapter (X-MOD)",
-               text=[f"{row.target_adapter_accuracy:.0%}" for row in result.rows], textposition="auto")
-    )
-    figure.add_trace(
-        go.Bar(x=codes, y=[row.source_adapter_accuracy for row in result.rows], name=f"source adapter {result.source_language} (baseline)",
-               text=[f"{row.source_adapter_accuracy:.0%}" for row in result.rows], textposition="auto")
-    )
+    for name, values in (
+        ("target language's adapter (X-MOD)", [row.target_adapter_accuracy for row in result.rows]),
+        (f"source adapter {result.source_language} (baseline)", [row.source_adapter_accuracy for row in result.rows]),
+    ):
+        figure.add_trace(
+            go.Bar(x=codes, y=values, name=name, text=[f"{v:.0%}" for v in values] if labelled else None, textposition="auto",
+                   hovertemplate="%{x}: %{y:.1%}<extra></extra>")
+        )
     figure.add_trace(
         go.Scatter(x=codes, y=[row.majority_share for row in result.rows], mode="markers", name="always the majority label",
-                   marker=dict(symbol="line-ew-open", size=28, line=dict(width=3, color="black")))
+                   marker=dict(symbol="line-ew-open", size=30, color="black", line=dict(width=3, color="black")))
     )
-    figure.update_layout(barmode="group")
+    figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1.05], title_text="accuracy", tickformat=".0%")
     figure.update_xaxes(title_text="target language")
     return _layout(figure, f"Zero-shot transfer from {result.source_language}: accuracy per language")

@@ -225,7 +225,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         loss = gr.Plot(label="Loss curve", elem_id="classify-loss")
         chart = gr.Plot(label="Accuracy per language", elem_id="classify-transfer-chart")
     table = gr.Dataframe(
-        pd.DataFrame(columns=["language", "examples", "target adapter (%)", "source adapter (%)", "gap (%)", "majority label (%)"]),
+        headers=["language", "examples", "target adapter (%)", "source adapter (%)", "gap (%)", "majority label (%)"],
         label="Accuracy per target language",
         interactive=False,
         elem_id="classify-table",

@@ -401,3 +401,19 @@ def test_finetune_refuses_without_memory(base_dir, monkeypatch):
     monkeypatch.setattr(lab, "free_memory_bytes", lambda device: 1024)  # a fault that cannot be produced for real
     with pytest.raises(ExplorerError, match="private copy of the model.*GiB are free"):
         Explorer.from_pretrained(str(base_dir)).finetune(separable(10, seed=0), "en_XX", steps=1)
+
+
+def test_classifier_config_without_classifier_weights_is_refused(tmp_path, base_dir):
+    """A config naming XmodForSequenceClassification over weights that lack the head would give random outputs."""
+    import json
+    import shutil
+
+    from xmod_explorer import Explorer, ExplorerError
+
+    target = tmp_path / "headless"
+    shutil.copytree(base_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    config.update(architectures=["XmodForSequenceClassification"], id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 1})
+    (target / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExplorerError, match="no classifier"):
+        Explorer.from_pretrained(str(target))

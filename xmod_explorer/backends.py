@@ -62,15 +62,19 @@ class ReadWriteLock:
                 self._cond.notify_all()
 
 
-def _sorted_by(keys: list[int]) -> tuple[list[int] | None, list[int] | None]:
-    """Order that groups equal keys (stable) and its inverse; (None, None) if already grouped in order."""
+def _group_rows(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, keys: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int] | None]:
+    """Reorder rows so equal keys (languages) are adjacent, stably: one adapter call per language and
+    layer instead of one per run. Returns the rows, their keys, and the inverse order (None if unchanged)."""
     order = sorted(range(len(keys)), key=lambda i: keys[i])
     if order == list(range(len(keys))):
-        return None, None
+        return input_ids, attention_mask, keys, None
     inverse = [0] * len(order)
     for position, row in enumerate(order):
         inverse[row] = position
-    return order, inverse
+    index = torch.tensor(order, device=input_ids.device)
+    return input_ids.index_select(0, index), attention_mask.index_select(0, index), [keys[i] for i in order], inverse
 
 
 def _apply_order(encoded: Encoded, inverse: list[int] | None) -> Encoded:
@@ -128,12 +132,7 @@ class NativeBackend:
         all_layers: bool = False,
     ) -> Encoded:
         """Each row through its own language's adapter, in one forward pass."""
-        keys = [self._ids[code] for code in row_languages]
-        order, inverse = _sorted_by(keys)  # rows of one language in a run: one adapter call per layer
-        if order is not None:
-            index = torch.tensor(order, device=input_ids.device)
-            input_ids, attention_mask = input_ids.index_select(0, index), attention_mask.index_select(0, index)
-            keys = [keys[i] for i in order]
+        input_ids, attention_mask, keys, inverse = _group_rows(input_ids, attention_mask, [self._ids[c] for c in row_languages])
         out = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -279,13 +278,8 @@ class AdapterBackend:
         from adapters.composition import BatchSplit
 
         rank = {code: index for index, code in enumerate(self.languages)}
-        keys = [rank[code] for code in row_languages]
-        order, inverse = _sorted_by(keys)
-        rows = list(row_languages)
-        if order is not None:
-            index = torch.tensor(order, device=input_ids.device)
-            input_ids, attention_mask = input_ids.index_select(0, index), attention_mask.index_select(0, index)
-            rows = [rows[i] for i in order]
+        input_ids, attention_mask, keys, inverse = _group_rows(input_ids, attention_mask, [rank[c] for c in row_languages])
+        rows = [self.languages[key] for key in keys]
         runs: list[str] = []
         sizes: list[int] = []
         for code in rows:

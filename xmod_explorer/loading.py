@@ -172,6 +172,11 @@ def _load_native(folder: Path, reference: str, config: dict, languages: list[str
             f"{reference}: the weights do not match its config ({len(missing)} missing, e.g. {missing[:3]}). "
             "The checkpoint may be incomplete."
         )
+    if isinstance(model, XmodForSequenceClassification) and any(k.startswith("classifier.") for k in info["missing_keys"]):
+        raise ExplorerError(
+            f"{reference}: config.json names a sequence classifier, but the weights have no classifier.* tensors, "
+            "so its outputs would be random. Use a fine-tuned classification checkpoint."
+        )
     has_mlm = isinstance(model, XmodForMaskedLM) and not any(key.startswith("lm_head.") for key in info["missing_keys"])
     return model, has_mlm
 

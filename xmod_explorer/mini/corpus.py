@@ -46,6 +46,10 @@ MIN_WORDS = 5
 MIN_CHARS_UNSPACED = 12
 HELDOUT_PER_MILLE = 20
 MAX_LATIN_SHARE = 0.7
+MAX_ENGLISH_WORD_SHARE = 0.8
+# LibreOffice's help pages end with a generated "Title is: <page title>" line, in English
+# even in translations: navigation, not text.
+GENERATED_PREFIXES = ("Title is:",)
 ENGLISH = "en_XX"
 # Hindi help is mostly untranslated; LibreOffice's Hindi UI messages (same domain) add to it.
 UI_SUPPLEMENT: dict[str, str] = {"hi_IN": "libreoffice-l10n-hi"}
@@ -113,14 +117,38 @@ def latin_share(text: str) -> float:
     return sum(ch.isascii() for ch in letters) / len(letters)
 
 
-def is_english_fallback(text: str, language: str, english: Collection[str] = ()) -> bool:
-    """True for text left untranslated: equal to an English paragraph of the same page, or mostly Latin letters in a non-Latin language."""
+def words(text: str) -> list[str]:
+    """Lower-cased runs of letters."""
+    return re.findall(r"[^\W\d_]+", text.lower())
+
+
+def english_vocabulary(paragraphs: Iterable[str], min_count: int = 3) -> set[str]:
+    """Words seen at least min_count times in English paragraphs."""
+    counts: dict[str, int] = {}
+    for text in paragraphs:
+        for word in words(text):
+            counts[word] = counts.get(word, 0) + 1
+    return {word for word, count in counts.items() if count >= min_count}
+
+
+def is_english_fallback(
+    text: str, language: str, english: Collection[str] = (), vocabulary: Collection[str] = ()
+) -> bool:
+    """True for text left untranslated.
+
+    That is: equal to an English paragraph of the same page; in a non-Latin language, mostly
+    Latin letters; or nearly all its words English ones (untranslated text that differs from the
+    current English page, code, lists of product names).
+    """
     if language == ENGLISH:
         return False
     if text in english:
         return True
     # Product names ("LibreOffice Calc") are Latin in every language, so allow some.
-    return language not in LATIN_SCRIPT and latin_share(text) > MAX_LATIN_SHARE
+    if language not in LATIN_SCRIPT and latin_share(text) > MAX_LATIN_SHARE:
+        return True
+    found = words(text)
+    return bool(vocabulary) and bool(found) and sum(w in vocabulary for w in found) / len(found) >= MAX_ENGLISH_WORD_SHARE
 
 
 def is_heldout(text: str) -> bool:
@@ -135,16 +163,22 @@ class LanguageCorpus:
 
     train: list[str] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=lambda: {"short": 0, "english": 0, "duplicate": 0})
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"generated": 0, "short": 0, "english": 0, "duplicate": 0}
+    )
     seen: set[str] = field(default_factory=set, repr=False)
+    # Words of the English corpus, for spotting untranslated text in the other languages.
+    english_words: set[str] = field(default_factory=set, repr=False)
 
 
 def add_paragraphs(corpus: LanguageCorpus, texts: Iterable[str], language: str, english: Collection[str] = ()) -> None:
     """Filter texts (short, English fallback, seen before) and append the rest to their split."""
     for text in texts:
-        if not long_enough(text, language):
+        if text.startswith(GENERATED_PREFIXES):
+            corpus.dropped["generated"] += 1
+        elif not long_enough(text, language):
             corpus.dropped["short"] += 1
-        elif is_english_fallback(text, language, english):
+        elif is_english_fallback(text, language, english, corpus.english_words):
             corpus.dropped["english"] += 1
         elif text in corpus.seen:
             corpus.dropped["duplicate"] += 1
@@ -220,11 +254,12 @@ def build_corpus(out: str | Path, cache: str | Path = "data/debs", languages: li
     languages = languages or MINI_LANGUAGES
     english_dir, _ = fetch_package(f"libreoffice-help-{HELP_PACKAGES[ENGLISH]}", cache)
     english_pages = {key: set(extract_paragraphs(html)) for key, html in help_pages(english_dir)}
+    english_words = english_vocabulary(text for page in english_pages.values() for text in page)
     manifest: dict = {"source": "Debian libreoffice-help-* HTML pages, <p> text", "languages": {}}
     for language in languages:
         package = f"libreoffice-help-{HELP_PACKAGES[language]}"
         unpacked, version = fetch_package(package, cache)
-        corpus = clean_pages(help_pages(unpacked), language, english_pages)
+        corpus = clean_pages(help_pages(unpacked), language, english_pages, LanguageCorpus(english_words=english_words))
         sources = [{"package": package, "version": version, "paragraphs": len(corpus.seen)}]
         if language in UI_SUPPLEMENT:
             extra_dir, extra_version = fetch_package(UI_SUPPLEMENT[language], cache)

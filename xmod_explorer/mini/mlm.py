@@ -59,9 +59,12 @@ def masked_predictions(
     attention_mask: torch.Tensor,
     lang_ids: torch.Tensor,
     labels: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
 ) -> MaskedPredictions:
     """Run the encoder with one language adapter per row, then the LM head at labelled positions."""
-    hidden = model.roberta(input_ids=input_ids, attention_mask=attention_mask, lang_ids=lang_ids).last_hidden_state
+    hidden = model.roberta(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, lang_ids=lang_ids
+    ).last_hidden_state
     rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
     logits = model.lm_head(hidden[rows, cols])
     return MaskedPredictions(logits=logits, targets=labels[rows, cols], rows=rows)

@@ -21,7 +21,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XmodConfig, XmodForMaskedLM
 
-from xmod_explorer.mini.batches import Batch, balanced_batch, tokenize_paragraphs
+from xmod_explorer.mini.batches import PAD, Batch, balanced_batch, tokenize_paragraphs
 from xmod_explorer.mini.corpus import MINI_LANGUAGES, read_split
 from xmod_explorer.mini.mlm import masked_predictions
 from xmod_explorer.mini.tokenizer import save_tokenizer, train_tokenizer
@@ -41,6 +41,7 @@ class TrainSettings:
     heads: int = 4
     ffn: int = 1024
     dropout: float = 0.0
+    sinusoidal_positions: bool = True  # initialise the (learned) position embeddings with sinusoids
     seq_len: int = 128
     rows_per_language: int = 4
     steps: int = 2000
@@ -91,6 +92,25 @@ def build_config(settings: TrainSettings, vocab_size: int) -> XmodConfig:
     )
 
 
+def init_sinusoidal_positions(model: XmodForMaskedLM) -> None:
+    """Start the learned absolute position embeddings as sinusoids at the word embeddings' scale.
+
+    With random position vectors the model needs many steps to discover which tokens are
+    neighbours; sinusoids make a fixed offset a fixed rotation from the start.
+    """
+    table = model.roberta.embeddings.position_embeddings.weight
+    count, width = table.shape
+    positions = torch.arange(count, dtype=torch.float32).unsqueeze(1)
+    frequencies = torch.pow(10000.0, -torch.arange(0, width, 2, dtype=torch.float32) / width)
+    values = torch.zeros(count, width)
+    values[:, 0::2] = torch.sin(positions * frequencies)
+    values[:, 1::2] = torch.cos(positions * frequencies)
+    values *= model.config.initializer_range / values.std()
+    values[model.config.pad_token_id] = 0.0  # the padding position stays a zero vector
+    with torch.no_grad():
+        table.copy_(values)
+
+
 def tokenizer_sample(settings: TrainSettings) -> list[str]:
     """The same number of training paragraphs from every language, drawn with the run's seed."""
     sample: list[str] = []
@@ -129,7 +149,9 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.opt
 
 def step_loss(model: XmodForMaskedLM, batch: Batch, n_languages: int) -> tuple[torch.Tensor, list[float]]:
     """Mean masked-token cross-entropy, and the mean for each language's rows (nan if none masked)."""
-    predictions = masked_predictions(model, batch.input_ids, batch.attention_mask, batch.lang_ids, batch.labels)
+    predictions = masked_predictions(
+        model, batch.input_ids, batch.attention_mask, batch.lang_ids, batch.labels, batch.position_ids
+    )
     losses = torch.nn.functional.cross_entropy(predictions.logits, predictions.targets, reduction="none")
     token_langs = batch.lang_ids[predictions.rows]
     sums = torch.zeros(n_languages).index_add_(0, token_langs, losses.detach())
@@ -178,6 +200,8 @@ def train(settings: TrainSettings) -> Path:
         print(f"resuming at step {start}", flush=True)
     else:
         model = XmodForMaskedLM(build_config(settings, len(tokenizer)))
+        if settings.sinusoidal_positions:
+            init_sinusoidal_positions(model)
         optimizer = make_optimizer(model, settings)
         start = 0
         (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n", encoding="utf-8")
@@ -188,10 +212,10 @@ def train(settings: TrainSettings) -> Path:
     print(f"{model.num_parameters():,} parameters; paragraphs per language {[len(d) for d in data]}", flush=True)
     mask_id = tokenizer.mask_token_id
     began = time.perf_counter()
-    elapsed_before = _elapsed_so_far(out / "log.jsonl")
+    elapsed_before, tokens = _progress_so_far(out / "log.jsonl")
     window: list[list[float]] = []
     window_loss: list[float] = []
-    tokens = 0
+    tokens_before = tokens
     with (out / "log.jsonl").open("a", encoding="utf-8") as log:
         for step in range(start, settings.steps):
             torch.manual_seed(settings.seed * 1_000_003 + step)  # dropout, reproducible across resumes
@@ -205,7 +229,7 @@ def train(settings: TrainSettings) -> Path:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            tokens += int(batch.attention_mask.sum())
+            tokens += int((batch.position_ids != PAD).sum())
             window_loss.append(loss.item())
             window.append(per_language)
             done = step + 1
@@ -219,7 +243,8 @@ def train(settings: TrainSettings) -> Path:
                         for i, lang in enumerate(settings.languages)
                     },
                     "lr": learning_rate(settings, step),
-                    "tokens_per_s": round(tokens / seconds, 1),
+                    "tokens_per_s": round((tokens - tokens_before) / seconds, 1),
+                    "tokens_seen": tokens,
                     "elapsed_s": round(elapsed_before + seconds, 1),
                 }
                 _write_record(log, record, settings.steps)
@@ -263,12 +288,15 @@ def describe_machine(settings: TrainSettings) -> dict:
     }
 
 
-def _elapsed_so_far(log_path: Path) -> float:
-    """Training seconds already logged by an interrupted run (0 for a fresh one)."""
+def _progress_so_far(log_path: Path) -> tuple[float, int]:
+    """(training seconds, tokens) already logged by an interrupted run; zeros for a fresh one."""
     if not log_path.exists():
-        return 0.0
+        return 0.0, 0
     lines = [line for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return json.loads(lines[-1])["elapsed_s"] if lines else 0.0
+    if not lines:
+        return 0.0, 0
+    last = json.loads(lines[-1])
+    return last["elapsed_s"], last.get("tokens_seen", 0)
 
 
 def _truncate_log(log_path: Path, step: int) -> None:

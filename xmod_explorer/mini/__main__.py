@@ -21,7 +21,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         if spec.name in ("corpus", "out", "languages"):
             continue
         flag = "--" + spec.name.replace("_", "-")
-        parser.add_argument(flag, dest=spec.name, type=type(spec.default), default=spec.default)
+        if isinstance(spec.default, bool):
+            parser.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=spec.default)
+        else:
+            parser.add_argument(flag, dest=spec.name, type=type(spec.default), default=spec.default)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,6 +132,7 @@ def _render(matrix, evaluation, manifest, settings, environment, exported, confi
         [t for t in tokenizer.get("added_tokens", []) if t["content"] == "<mask>"]
     )
     steps = last["step"]
+    tokens_seen = last.get("tokens_seen", 0)
     rows = settings["rows_per_language"] * len(languages)
     minutes = last["elapsed_s"] / 60
     loss_by_language = " · ".join(f"{k} {v:.2f}" for k, v in last["loss_by_language"].items())
@@ -223,7 +224,9 @@ of one to a few characters. `model_max_length` is 512.
 
 | setting | value |
 |---|---|
-| steps | {steps:,}, each with {settings["rows_per_language"]} rows per language ({rows} rows) of up to {settings["seq_len"]} tokens (paragraphs packed as `<s> a </s> b </s> ...`) |
+| steps | {steps:,}, each with {settings["rows_per_language"]} rows per language ({rows} rows, sorted by language) of up to {settings["seq_len"]} tokens{f"; {tokens_seen / 1e6:.1f} M tokens in all" if tokens_seen else ""} |
+| packing | several paragraphs per row, `<s> a </s><s> b </s>...`, each attending only to itself and numbering its own positions from 2, so training sees what inference sees (one text per row) without padding |
+| positions | learned absolute embeddings as in xmod-base, {"initialised as sinusoids (so neighbouring tokens are easy to find early on)" if settings.get("sinusoidal_positions") else "randomly initialised"} |
 | objective | masked LM, 15% of tokens (80% `<mask>`, 10% random, 10% unchanged); the LM head runs only at masked positions |
 | optimiser | AdamW (β = 0.9, 0.98; weight decay {settings["weight_decay"]}), peak learning rate {settings["learning_rate"]}, {settings["warmup_steps"]} warm-up steps then cosine decay to a tenth; gradient clipping 1.0; dropout {settings["dropout"]}; seed {settings["seed"]} |
 | time | {minutes:.0f} minutes on {environment.get("torch_threads", "?")} torch threads; CPU: {environment.get("cpu", "?")}, {environment.get("cpu_count", "?")} cores, shared with other work; torch {environment.get("torch", "?")} CPU, transformers {environment.get("transformers", "?")} |
@@ -252,9 +255,9 @@ Perplexity for the same cells:
 Masked tokens per row: {", ".join(f"{lang} {n:,}" for lang, n in zip(matrix.languages, matrix.masked_tokens))}.
 
 Float16 check at export (matching adapters, up to {exported.get("heldout_per_language", "?")} held-out
-paragraphs per language): accuracy {exported.get("accuracy_float32", "?")}% in float32,
-{exported.get("accuracy_float16_weights", "?")}% with the weights rounded to float16,
-{exported.get("accuracy_float16_compute", "?")}% computing in float16.
+paragraphs per language): accuracy {exported.get("accuracy_float32", "?")}% in float32 and
+{exported.get("accuracy_float16_weights", "?")}% with the weights rounded to float16, hence stored as
+{exported.get("dtype", "?")} (`from_pretrained` loads it as float32 unless given a dtype).
 
 ## Limits
 

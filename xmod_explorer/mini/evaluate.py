@@ -87,9 +87,12 @@ class AdapterMatrix:
 def masked_set(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seed: int, rounds: int = 1, prob: float = 0.15
 ) -> MaskedSet:
-    """Tokenise texts (<s> ... </s>, at most MAX_TOKENS) and mask them ``rounds`` times with a fixed seed."""
+    """Tokenise texts (<s> ... </s>, at most MAX_TOKENS) and mask them ``rounds`` times with a fixed seed.
+
+    Rows are sorted by length so that batches of neighbouring rows carry little padding.
+    """
     encoded = tokenizer(list(texts), truncation=True, max_length=MAX_TOKENS)["input_ids"]
-    input_ids, attention_mask = pad_rows(encoded)
+    input_ids, attention_mask = pad_rows(sorted(encoded, key=len))
     rng = np.random.default_rng(seed)
     copies = [mask_tokens(input_ids, tokenizer.mask_token_id, rng, prob=prob, keep_and_random=False) for _ in range(rounds)]
     return MaskedSet(
@@ -104,12 +107,14 @@ def score(model: XmodForMaskedLM, data: MaskedSet, lang_id: int, batch_size: int
     """(correct top-1 predictions, summed NLL, masked count) for data under one adapter."""
     correct, nll, count = 0, 0.0, 0
     for start in range(0, len(data.input_ids), batch_size):
-        part = slice(start, start + batch_size)
-        labels = data.labels[part]
+        rows = slice(start, start + batch_size)
+        width = int(data.attention_mask[rows].sum(1).max())
+        labels = data.labels[rows, :width]
         if not (labels != -100).any():
             continue
         lang_ids = torch.full((len(labels),), lang_id, dtype=torch.long)
-        predictions = masked_predictions(model, data.input_ids[part], data.attention_mask[part], lang_ids, labels)
+        ids, attention = data.input_ids[rows, :width], data.attention_mask[rows, :width]
+        predictions = masked_predictions(model, ids, attention, lang_ids, labels)
         logits = predictions.logits.float()
         correct += int((logits.argmax(-1) == predictions.targets).sum())
         nll += float(torch.nn.functional.cross_entropy(logits, predictions.targets, reduction="sum"))

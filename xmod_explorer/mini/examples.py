@@ -17,10 +17,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XmodForMaskedLM
 
-from xmod_explorer.mini.corpus import UNSPACED, read_split
+from xmod_explorer.mini.corpus import UNSPACED, long_enough, read_split
 
 MASK = "<mask>"
 MAX_SENTENCE_TOKENS = 40
+# Names are the same in every language, so filling them in says nothing about an adapter.
+PRODUCT_NAMES = {"LibreOffice", "OpenOffice", "Calc", "Writer", "Impress", "Draw", "Base", "Math", "Basic", "Microsoft"}
 # Pairs of related languages whose adapters are most likely to fill a mask differently.
 CONTRAST_PAIRS = [("es_XX", "it_IT"), ("fr_XX", "es_XX"), ("de_DE", "en_XX"), ("ja_XX", "zh_CN")]
 
@@ -45,12 +47,12 @@ def mask_candidates(tokenizer: PreTrainedTokenizerBase, text: str, language: str
     """Every whole word (or, in ja/zh, every multi-character piece) of text as a one-mask example."""
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
-    if len(pieces) > MAX_SENTENCE_TOKENS:
+    if len(pieces) > MAX_SENTENCE_TOKENS or not long_enough(text, language):
         return []
     examples = []
     for i, (piece, (_, end)) in enumerate(zip(pieces, encoded["offset_mapping"])):
         word = piece.lstrip("▁")
-        if not word.isalpha():
+        if not word.isalpha() or word in PRODUCT_NAMES:
             continue
         if language in UNSPACED:
             if len(word) < 2:

@@ -26,18 +26,20 @@ def _matching_accuracy(model: XmodForMaskedLM, tokenizer, texts: dict[str, list[
 
 
 def float16_check(model: XmodForMaskedLM, tokenizer, corpus: str | Path) -> dict:
-    """Matching-adapter accuracy in float32, with weights rounded to float16, and computed in float16."""
+    """Matching-adapter accuracy in float32 and with the weights rounded to float16.
+
+    from_pretrained loads float16 files as float32 unless told otherwise, so the rounding of the
+    weights is what a user of the stored model gets (float16 arithmetic on CPU is also very slow).
+    """
     texts = heldout_texts(corpus, model.config.languages, CHECK_PER_LANGUAGE)
     float32 = _matching_accuracy(model, tokenizer, texts)
     rounded = XmodForMaskedLM(model.config)
     rounded.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
     float16_weights = _matching_accuracy(rounded, tokenizer, texts)
-    float16_compute = _matching_accuracy(rounded.half(), tokenizer, texts)
     return {
         "heldout_per_language": CHECK_PER_LANGUAGE,
         "accuracy_float32": round(float32, 2),
         "accuracy_float16_weights": round(float16_weights, 2),
-        "accuracy_float16_compute": round(float16_compute, 2),
     }
 
 
@@ -52,7 +54,7 @@ def export_model(run: str | Path, target: str | Path, *, corpus: str | Path | No
         if corpus is None:
             raise ValueError("dtype='auto' needs the corpus for the float16 accuracy check")
         info.update(float16_check(model, tokenizer, corpus))
-        loss = info["accuracy_float32"] - max(info["accuracy_float16_weights"], info["accuracy_float16_compute"])
+        loss = info["accuracy_float32"] - info["accuracy_float16_weights"]
         info["dtype"] = "float16" if loss <= FLOAT16_TOLERANCE else "float32"
     model.config.default_language = None
     target.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,13 @@ def _render(matrix, evaluation, manifest, settings, environment, exported, confi
         "no: " + ", ".join(f"{k} text is best with {v}" for k, v in summary["rows_where_another_adapter_wins"].items())
     )
     iso = sorted({code.split("_")[0] for code in languages})
+    second = {
+        lang: max((a for a in matrix.adapters if a != lang), key=lambda a: row[matrix.adapters.index(a)])
+        for lang, row in zip(matrix.languages, matrix.accuracy)
+    }
+    runners_up = ", ".join(f"{lang} → {other}" for lang, other in second.items())
+    pairs = sorted({tuple(sorted((a, b))) for a, b in second.items() if second.get(b) == a})
+    mutual = f" Pairs that are each other's runner-up: {', '.join(f'{a} and {b}' for a, b in pairs)}." if pairs else ""
     return f"""---
 language: [{", ".join(iso)}]
 library_name: transformers
@@ -208,7 +215,11 @@ Unigram (sentencepiece-style, Metaspace `▁`), {vocab:,} pieces, trained with t
 library on {settings["tokenizer_sample_per_language"]:,} training paragraphs per language (fewer for
 languages that have fewer). Special ids follow XLM-R: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3,
 `<mask>`={vocab - 1} (last). Japanese and Chinese, written without spaces, are split into pieces
-of one to a few characters. `model_max_length` is 512.
+of one to a few characters. `model_max_length` is 512. On the held-out split:
+
+| language | characters per token | `<unk>` tokens |
+|---|---:|---:|
+{chr(10).join(f"| {lang} | {s['chars_per_token']:.2f} | {s['unk_percent']:.2f}% |" for lang, s in evaluation.get("tokenizer_on_heldout", {}).items())}
 
 ## Architecture
 
@@ -248,6 +259,8 @@ Matching adapter best in its row: **{wins}**. Mean accuracy with the matching ad
 mean perplexity (exp of the mean masked-token NLL) {summary["mean_perplexity_matching"]:.1f} matching vs
 {summary["mean_perplexity_mismatched"]:.1f} mismatched.
 
+Runner-up adapter for each language's text: {runners_up}.{mutual}
+
 Perplexity for the same cells:
 
 {markdown_table(matrix, "perplexity")}
@@ -261,11 +274,20 @@ paragraphs per language): accuracy {exported.get("accuracy_float32", "?")}% in f
 
 ## Limits
 
-A toy next to xmod-base: {params["total"] / 1e6:.1f} M parameters, about an hour of CPU, one narrow
+A toy next to xmod-base: {params["total"] / 1e6:.1f} M parameters, {minutes:.0f} minutes of CPU, one narrow
 domain. Its fills are plausible for help-text sentences and weak anywhere else. It exists so that
 the explorer's views (per-adapter predictions, hidden-state similarity across adapters) have a
 real X-MOD to show offline, including the effect of choosing the wrong adapter.
 
-Rebuild: `python -m xmod_explorer.mini corpus`, `... train`, `... export runs/mini assets/xmod-mini`,
-`... evaluate assets/xmod-mini` (this card is written by the last step).
+## Rebuild
+
+```sh
+python -m xmod_explorer.mini corpus --out data/corpus        # apt-get download + dpkg -x, about a minute
+python -m xmod_explorer.mini train --corpus data/corpus --out runs/mini --steps {settings["steps"]} --warmup-steps {settings["warmup_steps"]} --rows-per-language {settings["rows_per_language"]} --seq-len {settings["seq_len"]}
+python -m xmod_explorer.mini export runs/mini assets/xmod-mini --corpus data/corpus
+python -m xmod_explorer.mini evaluate assets/xmod-mini --corpus data/corpus --run runs/mini  # eval.json, this card
+python -m xmod_explorer.mini examples assets/xmod-mini --corpus data/corpus  # assets/mini_*.tsv
+```
+
+Training resumes from `runs/mini/checkpoint` when restarted with the same settings.
 """

@@ -164,6 +164,18 @@ def adapter_matrix(
     return AdapterMatrix(languages, adapters, accuracy, perplexity, masked, sentences)
 
 
+def tokenizer_stats(tokenizer: PreTrainedTokenizerBase, texts: dict[str, list[str]]) -> dict[str, dict]:
+    """Per language: characters per token and the share of <unk> tokens (%) in the given texts."""
+    stats = {}
+    for language, paragraphs in texts.items():
+        ids = [i for row in tokenizer(paragraphs, add_special_tokens=False)["input_ids"] for i in row]
+        stats[language] = {
+            "chars_per_token": round(sum(len(t) for t in paragraphs) / max(len(ids), 1), 2),
+            "unk_percent": round(100 * ids.count(tokenizer.unk_token_id) / max(len(ids), 1), 3),
+        }
+    return stats
+
+
 def evaluate_model(model_dir: str | Path, corpus: str | Path, *, max_per_language: int = 300, seed: int = 0) -> AdapterMatrix:
     """Compute the full matrix for a saved model, print it, and write <model_dir>/eval.json."""
     torch.manual_seed(seed)
@@ -178,6 +190,7 @@ def evaluate_model(model_dir: str | Path, corpus: str | Path, *, max_per_languag
     result = {
         "heldout_sample": {"max_per_language": max_per_language, "seed": seed, "mask_prob": 0.15, "mask_rounds": MASK_ROUNDS},
         "summary": summary,
+        "tokenizer_on_heldout": tokenizer_stats(tokenizer, {k: read_split(corpus, k, "heldout") for k in texts}),
         **matrix.to_dict(),
     }
     Path(model_dir, "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

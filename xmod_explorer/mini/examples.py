@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, XmodForMaskedLM
 from xmod_explorer.mini.corpus import UNSPACED, long_enough, read_split
 
 MASK = "<mask>"
+MARKUP = set("<>{}[]=|\\⌘⌥⇧←→↑↓$%#@*_~^")
 MAX_SENTENCE_TOKENS = 40
 # Names are the same in every language, so filling them in says nothing about an adapter.
 PRODUCT_NAMES = {"LibreOffice", "OpenOffice", "Calc", "Writer", "Impress", "Draw", "Base", "Math", "Basic", "Microsoft"}
@@ -52,7 +54,7 @@ def mask_candidates(tokenizer: PreTrainedTokenizerBase, text: str, language: str
     examples = []
     for i, (piece, (_, end)) in enumerate(zip(pieces, encoded["offset_mapping"])):
         word = piece.lstrip("▁")
-        if not word.isalpha() or word in PRODUCT_NAMES:
+        if not is_word(word) or word in PRODUCT_NAMES:
             continue
         if language in UNSPACED:
             if len(word) < 2:
@@ -60,7 +62,7 @@ def mask_candidates(tokenizer: PreTrainedTokenizerBase, text: str, language: str
         else:
             following = pieces[i + 1] if i + 1 < len(pieces) else "▁"
             # A whole word: starts with ▁ and is not continued by the next piece.
-            if not piece.startswith("▁") or len(word) < 4 or (following[:1].isalpha() and not following.startswith("▁")):
+            if not piece.startswith("▁") or len(word) < 4 or (is_word(following[:1]) and not following.startswith("▁")):
                 continue
         start = end - len(word)
         if text[start:end] != word:
@@ -70,6 +72,22 @@ def mask_candidates(tokenizer: PreTrainedTokenizerBase, text: str, language: str
         if tokenizer(example.text, add_special_tokens=False)["input_ids"] == expected:
             examples.append(example)
     return examples
+
+
+def is_word(text: str) -> bool:
+    """Letters, with any combining marks after them (Devanagari vowel signs are marks, not letters)."""
+    return bool(text) and all(unicodedata.category(ch)[0] in "LM" for ch in text) and unicodedata.category(text[0]) != "Mn"
+
+
+def readable(text: str, language: str) -> bool:
+    """Prose a reader can follow: mostly letters, no markup or key symbols, a sentence's length."""
+    if any(ch in MARKUP for ch in text):
+        return False
+    # Letters with their combining marks (Devanagari vowel signs are marks, not letters) and spaces.
+    letters = sum(unicodedata.category(ch)[0] in "LMZ" for ch in text)
+    if letters < 0.85 * len(text):
+        return False
+    return language in UNSPACED or 6 <= len(text.split()) <= 30
 
 
 @torch.no_grad()
@@ -96,7 +114,7 @@ def correct_examples(
 ) -> list[MaskedExample]:
     """Up to ``wanted`` examples (one per sentence) that the language's own adapter fills correctly."""
     candidates: list[MaskedExample] = []
-    for text in texts:
+    for text in (t for t in texts if readable(t, language)):
         options = sorted(mask_candidates(tokenizer, text, language), key=_hash_order)
         candidates.extend(options[:3])
     candidates.sort(key=_hash_order)
@@ -129,11 +147,10 @@ def contrast_examples(
         _, own = fill_probabilities(model, tokenizer, candidates, language)
         _, theirs = fill_probabilities(model, tokenizer, candidates, other)
         for example, mine, alien in zip(candidates, own.tolist(), theirs.tolist()):
-            if mine != alien:
-                note = (
-                    f"{language} adapter: {tokenizer.convert_ids_to_tokens(mine).lstrip('▁')}; "
-                    f"{other} adapter: {tokenizer.convert_ids_to_tokens(alien).lstrip('▁')}"
-                )
+            word = tokenizer.convert_ids_to_tokens(alien).lstrip("▁")
+            # The other adapter's choice must be a word of its own to make a point on a projector.
+            if mine != alien and is_word(word) and (len(word) > 1 or language in UNSPACED):
+                note = f"{language} adapter: {tokenizer.convert_ids_to_tokens(mine).lstrip('▁')}; {other} adapter: {word}"
                 found.append((example, note))
                 break
     return found
@@ -149,8 +166,9 @@ def write_examples(model_dir: str | Path, corpus: str | Path, assets: str | Path
         texts = read_split(corpus, language, "heldout")
         chosen = correct_examples(model, tokenizer, language, texts, per_language + 1)
         heldout_rows.extend([e.language, e.text, e.answer] for e in chosen[:per_language])
-        if len(chosen) > per_language:
-            extra = chosen[per_language]
+        if chosen:
+            # A language with few usable held-out sentences (Hindi) reuses its last one here.
+            extra = chosen[min(per_language, len(chosen) - 1)]
             # Beside the text's own adapter, one other: English's, or German's for English text.
             other = "de_DE" if language == "en_XX" else "en_XX"
             note = f"{language} text; {language} adapter fills it correctly"

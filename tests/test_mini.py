@@ -1,0 +1,362 @@
+"""The embedded model's pipeline: corpus cleaning, training, export, and the shipped model itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, XmodConfig, XmodForMaskedLM
+
+from xmod_explorer import Explorer
+from xmod_explorer.mini.batches import balanced_batch, pack_row, packed_inputs
+from xmod_explorer.mini.corpus import (
+    MINI_LANGUAGES,
+    clean_pages,
+    english_vocabulary,
+    extract_paragraphs,
+    is_english_fallback,
+    is_heldout,
+    long_enough,
+)
+from xmod_explorer.mini.evaluate import adapter_matrix
+from xmod_explorer.mini.examples import MASK, answer_token, mask_candidates, read_examples
+from xmod_explorer.mini.export import export_model
+from xmod_explorer.mini.train import TrainSettings, train
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SHIPPED = ASSETS / "xmod-mini"
+
+PAGE = """<html><head><script>var p = "<p>not text</p>";</script><title>T</title></head><body>
+<h1>Heading is not a paragraph at all</h1>
+<p id="par_1" class="paragraph">Choose <span class="menuitem">Format -&nbsp;Cells</span> to open
+   the   <a href="x.html">dialog</a> &amp; set the&#160;number format.</p>
+<p id="par_2">Line one<br>line two of the same paragraph here.</p>
+<p id="par_3"></p>
+</body></html>"""
+
+
+# --- corpus cleaning -------------------------------------------------------------------------
+
+
+def test_paragraphs_lose_markup_entities_and_extra_whitespace():
+    assert extract_paragraphs(PAGE) == [
+        "Choose Format - Cells to open the dialog & set the number format.",
+        "Line one line two of the same paragraph here.",
+    ]
+
+
+def test_short_paragraphs_count_words_or_characters_for_unspaced_scripts():
+    assert not long_enough("Choose Format - Cells", "en_XX")
+    assert long_enough("Choose the cells you want to format.", "en_XX")
+    assert not long_enough("セルを選択します。", "ja_XX")
+    assert long_enough("書式設定するセルを選択してから、OK をクリックします。", "ja_XX")
+
+
+def test_untranslated_english_is_dropped_but_product_names_are_not():
+    english = {"Select the cells that you want to format."}
+    assert is_english_fallback("Select the cells that you want to format.", "de_DE", english)
+    assert not is_english_fallback("Wählen Sie die Zellen aus, die Sie formatieren möchten.", "de_DE", english)
+    # In a non-Latin language, Latin-script text is a fallback even if it differs from the English page.
+    assert is_english_fallback("Select the cells you want to format, then click OK.", "ru_RU")
+    assert not is_english_fallback("Выберите ячейки в LibreOffice Calc, которые нужно отформатировать.", "ru_RU")
+    assert not is_english_fallback("Select the cells that you want to format.", "en_XX", english)
+    # Untranslated text that differs from the current English page: nearly all words are English.
+    vocabulary = english_vocabulary(["Select the cells and click the icon on the toolbar."] * 3)
+    assert is_english_fallback("Select the icon on the toolbar.", "fi_FI", english, vocabulary)
+    assert not is_english_fallback("Valitse työkalurivin icon-kuvake.", "fi_FI", english, vocabulary)
+
+
+def test_clean_pages_filters_dedupes_and_splits():
+    english = """<p>Select the cells that you want to format now.</p><p>Click OK to close the dialog.</p>"""
+    german = """<p>Select the cells that you want to format now.</p>
+    <p>Klicken Sie auf OK, um den Dialog zu schließen.</p>
+    <p>Klicken Sie auf OK, um den Dialog zu schließen.</p>
+    <p>Zu kurz hier.</p>
+    <p>Title is: Zellen formatieren und Dialoge schließen</p>"""
+    english_pages = {"page.html": set(extract_paragraphs(english))}
+    corpus = clean_pages([("page.html", german)], "de_DE", english_pages)
+    assert corpus.train + corpus.heldout == ["Klicken Sie auf OK, um den Dialog zu schließen."]
+    assert corpus.dropped == {"generated": 1, "short": 1, "english": 1, "duplicate": 1}
+
+
+def test_heldout_split_is_deterministic_and_about_two_percent():
+    texts = [f"paragraph number {i} of the help" for i in range(20000)]
+    first = [is_heldout(t) for t in texts]
+    assert first == [is_heldout(t) for t in texts]
+    assert 0.015 < sum(first) / len(first) < 0.025
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+def test_packed_paragraphs_see_only_themselves():
+    config = XmodConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        type_vocab_size=1, pad_token_id=1, languages=["en_XX", "de_DE"], hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = XmodForMaskedLM(config).eval()
+    paragraphs = [np.array([5, 6, 7, 8]), np.array([9, 10, 11]), np.array([12, 13, 14, 15, 16, 17])]
+    row = pack_row(paragraphs, np.array([0, 1, 2, 0]), seq_len=20)
+    assert [len(p) for p in row] == [6, 5, 8]  # the fourth would not fit
+    ids, attention, positions = packed_inputs([row, row[:1]])
+    with torch.no_grad():
+        packed = model.roberta(input_ids=ids, attention_mask=attention, position_ids=positions, lang_ids=torch.tensor([1, 0]))
+        start = 0
+        for paragraph in row:
+            alone = model.roberta(input_ids=torch.tensor([paragraph]), lang_ids=torch.tensor([1]))
+            end = start + len(paragraph)
+            torch.testing.assert_close(packed.last_hidden_state[0, start:end], alone.last_hidden_state[0])
+            start = end
+
+
+def test_batches_are_balanced_sorted_by_language_and_reproducible():
+    data = [[np.arange(4, 4 + n) for n in (5, 9, 30)] for _ in range(3)]
+    batch = balanced_batch(data, rows_per_language=2, seq_len=32, mask_id=99, seed=3, step=7)
+    assert batch.lang_ids.tolist() == [0, 0, 1, 1, 2, 2]
+    again = balanced_batch(data, rows_per_language=2, seq_len=32, mask_id=99, seed=3, step=7)
+    assert torch.equal(batch.input_ids, again.input_ids) and torch.equal(batch.labels, again.labels)
+    masked = batch.labels != -100
+    assert masked.any()
+    assert not torch.isin(batch.labels[masked], torch.tensor([0, 1, 2])).any()
+
+
+# --- training, export, evaluation on a tiny inline corpus --------------------------------------
+
+TINY_CORPUS = {
+    "en_XX": [
+        "Select the cells that you want to format.",
+        "Click OK to close the dialog and apply the changes.",
+        "Choose Format - Cells to open the dialog.",
+        "Enter a name for the new style in the box.",
+        "The sheet is printed on the selected paper size.",
+        "Drag the border of the column to change its width.",
+        "Press Enter to insert a new paragraph in the text.",
+        "You can save the document in several file formats.",
+    ],
+    "de_DE": [
+        "Wählen Sie die Zellen aus, die Sie formatieren möchten.",
+        "Klicken Sie auf OK, um den Dialog zu schließen.",
+        "Wählen Sie Format - Zellen, um den Dialog zu öffnen.",
+        "Geben Sie einen Namen für die neue Vorlage ein.",
+        "Die Tabelle wird auf dem gewählten Papierformat gedruckt.",
+        "Ziehen Sie den Rand der Spalte, um die Breite zu ändern.",
+        "Drücken Sie die Eingabetaste, um einen neuen Absatz einzufügen.",
+        "Sie können das Dokument in mehreren Dateiformaten speichern.",
+    ],
+    "ja_XX": [
+        "書式設定するセルを選択します。",
+        "OK をクリックしてダイアログを閉じ、変更を適用します。",
+        "書式 - セルを選択してダイアログを開きます。",
+        "ボックスに新しいスタイルの名前を入力します。",
+        "シートは選択した用紙サイズで印刷されます。",
+        "列の境界をドラッグして幅を変更します。",
+        "Enter キーを押すとテキストに新しい段落が挿入されます。",
+        "ドキュメントはいくつかのファイル形式で保存できます。",
+    ],
+}
+
+
+def _write_corpus(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for language, texts in TINY_CORPUS.items():
+        (directory / f"{language}.train.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+        (directory / f"{language}.heldout.txt").write_text("\n".join(texts[:3]) + "\n", encoding="utf-8")
+    return directory
+
+
+def _tiny_settings(corpus: Path, out: Path, **changes) -> TrainSettings:
+    values = dict(
+        corpus=str(corpus),
+        out=str(out),
+        languages=["en_XX", "ja_XX", "de_DE"],
+        vocab_size=160,
+        tokenizer_sample_per_language=100,
+        layers=1,
+        hidden=64,
+        heads=2,
+        ffn=128,
+        seq_len=32,
+        rows_per_language=2,
+        steps=60,
+        warmup_steps=4,
+        learning_rate=5e-3,
+        threads=1,
+        log_every=10,
+        checkpoint_every=30,
+    )
+    values.update(changes)
+    return TrainSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    corpus = _write_corpus(root / "corpus")
+    settings = _tiny_settings(corpus, root / "run")
+    train(settings)
+    return settings
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss_and_logs_every_language(tiny_run):
+    log = _log(Path(tiny_run.out))
+    assert [record["step"] for record in log] == list(range(10, 61, 10))
+    # Each record averages 10 steps; a model that learns nothing stays near log(vocab size).
+    assert log[-1]["loss"] < log[0]["loss"] - 0.5
+    assert set(log[-1]["loss_by_language"]) == {"en_XX", "ja_XX", "de_DE"}
+    assert (Path(tiny_run.out) / "checkpoint" / "trainer_state.pt").exists()
+
+
+def test_resumed_training_matches_an_uninterrupted_run(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    (run).mkdir()
+    # Same tokenizer, so that only the interruption differs.
+    (run / "tokenizer").symlink_to(Path(tiny_run.out) / "tokenizer")
+    settings = _tiny_settings(Path(tiny_run.corpus), run, stop_after=25)
+    train(settings)
+    assert _log(run)[-1]["step"] == 20
+    assert json.loads((run / "checkpoint" / "config.json").read_text())["languages"] == settings.languages
+    train(_tiny_settings(Path(tiny_run.corpus), run))
+    assert [record["step"] for record in _log(run)] == list(range(10, 61, 10))
+    resumed = XmodForMaskedLM.from_pretrained(str(run / "checkpoint")).state_dict()
+    straight = XmodForMaskedLM.from_pretrained(str(Path(tiny_run.out) / "checkpoint")).state_dict()
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, msg=name)
+
+
+def test_resume_refuses_changed_settings(tiny_run):
+    with pytest.raises(ValueError, match="learning_rate"):
+        train(_tiny_settings(Path(tiny_run.corpus), Path(tiny_run.out), learning_rate=1e-4))
+
+
+def test_export_loads_with_plain_transformers(tiny_run, tmp_path):
+    target = tmp_path / "export"
+    info = export_model(tiny_run.out, target, corpus=tiny_run.corpus, dtype="auto")
+    assert info["dtype"] in ("float16", "float32")
+    assert (target / "model.safetensors").exists()
+    model = XmodForMaskedLM.from_pretrained(str(target))
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    assert model.config.languages == ["en_XX", "ja_XX", "de_DE"]
+    assert model.config.default_language is None
+    assert tokenizer.model_max_length == 512
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
+    assert tokenizer.mask_token_id == len(tokenizer) - 1 == model.config.vocab_size - 1
+    batch = tokenizer(["Klicken Sie auf <mask>."], return_tensors="pt")
+    logits = model(**batch, lang_ids=torch.tensor([2])).logits
+    assert logits.shape == (1, batch["input_ids"].shape[1], model.config.vocab_size)
+
+    matrix = adapter_matrix(model.float(), tokenizer, {k: v[:3] for k, v in TINY_CORPUS.items()})
+    assert matrix.languages == matrix.adapters == ["en_XX", "ja_XX", "de_DE"]
+    assert all(0 <= value <= 100 for row in matrix.accuracy for value in row)
+    assert all(value >= 1 for row in matrix.perplexity for value in row)
+
+
+def test_trained_model_loads_in_the_app_and_matches_plain_transformers(tiny_run, tmp_path):
+    target = tmp_path / "export"
+    export_model(tiny_run.out, target, corpus=tiny_run.corpus, dtype="float32")
+    explorer = Explorer.from_pretrained(str(target))
+    assert explorer.languages == ["en_XX", "ja_XX", "de_DE"]
+    text = "Klicken Sie auf <mask>, um den Dialog zu schließen."
+    result = explorer.predict_masks(text, ["de_DE", "en_XX"], top_k=3).to_dict()
+    model = XmodForMaskedLM.from_pretrained(str(target)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    batch = tokenizer(text, return_tensors="pt")
+    at = int((batch["input_ids"][0] == tokenizer.mask_token_id).nonzero())
+    for code in ("de_DE", "en_XX"):
+        with torch.no_grad():
+            logits = model(**batch, lang_ids=torch.tensor([model.config.languages.index(code)])).logits
+        top = logits[0, at].softmax(-1).topk(3)
+        shown = result["masks"][0]["predictions"][code]
+        assert [p["token_id"] for p in shown] == top.indices.tolist()
+        assert [p["probability"] for p in shown] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def test_mask_candidates_round_trip(tiny_run):
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(tiny_run.out) / "tokenizer"))
+    for language, texts in TINY_CORPUS.items():
+        for text in texts:
+            for example in mask_candidates(tokenizer, text, language):
+                assert example.text.count(MASK) == 1
+                assert example.text.replace(MASK, example.answer) == text
+                assert answer_token(tokenizer, example) != tokenizer.unk_token_id
+
+
+# --- the shipped model --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    assert (SHIPPED / "config.json").exists(), "assets/xmod-mini is missing: rebuild it (see its README.md)"
+    model = XmodForMaskedLM.from_pretrained(str(SHIPPED), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(SHIPPED))
+    return model, tokenizer
+
+
+def test_shipped_model_is_small_and_has_the_mini_languages(shipped):
+    model, tokenizer = shipped
+    assert model.config.languages == MINI_LANGUAGES
+    assert model.config.default_language is None
+    assert tokenizer.model_max_length == 512
+    assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 30e6
+
+
+def test_offline_default_is_the_shipped_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    (tmp_path / "empty-cache").mkdir()
+    explorer = Explorer.from_pretrained()
+    info = explorer.info()
+    assert info.languages == MINI_LANGUAGES and not info.random_weights
+    assert "mini" in info.reason and "HF_HUB_OFFLINE" in info.reason
+
+
+def _fill_scores(model, tokenizer, examples, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability of each example's answer and whether it is the top-1, under one adapter."""
+    batch = tokenizer([e.text for e in examples], return_tensors="pt", padding=True)
+    lang_ids = torch.tensor([model.config.languages.index(adapter)] * len(examples))
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], lang_ids=lang_ids).logits
+    rows, cols = (batch["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
+    assert rows.tolist() == list(range(len(examples))), "every text needs exactly one <mask>"
+    probs = logits[rows, cols].softmax(-1)
+    answers = torch.tensor([answer_token(tokenizer, e) for e in examples])
+    return probs[torch.arange(len(examples)), answers], probs.argmax(-1) == answers
+
+
+def test_matching_adapter_fills_heldout_masks_better_than_the_others(shipped):
+    model, tokenizer = shipped
+    examples = read_examples(ASSETS / "mini_heldout.tsv")
+    languages = sorted({e.language for e in examples})
+    assert set(languages) == set(MINI_LANGUAGES)
+    matching_prob, mismatched_prob, matching_top1, mismatched_top1 = [], [], [], []
+    for language in languages:
+        group = [e for e in examples if e.language == language]
+        assert all(answer_token(tokenizer, e) != tokenizer.unk_token_id for e in group)
+        own_prob, own_top1 = _fill_scores(model, tokenizer, group, language)
+        others = [_fill_scores(model, tokenizer, group, a) for a in MINI_LANGUAGES if a != language]
+        other_prob = torch.stack([p for p, _ in others]).mean()
+        # Per language: the text's own adapter gives its masked words more probability than others do.
+        assert own_prob.mean() > other_prob, language
+        matching_prob.append(own_prob.mean())
+        mismatched_prob.append(other_prob)
+        matching_top1.append(own_top1.float().mean())
+        mismatched_top1.append(torch.stack([t.float() for _, t in others]).mean())
+    assert torch.stack(matching_top1).mean() > torch.stack(mismatched_top1).mean()
+    assert torch.stack(matching_prob).mean() > 2 * torch.stack(mismatched_prob).mean()
+
+
+def test_app_examples_name_mini_languages_and_hold_one_mask():
+    with (ASSETS / "mini_examples.tsv").open(encoding="utf-8") as handle:
+        header, *rows = [line.rstrip("\n").split("\t") for line in handle if line.strip()]
+    assert header == ["languages", "text", "answer", "note"]
+    assert len(rows) >= len(MINI_LANGUAGES)
+    for codes, text, answer, _ in rows:
+        assert set(codes.split(",")) <= set(MINI_LANGUAGES)
+        assert text.count(MASK) == 1 and answer

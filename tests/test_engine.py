@@ -144,6 +144,20 @@ def test_layer_zero_is_identical_for_every_adapter(model_dir):
     assert comparison.to_dict()["layers"] == list(range(3))
 
 
+def test_last_layer_at_mask_positions_equals_the_library_forward(model_dir):
+    """The engine computes the last layer only where it is read; every other output must not change."""
+    explorer = Explorer.from_pretrained(str(model_dir))
+    model = XmodForMaskedLM.from_pretrained(str(model_dir)).eval()
+    ids = explorer.tokenizer(TWO_MASKS, return_tensors="pt")
+    positions = [0, 3, ids.input_ids.shape[1] - 1]
+    with torch.no_grad():
+        partial = explorer.backend.encode_adapters(ids.input_ids, ids.attention_mask, LANGUAGES, positions=positions)
+        lang_ids = torch.tensor([model.config.languages.index(code) for code in LANGUAGES])
+        full = model.roberta(input_ids=ids.input_ids.expand(len(LANGUAGES), -1), lang_ids=lang_ids).last_hidden_state
+    assert partial.last.shape == (len(LANGUAGES), len(positions), full.shape[-1])
+    torch.testing.assert_close(partial.last, full[:, positions], atol=1e-5, rtol=0)
+
+
 PARALLEL = [
     ("en_XX", "Choose two languages and compare."),
     ("en_XX", "The model shares all other weights."),

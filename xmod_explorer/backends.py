@@ -85,19 +85,41 @@ def _apply_order(encoded: Encoded, inverse: list[int] | None) -> Encoded:
     return Encoded(encoded.last.index_select(0, index), layers)
 
 
-def _shared_prefix_of_first_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """XmodLayer.forward up to (not including) its language adapter: attention, feed-forward, residual.
+def _attention_and_feed_forward(
+    layer: nn.Module, queries: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """XmodLayer.forward's attention and feed-forward steps: (intermediate output, residual).
 
-    Mirrors transformers 4.57's XmodLayer/XmodOutput step for step; tests compare the result with the
-    library's own forward for both X-MOD layouts (post-norm and pre-norm).
+    With context, the queries are only some positions while keys and values come from every token
+    of context (the layer input): the attention module's cross-attention path, which projects keys
+    and values from ``encoder_hidden_states`` and skips the pre-norm LayerNorm there, so it is
+    applied to context here. Mirrors transformers 4.57 step for step; tests compare the results with
+    the library's own forward for both X-MOD layouts (post-norm and pre-norm).
     """
-    attention_output = layer.attention(hidden, attention_mask=mask)[0]
+    if context is not None and layer.pre_norm:
+        context = layer.attention.output.LayerNorm(context)
+    attention_output = layer.attention(queries, attention_mask=mask, encoder_hidden_states=context)[0]
     residual = attention_output
     if layer.pre_norm:
         attention_output = layer.output.LayerNorm(attention_output)
-    intermediate = layer.feed_forward_chunk(attention_output)
+    return layer.feed_forward_chunk(attention_output), residual
+
+
+def _shared_prefix_of_first_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """XmodLayer.forward up to (not including) its language adapter: attention, feed-forward, residual."""
+    intermediate, residual = _attention_and_feed_forward(layer, hidden, mask)
     output = layer.output
     return output.dropout(output.dense(intermediate)) + residual
+
+
+def _layer_at_positions(
+    layer: nn.Module, hidden: torch.Tensor, lang_ids: torch.Tensor, mask: torch.Tensor, positions: Sequence[int]
+) -> torch.Tensor:
+    """XmodLayer.forward for the outputs at positions only (every token still feeds keys and values)."""
+    queries = hidden[:, list(positions)]
+    intermediate, residual = _attention_and_feed_forward(layer, queries, mask, context=hidden)
+    out = layer.output(intermediate, residual, lang_ids)
+    return out if layer.pre_norm else layer.output.LayerNorm(out)
 
 
 class NativeBackend:
@@ -149,18 +171,23 @@ class NativeBackend:
         languages: Sequence[str],
         *,
         all_layers: bool = False,
+        positions: Sequence[int] | None = None,
     ) -> Encoded:
         """One text (a single row) through each adapter in languages: one output row per language.
 
         Until the first adapter every row would be the same, so the embeddings and layer 0's attention
         and feed-forward block run once, and the K copies start at layer 0's adapter (the adapters
         library's Parallel composition does the same). The rest is the library's own layers.
+
+        With positions (and not all_layers), ``last`` holds only those token positions, and the last
+        layer computes its outputs only there: filling masks needs nothing else from it.
         """
         count = len(languages)
-        if count == 1 or self.model.training:
-            return self.encode_rows(
+        if count == 1 or self.model.training or len(self.encoder.encoder.layer) < 2:
+            encoded = self.encode_rows(
                 input_ids.expand(count, -1), attention_mask.expand(count, -1), languages, all_layers=all_layers
             )
+            return encoded if positions is None else Encoded(encoded.last[:, list(positions)], encoded.layers)
         lang_ids = self.lang_ids(languages)
         mask = self.encoder.get_extended_attention_mask(attention_mask, input_ids.shape)
         layers = self.encoder.encoder.layer
@@ -170,10 +197,15 @@ class NativeBackend:
         if not layers[0].pre_norm:
             hidden = layers[0].output.LayerNorm(hidden)
         states = [embedded.expand(count, -1, -1), hidden] if all_layers else None
-        for layer in layers[1:]:
+        partial = positions is not None and not all_layers
+        for layer in layers[1:-1] if partial else layers[1:]:
             hidden = layer(hidden, lang_ids, mask)[0]
             if all_layers:
                 states.append(hidden)
+        if partial:
+            hidden = _layer_at_positions(layers[-1], hidden, lang_ids, mask, positions)
+        elif positions is not None:
+            hidden = hidden[:, list(positions)]
         if self.encoder.encoder.is_pre_norm:
             hidden = self.encoder.encoder.LayerNorm(hidden)
             if all_layers:
@@ -299,8 +331,11 @@ class AdapterBackend:
         languages: Sequence[str],
         *,
         all_layers: bool = False,
+        positions: Sequence[int] | None = None,
     ) -> Encoded:
-        """One text through each adapter with Parallel: the batch is replicated at the first adapter."""
+        """One text through each adapter with Parallel: the batch is replicated at the first adapter.
+
+        With positions, ``last`` holds only those token positions (computed in full, then selected)."""
         from adapters.composition import Parallel
 
         setup = languages[0] if len(languages) == 1 else Parallel(*languages)
@@ -310,7 +345,7 @@ class AdapterBackend:
         if all_layers:
             # States before the first adapter are computed once; show them once per language.
             layers = tuple(h.expand(count, -1, -1) if h.shape[0] == 1 else h for h in out.hidden_states)
-        last = out.last_hidden_state
+        last = out.last_hidden_state if positions is None else out.last_hidden_state[:, list(positions)]
         return Encoded(last.expand(count, -1, -1) if last.shape[0] == 1 else last, layers)
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:

@@ -260,9 +260,10 @@ class Explorer:
             raise ExplorerError(f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some.")
         input_ids, attention = self._tensor([ids])
         with torch.inference_mode():
-            encoded = self.backend.encode_adapters(input_ids, attention, codes)
-            # The vocabulary projection only at mask positions: on xmod-base it costs more than the encoder.
-            states = encoded.last[:, positions].reshape(len(codes) * len(positions), -1)
+            # The last layer and the vocabulary projection only at mask positions: on xmod-base the
+            # projection over every token would cost more than the whole encoder.
+            encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
+            states = encoded.last.reshape(len(codes) * len(positions), -1)
             probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
         probabilities = probabilities.view(len(codes), len(positions), k).cpu()
         token_ids = token_ids.view(len(codes), len(positions), k).cpu()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import time
@@ -123,3 +124,49 @@ def test_plain_pickle_weights_load_through_weights_only(tmp_path, base_dir):
 def test_reference_shapes():
     assert hub.looks_like_hub_id("facebook/xmod-base")
     assert not hub.looks_like_hub_id("not a repo")
+
+
+# --- the direct safetensors path --------------------------------------------------------------
+
+
+def _parameters(model) -> dict:
+    return {name: tensor for name, tensor in model.state_dict().items()}
+
+
+def _codes(folder) -> list[str]:
+    return json.loads((folder / "config.json").read_text())["languages"]
+
+
+@pytest.mark.parametrize("languages", [None, ["ja_XX", "de_DE"]])
+def test_direct_safetensors_load_equals_from_pretrained(model_dir, languages):
+    from transformers import XmodForMaskedLM
+
+    from xmod_explorer.loading import _assign_safetensors
+
+    fast = _assign_safetensors(model_dir, XmodForMaskedLM, languages or _codes(model_dir), torch.float32)
+    assert fast is not None, "a single-file safetensors checkpoint should take the direct path"
+    reference = XmodForMaskedLM.from_pretrained(str(model_dir), languages=languages or _codes(model_dir))
+    got, expected = _parameters(fast), _parameters(reference)
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    # Tied weights stay tied: the output layer is the embedding matrix.
+    assert fast.lm_head.decoder.weight is fast.roberta.embeddings.word_embeddings.weight
+    assert fast.lm_head.decoder.bias is fast.lm_head.bias
+    if languages:
+        assert list(fast.roberta.encoder.layer[0].output.adapter_modules) == languages
+
+
+def test_encoder_only_checkpoint_falls_back_and_cannot_fill_masks(tmp_path, base_dir):
+    from transformers import XmodModel
+
+    target = tmp_path / "encoder-only"
+    XmodModel.from_pretrained(str(base_dir)).save_pretrained(str(target))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(base_dir / name, target / name)
+    explorer = Explorer.from_pretrained(str(target))
+    comparison = explorer.compare_adapters("Every layer holds an adapter.", ["en_XX", "de_DE"])
+    reference = Explorer.from_pretrained(str(base_dir)).compare_adapters("Every layer holds an adapter.", ["en_XX", "de_DE"])
+    assert torch.allclose(comparison.pooled_cosine, reference.pooled_cosine, atol=1e-6)
+    with pytest.raises(ExplorerError, match="masked-LM"):
+        explorer.predict_masks("A <mask>.", ["en_XX"])

@@ -143,11 +143,58 @@ def _weights_error(reference: str, exc: Exception) -> ExplorerError:
                          "The file may be truncated or corrupted; download it again.")
 
 
+def _assign_safetensors(folder: Path, cls, languages: list[str], dtype: torch.dtype):
+    """The model from a single model.safetensors, or None where the general path is needed.
+
+    Builds the modules without initialising any weight (parameters on the meta device) and assigns
+    the file's tensors, which safetensors memory-maps: nothing is computed only to be overwritten,
+    and the adapters of languages left out are never read. transformers' own from_pretrained does
+    the same work with a per-tensor overhead that costs seconds on xmod-base's 4,000 tensors. Any
+    mismatch (a missing or misshapen tensor, a sharded or pickle checkpoint) returns None, and the
+    caller loads through from_pretrained, which reports it.
+    """
+    from safetensors.torch import load_file
+    from transformers import XmodConfig
+    from transformers.integrations.accelerate import init_empty_weights
+    from transformers.modeling_utils import no_init_weights
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    try:
+        config = XmodConfig.from_pretrained(str(folder), languages=languages, default_language=None)
+        with no_init_weights(), init_empty_weights(include_buffers=False):
+            model = cls(config)
+        modules = dict(model.named_modules())
+        for key, tensor in load_file(str(weights)).items():
+            owner, _, attribute = key.rpartition(".")
+            # A bare encoder's checkpoint names its tensors without the "roberta." prefix.
+            module = modules.get(owner)
+            if module is None:
+                module = modules.get(f"{model.base_model_prefix}.{owner}".rstrip("."))
+            current = None if module is None else module._parameters.get(attribute)
+            if current is None:
+                continue  # adapters of languages left out, buffers, other heads' weights
+            if tensor.shape != current.shape:
+                return None
+            tensor = tensor if tensor.dtype == dtype else tensor.to(dtype)
+            module._parameters[attribute] = torch.nn.Parameter(tensor, requires_grad=False)
+        model.tie_weights()
+    except Exception:  # unreadable or unexpected: the general path gives the precise message
+        return None
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        return None  # a weight the file lacks (an untied head, say): from_pretrained handles it
+    return model
+
+
 def _load_native(folder: Path, reference: str, config: dict, languages: list[str], dtype: torch.dtype):
     from transformers import XmodForMaskedLM, XmodForSequenceClassification
 
     architectures = config.get("architectures") or []
     cls = XmodForSequenceClassification if CLASSIFIER_ARCHITECTURES & set(architectures) else XmodForMaskedLM
+    fast = _assign_safetensors(folder, cls, languages, dtype)
+    if fast is not None:
+        return fast, cls is XmodForMaskedLM
     try:
         with _quiet_transformers():
             model, info = cls.from_pretrained(
@@ -265,7 +312,9 @@ def load_backend(
                 f"{reference} is in the adapters library's format; load it with backend='adapters' (or 'auto')."
             )
         model, has_mlm = _load_native(local.path, reference, config, codes, torch_dtype)
-        model.to(target).eval()
+        if target.type != "cpu":
+            model.to(target)
+        model.eval()
         runner = NativeBackend(model, codes)
         runner.has_mlm = has_mlm
     else:

@@ -1,0 +1,47 @@
+"""The benchmark runs end to end (in its --quick shape) so that it cannot rot between releases."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.bench import TARGET_TOKENS, fourteen_token_text
+from xmod_explorer.tiny import SAMPLE_SENTENCES
+from xmod_explorer.mini.tokenizer import train_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_sentence_has_exactly_fourteen_tokens_and_one_mask():
+    tokenizer = train_tokenizer(SAMPLE_SENTENCES * 3, 400)
+    text = fourteen_token_text(tokenizer)
+    ids = tokenizer(text)["input_ids"]
+    assert len(ids) == TARGET_TOKENS
+    assert ids.count(tokenizer.mask_token_id) == 1
+
+
+def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
+    out = tmp_path / "quick.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--repeats", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    cases = {(t["case"], t["k"]) for t in result["timings"]}
+    for k in (1, 8, 81):
+        for case in ("loop", "batched_full_logits", "engine", "encoder_floor"):
+            assert (f"predict_masks/{case}", k) in cases
+    for k in (8, 81):
+        assert ("compare_adapters/engine", k) in cases and ("compare_adapters/encoder_floor", k) in cases
+    assert all(t["median_s"] > 0 for t in result["timings"])
+    assert all(value > 0 for value in result["ratios"].values()), result["ratios"]
+    for run in result["memory_bytes"].values():
+        assert run["peak"] >= run["before_load"] > 50 * 2**20
+    assert {("load/file_read", None), ("load/mapped_read", None), ("load/from_pretrained", None)} <= cases
+    # The printed table is the one written to JSON, with one row per K and the load and memory lines.
+    assert result["markdown"] in done.stdout
+    assert result["markdown"].count("| predict_masks |") == 3
+    assert "Peak memory" in result["markdown"] and "Load:" in result["markdown"]

@@ -16,6 +16,7 @@ import pandas as pd
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name
+from xmod_explorer.ui import allocator
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def ui_errors(fn):
                 f"Something went wrong on the server ({type(exc).__name__}). Try again, or with a shorter input.",
                 print_exception=False,
             ) from None
+        finally:
+            allocator.release_freed_memory()
 
     return wrapper
 

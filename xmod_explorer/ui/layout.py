@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 
 import gradio as gr
@@ -11,6 +10,7 @@ from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
 from xmod_explorer.settings import Settings
+from xmod_explorer.ui import allocator
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
 from xmod_explorer.ui.classify import build_classify_tab, default_targets
@@ -28,23 +28,6 @@ CSS = """
 #model-banner { font-size: 0.95em; opacity: 0.9; }
 .gradio-container { max-width: 1400px !important; }
 """
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter number
-
-
-def limit_allocator_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas before the server's worker threads start.
-
-    By default every thread that allocates may get an arena of its own (up to 8 per core), and
-    each keeps the freed memory of the requests it served: with thirty concurrent users resident
-    memory climbed for over a thousand requests (+33 % when calling the engine from 30 threads,
-    against no lasting growth with two arenas). Only glibc has this knob; elsewhere a no-op.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        pass
 
 
 def launch_options(settings: Settings) -> dict:
@@ -68,7 +51,7 @@ def concurrency_for(explorer: Explorer) -> int:
 
 def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
     """The whole app around one loaded Explorer."""
-    limit_allocator_arenas()
+    allocator.limit_arenas()
     holder = ModelHolder(explorer)
     with gr.Blocks(title="X-MOD Explorer") as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")

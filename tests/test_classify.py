@@ -179,7 +179,9 @@ def test_probe_learns_separable_data_and_leaves_the_model_unchanged(base_dir, ba
     held_out = separable(60, seed=2, language="de_DE")
     result = explorer.evaluate_transfer(training.head, held_out)
     assert result.rows[0].language == "de_DE" and result.rows[0].examples == 60
-    assert result.rows[0].target_adapter_accuracy >= 0.9
+    # Chance is 0.5. The tokenizers library's Unigram trainer is not deterministic (ties fall in hash
+    # order), so the tiny random model's features differ between runs: 0.85-0.98 held out over runs.
+    assert result.rows[0].target_adapter_accuracy >= 0.8
     assert result.rows[0].target_adapter_accuracy == result.rows[0].source_adapter_accuracy  # same adapter twice
 
 

@@ -214,6 +214,15 @@ def test_failed_model_loads_keep_the_old_model_serving(page, tmp_path, base_dir)
     assert page.errors == []
 
 
+def test_error_toast_shows_the_mask_token_as_text(page):
+    """Toasts render HTML: a message naming <mask> must still show the word (it once read "has no ")."""
+    page.locator("#fill-text textarea").fill("This sentence has no mask at all.")
+    page.click("#fill-run")
+    toast = page.locator(".toast-body", has_text="has no <mask>")
+    toast.first.wait_for(timeout=30_000)
+    assert "Put <mask> where a word should be predicted" in toast.first.inner_text()
+
+
 def test_transfer_lab_trains_and_shows_one_row_per_target_language(page):
     page.get_by_role("tab", name="Classify").click()
     targets = [token.split("(")[-1].rstrip(")") for token in page.locator("#classify-targets .token").all_inner_texts()]

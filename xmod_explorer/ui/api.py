@@ -81,4 +81,4 @@ def register_api(holder: ModelHolder) -> None:
         return holder.explorer.info().to_dict()
 
     for fn in (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab, model_info):
-        gr.api(ui_errors(gpu(fn)), api_name=fn.__name__)
+        gr.api(ui_errors(gpu(fn), escape_html=False), api_name=fn.__name__)

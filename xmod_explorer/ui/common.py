@@ -30,8 +30,12 @@ except ImportError:  # pragma: no cover - depends on the host
         return fn
 
 
-def ui_errors(fn):
-    """Show ExplorerError messages as gr.Error; log anything else and show a short message, no traceback."""
+def ui_errors(fn, escape_html: bool = True):
+    """Show ExplorerError messages as gr.Error; log anything else and show a short message, no traceback.
+
+    The page renders error toasts as HTML, where a message naming <mask> would lose the word, so
+    messages are escaped for it; API endpoints (escape_html=False) hand the text over as it is.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -40,7 +44,7 @@ def ui_errors(fn):
         except gr.Error:
             raise
         except ExplorerError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(html.escape(str(exc)) if escape_html else str(exc), print_exception=False) from None
         except Exception as exc:  # the app must keep serving whatever went wrong
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(

@@ -26,7 +26,15 @@ explorer = Explorer.from_pretrained(
     limits=settings.limits,
 )
 info = explorer.info()
-log.info("serving %s: %s; %s backend on %s (%s), %d languages", info.model, info.reason, info.backend, info.device, info.dtype, len(info.languages))
+log.info(
+    "serving %s: %s; %s backend on %s (%s), %d languages",
+    info.model,
+    info.reason,
+    info.backend,
+    info.device,
+    info.dtype,
+    len(info.languages),
+)
 demo = build_app(settings, explorer)
 
 if __name__ == "__main__":

@@ -30,12 +30,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xmod_explorer import Explorer  # noqa: E402
+from xmod_explorer.languages import LANGUAGE_NAMES  # noqa: E402
 from xmod_explorer.mini.tokenizer import train_tokenizer  # noqa: E402
 from xmod_explorer.tiny import SAMPLE_SENTENCES, TinySpec, build_random_checkpoint  # noqa: E402
-from xmod_explorer.languages import LANGUAGE_NAMES  # noqa: E402
 
 XMOD_BASE_LANGUAGES = list(LANGUAGE_NAMES)  # xmod-base's own order
-SENTENCE_WORDS = "After the update the <mask> opens every saved file much faster than the old version did".split()
+SENTENCE_WORDS = [
+    "After",
+    "the",
+    "update",
+    "the",
+    "<mask>",
+    "opens",
+    "every",
+    "saved",
+    "file",
+    "much",
+    "faster",
+    "than",
+    "the",
+    "old",
+    "version",
+    "did",
+]
 TARGET_TOKENS = 14
 
 
@@ -89,7 +106,11 @@ def fourteen_token_text(tokenizer) -> str:
     while count(words) > TARGET_TOKENS and len(words) > 5:
         words.pop()
     if count(words) != TARGET_TOKENS:  # a small tokenizer splits words into pieces: pad with one-token words
-        filler = next(w for w in ["the", "a", "file", "is"] + SENTENCE_WORDS if len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1)
+        filler = next(
+            w
+            for w in ["the", "a", "file", "is", *SENTENCE_WORDS]
+            if len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1
+        )
         words = ["<mask>"]
         while count(words) < TARGET_TOKENS:
             words.insert(0 if len(words) < 5 else len(words), filler)
@@ -129,7 +150,9 @@ def reference_model(folder: Path):
     return XmodForMaskedLM.from_pretrained(str(folder)).eval()
 
 
-def bench_masks(shape: Shape, model, text: str, explorer: Explorer, prefix: str = "", sync: Callable[[], object] = lambda: None) -> list[Timing]:
+def bench_masks(
+    shape: Shape, model, text: str, explorer: Explorer, prefix: str = "", sync: Callable[[], object] = lambda: None
+) -> list[Timing]:
     """Case (a) loop, (b) batched full logits, (c) the engine, (d) the encoder-only floor.
 
     model is a plain XmodForMaskedLM on the explorer's device and dtype; sync waits for the device."""
@@ -163,7 +186,12 @@ def bench_masks(shape: Shape, model, text: str, explorer: Explorer, prefix: str 
             sync()
 
         repeats = max(2, shape.repeats - 2) if k == 81 and shape.name != "quick" else shape.repeats
-        for case, fn in (("loop", loop), ("batched_full_logits", batched), ("engine", engine), ("encoder_floor", floor)):
+        for case, fn in (
+            ("loop", loop),
+            ("batched_full_logits", batched),
+            ("engine", engine),
+            ("encoder_floor", floor),
+        ):
             median, runs = median_time(fn, repeats)
             results.append(Timing(f"{prefix}predict_masks/{case}", k, median, runs))
     model.config.default_language = None
@@ -238,8 +266,16 @@ print(before, high_water())
 def peak_memory(folder: Path, text: str, languages: list[str] | None) -> dict:
     """Peak resident memory (bytes) of a fresh process that loads the model and fills one mask with
     every loaded language, and that process's peak before loading (interpreter, torch, transformers)."""
-    script = PEAK_SCRIPT.format(root=str(ROOT), threads=torch.get_num_threads(), languages=languages, folder=str(folder), text=text)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    script = PEAK_SCRIPT.format(
+        root=str(ROOT), threads=torch.get_num_threads(), languages=languages, folder=str(folder), text=text
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     before, peak = (int(v) for v in done.stdout.strip().splitlines()[-1].split())
     return {"peak": peak, "before_load": before}
 
@@ -285,7 +321,9 @@ def app_first_answer(limit: float = 120) -> float:
         port = sock.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XMOD_PORT": str(port)}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while time.perf_counter() - start < limit:
             try:
@@ -308,10 +346,12 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
     """Markdown table and JSON with ratios taken from the same run."""
     table = {(t.case, t.k): t.median_s for t in timings}
     lines = [
-        f"Shape: {shape.name} ({shape.layers} x {shape.hidden}, vocab {shape.vocab:,}, {len(shape.languages)} languages); "
+        f"Shape: {shape.name} ({shape.layers} x {shape.hidden}, vocab {shape.vocab:,}, {len(shape.languages)} "
+        "languages); "
         f"{machine['threads']} torch threads on {machine['cpu']}; median of repeats after a warm-up.",
         "",
-        "| case | K | loop (s) | batched, full logits (s) | engine (s) | encoder floor (s) | loop / engine | engine / floor |",
+        "| case | K | loop (s) | batched, full logits (s) | engine (s) | encoder floor (s) | loop / engine | engine / "
+        "floor |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for k in shape.ks:
@@ -320,7 +360,8 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
         engine = table[("predict_masks/engine", k)]
         floor = table[("predict_masks/encoder_floor", k)]
         lines.append(
-            f"| predict_masks | {k} | {loop:.3f} | {batched:.3f} | {engine:.3f} | {floor:.3f} | {loop / engine:.1f}x | {engine / floor:.2f} |"
+            f"| predict_masks | {k} | {loop:.3f} | {batched:.3f} | {engine:.3f} | {floor:.3f} | {loop / engine:.1f}x | "
+            f"{engine / floor:.2f} |"
         )
     for k in [k for k in shape.ks if k > 1]:
         engine = table[("compare_adapters/engine", k)]
@@ -331,11 +372,13 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
     baseline = min(memory["all"]["before_load"], memory["subset"]["before_load"])
     lines += [
         "",
-        f"Load: `Explorer.from_pretrained` {load:.2f} s; reading the {weights_gib:.2f} GiB safetensors file into memory "
+        f"Load: `Explorer.from_pretrained` {load:.2f} s; reading the {weights_gib:.2f} GiB safetensors file into "
+        "memory "
         f"{raw:.2f} s (**{load / raw:.2f}x**); memory-mapping it and reading each tensor once {mapped:.2f} s "
         f"(**{load / mapped:.2f}x**). Both reads come from the page cache (warm runs).",
         f"Peak memory, filling a mask with every loaded language: all {len(shape.languages)} languages "
-        f"{all_peak / 2**30:.2f} GiB, 5-language subset {subset_peak / 2**30:.2f} GiB: **{subset_peak / all_peak:.0%}** "
+        f"{all_peak / 2**30:.2f} GiB, 5-language subset {subset_peak / 2**30:.2f} GiB: "
+        f"**{subset_peak / all_peak:.0%}** "
         f"of the full model's peak; without the {baseline / 2**30:.2f} GiB the process holds before loading "
         f"(Python, torch, transformers): **{(subset_peak - baseline) / (all_peak - baseline):.0%}**.",
     ]
@@ -348,12 +391,22 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
         )
     cuda = [t for t in timings if t.case.startswith("cuda_")]
     if cuda:
-        lines += ["", "| CUDA | K | loop (ms) | batched, full logits (ms) | engine (ms) | encoder floor (ms) | loop / engine | engine / floor |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| CUDA | K | loop (ms) | batched, full logits (ms) | engine (ms) | encoder floor (ms) | loop / engine | "
+            "engine / floor |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for dtype in ("float32", "float16", "bfloat16"):
             for k in shape.ks:
-                ms = [table[(f"cuda_{dtype}/predict_masks/{case}", k)] * 1000 for case in ("loop", "batched_full_logits", "engine", "encoder_floor")]
-                lines.append(f"| {dtype} | {k} | {ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} | {ms[3]:.1f} | {ms[0] / ms[2]:.1f}x | {ms[2] / ms[3]:.2f} |")
+                ms = [
+                    table[(f"cuda_{dtype}/predict_masks/{case}", k)] * 1000
+                    for case in ("loop", "batched_full_logits", "engine", "encoder_floor")
+                ]
+                lines.append(
+                    f"| {dtype} | {k} | {ms[0]:.1f} | {ms[1]:.1f} | {ms[2]:.1f} | {ms[3]:.1f} | {ms[0] / ms[2]:.1f}x | "
+                    f"{ms[2] / ms[3]:.2f} |"
+                )
     k_max = max(shape.ks)
     summary = {
         "shape": asdict(shape),
@@ -361,8 +414,12 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
         "timings": [asdict(t) for t in timings],
         "ratios": {
             "predict_masks_loop_over_engine_k81": ratio(table, "predict_masks/loop", "predict_masks/engine", k_max),
-            "predict_masks_engine_over_floor_k81": ratio(table, "predict_masks/engine", "predict_masks/encoder_floor", k_max),
-            "compare_adapters_engine_over_floor_k81": ratio(table, "compare_adapters/engine", "compare_adapters/encoder_floor", k_max),
+            "predict_masks_engine_over_floor_k81": ratio(
+                table, "predict_masks/engine", "predict_masks/encoder_floor", k_max
+            ),
+            "compare_adapters_engine_over_floor_k81": ratio(
+                table, "compare_adapters/engine", "compare_adapters/encoder_floor", k_max
+            ),
             "load_over_file_read": load / raw,
             "load_over_mapped_read": load / mapped,
             "subset_memory_fraction": subset_peak / all_peak,

@@ -10,8 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from xmod_explorer.mini.tokenizer import train_tokenizer  # noqa: E402
-from xmod_explorer.tiny import SAMPLE_SENTENCES, TinySpec, build_random_checkpoint  # noqa: E402
+from xmod_explorer.mini.tokenizer import train_tokenizer
+from xmod_explorer.tiny import SAMPLE_SENTENCES, TinySpec, build_random_checkpoint
 
 # Deliberately not alphabetical, so that any code assuming an order of lang ids fails.
 LANGUAGES = ["ru_RU", "en_XX", "ja_XX", "de_DE", "fr_XX"]
@@ -25,7 +25,9 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory, tokenizer):
     """xmod-base style: post-norm, adapter reuses the output LayerNorm."""
-    return build_random_checkpoint(tmp_path_factory.mktemp("base"), TinySpec(languages=LANGUAGES, style="base"), tokenizer)
+    return build_random_checkpoint(
+        tmp_path_factory.mktemp("base"), TinySpec(languages=LANGUAGES, style="base"), tokenizer
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from conftest import LANGUAGES, assert_same_predictions
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from conftest import LANGUAGES, assert_same_predictions
 from xmod_explorer import Explorer
 from xmod_explorer.settings import load_settings
 from xmod_explorer.ui.layout import build_app, launch_options
@@ -140,7 +140,7 @@ def test_app_starts_offline_without_hf_hub_offline(tmp_path):
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "XMOD_", "TRANSFORMERS_"))}
     env.update({"HF_HUB_CACHE": str(tmp_path / "cache"), "HF_ENDPOINT": "http://127.0.0.1:9", "XMOD_PORT": str(port)})
-    log = open(tmp_path / "app.log", "w")
+    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 - closed in the finally below, after the process ends
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         start = time.monotonic()
@@ -216,7 +216,9 @@ def test_public_server_reads_no_arbitrary_paths_and_caps_uploads(public_app, tmp
 def classifier_app(tmp_path_factory, tokenizer):
     from xmod_explorer.tiny import TinySpec, build_random_checkpoint
 
-    folder = build_random_checkpoint(tmp_path_factory.mktemp("app-classifier"), TinySpec(languages=LANGUAGES, head="classification"), tokenizer)
+    folder = build_random_checkpoint(
+        tmp_path_factory.mktemp("app-classifier"), TinySpec(languages=LANGUAGES, head="classification"), tokenizer
+    )
     settings = load_settings(["--model", str(folder)])
     explorer = Explorer.from_pretrained(str(folder), limits=settings.limits)
     demo, client = serve(settings, explorer)
@@ -345,7 +347,12 @@ def test_allow_finetune_trains_a_private_copy_for_the_session(base_dir):
 
     settings = load_settings(["--model", str(base_dir), "--allow-finetune"])
     explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
-    digest = lambda: hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in explorer.backend.model.parameters())).hexdigest()  # noqa: E731
+
+    def digest():
+        return hashlib.sha256(
+            b"".join(p.detach().numpy().tobytes() for p in explorer.backend.model.parameters())
+        ).hexdigest()
+
     before = digest()
     demo = build_app(settings, explorer)
     finetune = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "classify-finetune")

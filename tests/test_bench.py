@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench import QUICK, TARGET_TOKENS, Timing, fourteen_token_text, report
-from xmod_explorer.tiny import SAMPLE_SENTENCES
 from xmod_explorer.mini.tokenizer import train_tokenizer
+from xmod_explorer.tiny import SAMPLE_SENTENCES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,10 @@ def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     out = tmp_path / "quick.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench", "--quick", "--repeats", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=400,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -49,7 +52,11 @@ def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     # A GPU run adds the same cases per dtype; this machine has none, so the table is checked with the
     # CPU timings relabelled (the formatting is what is under test here, not the numbers).
     timings = [Timing(**t) for t in result["timings"]]
-    relabelled = [Timing(f"cuda_{dtype}/{t.case}", t.k, t.median_s) for dtype in ("float32", "float16", "bfloat16")
-                  for t in timings if t.case.startswith("predict_masks/")]
+    relabelled = [
+        Timing(f"cuda_{dtype}/{t.case}", t.k, t.median_s)
+        for dtype in ("float32", "float16", "bfloat16")
+        for t in timings
+        if t.case.startswith("predict_masks/")
+    ]
     table, _ = report(QUICK, timings + relabelled, result["memory_bytes"], result["machine"], 0.01)
     assert sum(line.startswith(("| float32 |", "| float16 |", "| bfloat16 |")) for line in table.splitlines()) == 9

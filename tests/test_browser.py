@@ -15,13 +15,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_app import free_port
 
 from xmod_explorer.defaults import mini_available
-from test_app import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+LAUNCH_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +61,11 @@ def app_url(tmp_path_factory, base_dir):
     log = folder / "app.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "app.py", "--model", model, "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -160,7 +170,11 @@ def test_deep_link_prefills_the_fill_tab(browser, app_url):
     page.close()
 
 
-PAYLOADS = ['<img src=x onerror="window.__xss=1">', "<script>window.__xss=2</script>", '<svg onload="window.__xss=3"></svg>']
+PAYLOADS = [
+    '<img src=x onerror="window.__xss=1">',
+    "<script>window.__xss=2</script>",
+    '<svg onload="window.__xss=3"></svg>',
+]
 
 
 def test_user_text_and_model_tokens_are_escaped(page):

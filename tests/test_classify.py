@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from conftest import LANGUAGES
 from transformers import AutoTokenizer, XmodForSequenceClassification, XmodModel
 
-from conftest import LANGUAGES
 from xmod_explorer import Explorer, ExplorerError, lab
 from xmod_explorer.classify import ProbeHead, TransferResult
 from xmod_explorer.datasets import (
@@ -99,7 +99,12 @@ def test_classify_equals_per_language_reference(classifier_dir, classifier_conve
         got = torch.tensor([result.probabilities[code][label] for label in LABELS])
         assert torch.allclose(got, reference[code], atol=1e-5, rtol=0), (code, got, reference[code])
     # Guard: if every adapter gave the same probabilities, equality above would prove little.
-    assert max(abs(result.probabilities[a]["positive"] - result.probabilities[b]["positive"]) for a in ORDER for b in ORDER) > 1e-3
+    assert (
+        max(
+            abs(result.probabilities[a]["positive"] - result.probabilities[b]["positive"]) for a in ORDER for b in ORDER
+        )
+        > 1e-3
+    )
 
 
 def test_classification_result_shapes(classifier_dir):
@@ -136,7 +141,7 @@ def test_task_adapter_is_stacked_on_each_language_adapter(task_adapter_dir, clas
 
 def test_checkpoint_without_classification_head(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir))
-    with pytest.raises(ExplorerError, match="no sequence-classification head.*XmodForSequenceClassification"):
+    with pytest.raises(ExplorerError, match=r"no sequence-classification head.*XmodForSequenceClassification"):
         explorer.classify(TEXT, ["en_XX"])
 
 
@@ -188,7 +193,12 @@ def test_probe_learns_separable_data_and_leaves_the_model_unchanged(base_dir, ba
 def test_probe_features_equal_unbatched_reference(base_dir):
     """Batching by length, padding and mixed languages do not change the pooled features."""
     explorer = Explorer.from_pretrained(str(base_dir))
-    texts = ["Choose two languages.", "The model shares all other weights between languages.", "Jede Schicht.", "Chaque langue a son propre adaptateur dans le modèle."]
+    texts = [
+        "Choose two languages.",
+        "The model shares all other weights between languages.",
+        "Jede Schicht.",
+        "Chaque langue a son propre adaptateur dans le modèle.",
+    ]
     codes = ["ja_XX", "de_DE", "ja_XX", "fr_XX"]
     rows = [explorer._tokenize(t) for t in texts]
     features = lab.pooled_features(explorer, rows, codes, batch_size=3)
@@ -313,7 +323,7 @@ def test_a_file_that_is_not_a_head(base_dir, tmp_path, make):
 
 def test_a_head_from_another_model_is_refused(base_dir, prenorm_dir):
     head = Explorer.from_pretrained(str(base_dir)).train_probe(separable(20, seed=9), "en_XX").head
-    with pytest.raises(ExplorerError, match="trained on .* Load that model again"):
+    with pytest.raises(ExplorerError, match=r"trained on .* Load that model again"):
         Explorer.from_pretrained(str(prenorm_dir)).classify("choose", ["en_XX"], head=head)
 
 
@@ -340,18 +350,51 @@ def _csv(lines: list[str]) -> bytes:
     [
         (bytes([0, 159, 146, 150, 0, 1, 2]) * 50, LOCAL, "not a CSV file: it holds binary data"),
         ("text,label\nÜber,positive\n".encode("latin-1"), LOCAL, "not UTF-8"),
-        (_csv(["sentence,label", "Good,positive", "Bad,negative"]), LOCAL, "no column 'text'.*columns found: 'sentence', 'label'"),
+        (
+            _csv(["sentence,label", "Good,positive", "Bad,negative"]),
+            LOCAL,
+            "no column 'text'.*columns found: 'sentence', 'label'",
+        ),
         (_csv(["text,language", "Good,en_XX"]), LOCAL, "no column 'label'"),
-        (_csv(["text,label", "Good,positive", " ,negative", "Bad,negative"]), LOCAL, r"Row 2 \(line 3\): the text is empty"),
+        (
+            _csv(["text,label", "Good,positive", " ,negative", "Bad,negative"]),
+            LOCAL,
+            r"Row 2 \(line 3\): the text is empty",
+        ),
         (_csv(["text,label", "Good,positive", "Bad,"]), LOCAL, r"Row 2 \(line 3\): the label is empty"),
         (_csv(["text,label", "Good,positive", "Fine,positive"]), LOCAL, "only one label \\('positive'\\)"),
-        (_csv(["text,label,language", "Good,positive,en_XX", "Schlecht,negative,de_DX"]), LOCAL, r"Row 2 \(line 3\), column 'language': Unknown language 'de_DX'.*Did you mean 'de_DE'"),
-        (_csv(["text,label"] + [f"row {i},{'ab'[i % 2]}" for i in range(11)]), dataclasses.replace(LOCAL, max_train_examples=10), "more than 10 rows"),
-        (_csv(["text,label", "Good,positive", "Bad,negative"] + ["x" * 100 + ",negative"] * 20), dataclasses.replace(LOCAL, max_upload_bytes=1024), "MiB is accepted here"),
+        (
+            _csv(["text,label,language", "Good,positive,en_XX", "Schlecht,negative,de_DX"]),
+            LOCAL,
+            r"Row 2 \(line 3\), column 'language': Unknown language 'de_DX'.*Did you mean 'de_DE'",
+        ),
+        (
+            _csv(["text,label"] + [f"row {i},{'ab'[i % 2]}" for i in range(11)]),
+            dataclasses.replace(LOCAL, max_train_examples=10),
+            "more than 10 rows",
+        ),
+        (
+            _csv(["text,label", "Good,positive", "Bad,negative"] + ["x" * 100 + ",negative"] * 20),
+            dataclasses.replace(LOCAL, max_upload_bytes=1024),
+            "MiB is accepted here",
+        ),
         (b"", LOCAL, "is empty"),
         (_csv(["text,label"]), LOCAL, "no labelled rows"),
     ],
-    ids=["binary", "latin-1", "missing-text", "missing-label", "empty-text", "empty-label", "one-label", "unknown-language", "too-many-rows", "too-large", "empty-file", "header-only"],
+    ids=[
+        "binary",
+        "latin-1",
+        "missing-text",
+        "missing-label",
+        "empty-text",
+        "empty-label",
+        "one-label",
+        "unknown-language",
+        "too-many-rows",
+        "too-large",
+        "empty-file",
+        "header-only",
+    ],
 )
 def test_bad_uploads_say_what_is_wrong(tmp_path, data, limits, message):
     path = tmp_path / "upload.csv"
@@ -363,9 +406,16 @@ def test_bad_uploads_say_what_is_wrong(tmp_path, data, limits, message):
 
 def test_a_good_upload(tmp_path):
     path = tmp_path / "reviews.csv"
-    path.write_text("Label;Text;Language\npositive;\"Fast; and clean\";\nnegative;Langsam.;German (de_DE)\n\nnegative;Lent.;fr_XX\n", encoding="utf-8-sig")
+    path.write_text(
+        'Label;Text;Language\npositive;"Fast; and clean";\nnegative;Langsam.;German (de_DE)\n\nnegative;Lent.;fr_XX\n',
+        encoding="utf-8-sig",
+    )
     rows = read_labelled_csv(path, LOCAL, LANGUAGES)
-    assert rows == [Example("Fast; and clean", "positive", None), Example("Langsam.", "negative", "de_DE"), Example("Lent.", "negative", "fr_XX")]
+    assert rows == [
+        Example("Fast; and clean", "positive", None),
+        Example("Langsam.", "negative", "de_DE"),
+        Example("Lent.", "negative", "fr_XX"),
+    ]
 
 
 # ----- fine-tuning a private copy ------------------------------------------------------------------
@@ -391,7 +441,9 @@ def test_finetune_changes_only_a_private_copy(base_dir, backend):
         assert tuned.backend.task_adapter == lab.TASK_ADAPTER and explorer.backend.task_adapter is None
         assert lab.TASK_ADAPTER not in explorer.backend.model.adapters_config.adapters
     rows = [explorer._tokenize(t) for t in ("choose compare adapter", "modèle partage poids")]
-    assert not torch.allclose(lab.pooled_features(tuned, rows, ["en_XX"] * 2), lab.pooled_features(explorer, rows, ["en_XX"] * 2))
+    assert not torch.allclose(
+        lab.pooled_features(tuned, rows, ["en_XX"] * 2), lab.pooled_features(explorer, rows, ["en_XX"] * 2)
+    )
     assert not any(p.requires_grad for p in tuned.backend.model.parameters())
     result = tuned.evaluate_transfer(training.head, {"de_DE": separable(6, seed=12)})
     assert result.rows[0].examples == 6
@@ -401,7 +453,7 @@ def test_finetune_changes_only_a_private_copy(base_dir, backend):
 
 def test_finetune_refuses_without_memory(base_dir, monkeypatch):
     monkeypatch.setattr(lab, "free_memory_bytes", lambda device: 1024)  # a fault that cannot be produced for real
-    with pytest.raises(ExplorerError, match="private copy of the model.*GiB are free"):
+    with pytest.raises(ExplorerError, match=r"private copy of the model.*GiB are free"):
         Explorer.from_pretrained(str(base_dir)).finetune(separable(10, seed=0), "en_XX", steps=1)
 
 
@@ -415,7 +467,9 @@ def test_classifier_config_without_classifier_weights_is_refused(tmp_path, base_
     target = tmp_path / "headless"
     shutil.copytree(base_dir, target)
     config = json.loads((target / "config.json").read_text())
-    config.update(architectures=["XmodForSequenceClassification"], id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 1})
+    config.update(
+        architectures=["XmodForSequenceClassification"], id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 1}
+    )
     (target / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExplorerError, match="no classifier"):
         Explorer.from_pretrained(str(target))

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_same_predictions
+
 from xmod_explorer import Explorer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,18 +18,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "xmod_explorer", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "xmod_explorer", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_predict_json_equals_engine(base_dir):
-    done = cli("predict", "Der <mask> jeder Sprache.", "--languages", "de_DE,ja_XX", "--top-k", "4", "--model", str(base_dir), "--json")
+    done = cli(
+        "predict",
+        "Der <mask> jeder Sprache.",
+        "--languages",
+        "de_DE,ja_XX",
+        "--top-k",
+        "4",
+        "--model",
+        str(base_dir),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     expected = Explorer.from_pretrained(str(base_dir)).predict_masks("Der <mask> jeder Sprache.", ["de_DE", "ja_XX"], 4)
     assert_same_predictions(json.loads(done.stdout), expected.to_dict())
 
 
 def test_compare_and_info_tables(base_dir):
-    done = cli("compare", "Every layer holds an adapter.", "--languages", "en_XX,de_DE", "--layer", "0", "--model", str(base_dir))
+    done = cli(
+        "compare",
+        "Every layer holds an adapter.",
+        "--languages",
+        "en_XX,de_DE",
+        "--layer",
+        "0",
+        "--model",
+        str(base_dir),
+    )
     assert done.returncode == 0, done.stderr
     assert "layer 0" in done.stdout and "1.0" in done.stdout
     info = cli("info", "--model", str(base_dir), "--json")
@@ -38,7 +59,10 @@ def test_compare_and_info_tables(base_dir):
 
 def test_sentences_from_csv(base_dir, tmp_path):
     table = tmp_path / "pairs.csv"
-    table.write_text("language,text\nen_XX,Choose two languages.\nde_DE,Wähle zwei Sprachen.\nfr_XX,Choisis deux langues.\n", encoding="utf-8")
+    table.write_text(
+        "language,text\nen_XX,Choose two languages.\nde_DE,Wähle zwei Sprachen.\nfr_XX,Choisis deux langues.\n",
+        encoding="utf-8",
+    )
     done = cli("sentences", str(table), "--model", str(base_dir), "--json")
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["pooled_cosine"][0]) == 3

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import LANGUAGES, assert_same_predictions
 from transformers import AutoTokenizer, XmodForMaskedLM
 
-from conftest import LANGUAGES, assert_same_predictions
 from xmod_explorer import Explorer, ExplorerError
 
 ONE_MASK = "Choose two <mask> and compare their predictions."
@@ -121,7 +121,9 @@ def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor,
 def test_compare_adapters_equals_reference(model_dir, backend):
     text = "Chaque langue a son propre adaptateur."
     codes = ["fr_XX", "en_XX", "ja_XX"]
-    comparison = Explorer.from_pretrained(str(model_dir), backend=backend).compare_adapters(text, codes, reference="en_XX")
+    comparison = Explorer.from_pretrained(str(model_dir), backend=backend).compare_adapters(
+        text, codes, reference="en_XX"
+    )
     states = {code: reference_hidden_states(model_dir, text, code)[0] for code in codes}  # (L+1, t, h)
     for layer in comparison.layers:
         for i, a in enumerate(codes):
@@ -135,7 +137,9 @@ def test_compare_adapters_equals_reference(model_dir, backend):
 
 
 def test_layer_zero_is_identical_for_every_adapter(model_dir):
-    comparison = Explorer.from_pretrained(str(model_dir)).compare_adapters(ONE_MASK.replace("<mask>", "words"), LANGUAGES)
+    comparison = Explorer.from_pretrained(str(model_dir)).compare_adapters(
+        ONE_MASK.replace("<mask>", "words"), LANGUAGES
+    )
     assert torch.allclose(comparison.pooled_cosine[0], torch.ones(5, 5, dtype=torch.float64), atol=1e-6)
     assert torch.allclose(comparison.centred_cosine[0], torch.ones(5, 5, dtype=torch.float64), atol=1e-6)
     last = comparison.pooled_cosine[-1]
@@ -271,7 +275,10 @@ def test_adapters_format_refuses_transformers_backend(converted_dir):
         Explorer.from_pretrained(str(converted_dir), backend="transformers")
 
 
-@pytest.mark.parametrize("argument, value, message", [("backend", "onnx", "Unknown backend"), ("device", "tpu", "Unknown device"), ("dtype", "int8", "Unknown dtype")])
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [("backend", "onnx", "Unknown backend"), ("device", "tpu", "Unknown device"), ("dtype", "int8", "Unknown dtype")],
+)
 def test_bad_load_options(base_dir, argument, value, message):
     with pytest.raises(ExplorerError, match=message):
         Explorer.from_pretrained(str(base_dir), **{argument: value})

@@ -14,8 +14,8 @@ import pytest
 from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_app import serve
+
 from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.languages import LANGUAGE_NAMES
 from xmod_explorer.settings import load_settings
@@ -57,7 +57,7 @@ LANGUAGE_SETS = [
     ["German (de_DE)"],
     ["de_DE", "de_DE", "de_DE"],
     ALL_CODES,
-    ALL_CODES + ["zz_ZZ"],
+    [*ALL_CODES, "zz_ZZ"],
     [""],
     [" en_XX "],
     "en_XX,de_DE",
@@ -127,7 +127,11 @@ def test_catalogue_of_bad_inputs(target):
         for languages in LANGUAGE_SETS:
             for top_k in (5,) if languages != ["en_XX"] else TOP_KS:
                 label = f"predict_masks({text[:30]!r}, {str(languages)[:40]}, {top_k!r})"
-                tally.check(call(client, "/predict_masks", text, languages, top_k), oracle(explorer.predict_masks, text, languages, top_k), label)
+                tally.check(
+                    call(client, "/predict_masks", text, languages, top_k),
+                    oracle(explorer.predict_masks, text, languages, top_k),
+                    label,
+                )
         tally.check(
             call(client, "/compare_adapters", text, ["en_XX", "de_DE"], None),
             oracle(explorer.compare_adapters, text, ["en_XX", "de_DE"], None),
@@ -158,7 +162,11 @@ PAIRS = [
 def test_sentence_pairs_and_other_endpoints(target):
     client, explorer, tally = target
     for pairs in PAIRS:
-        tally.check(call(client, "/compare_sentences", pairs), oracle(explorer.compare_sentences, pairs), f"compare_sentences({str(pairs)[:60]})")
+        tally.check(
+            call(client, "/compare_sentences", pairs),
+            oracle(explorer.compare_sentences, pairs),
+            f"compare_sentences({str(pairs)[:60]})",
+        )
     for reference in ["en_XX", "ja_XX", "xx", None, 5, "de_de"]:
         tally.check(
             call(client, "/compare_adapters", "Every layer holds an adapter.", ["en_XX", "de_DE"], reference),
@@ -169,9 +177,13 @@ def test_sentence_pairs_and_other_endpoints(target):
     assert kind == "ok" and info["languages"] == ALL_CODES
 
 
-alphabet = st.sampled_from(list(string.printable) + ["\x00", "\u200b", "\u202e", "ß", "я", "語", "🎉", "<mask>", "[MASK]", "<s>", "</s>", "<"])
+alphabet = st.sampled_from(
+    [*list(string.printable), "\x00", "\u200b", "\u202e", "ß", "я", "語", "🎉", "<mask>", "[MASK]", "<s>", "</s>", "<"]
+)
 texts = st.lists(alphabet, max_size=40).map("".join)
-codes = st.lists(st.one_of(st.sampled_from(ALL_CODES), st.sampled_from(ALL_CODES).map(str.lower), st.text(max_size=6)), max_size=6)
+codes = st.lists(
+    st.one_of(st.sampled_from(ALL_CODES), st.sampled_from(ALL_CODES).map(str.lower), st.text(max_size=6)), max_size=6
+)
 top_ks = st.one_of(st.integers(-5, 300), st.floats(-3, 30, allow_nan=False), st.none(), st.text(max_size=3))
 
 
@@ -180,4 +192,8 @@ top_ks = st.one_of(st.integers(-5, 300), st.floats(-3, 30, allow_nan=False), st.
 def test_generated_inputs(target, text, languages, top_k):
     client, explorer, tally = target
     label = f"predict_masks({text!r}, {languages!r}, {top_k!r})"
-    tally.check(call(client, "/predict_masks", text, languages, top_k), oracle(explorer.predict_masks, text, languages, top_k), label)
+    tally.check(
+        call(client, "/predict_masks", text, languages, top_k),
+        oracle(explorer.predict_masks, text, languages, top_k),
+        label,
+    )

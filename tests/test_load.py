@@ -16,11 +16,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from gradio_client import Client
-
 from conftest import assert_same_predictions
+from gradio_client import Client
 from test_app import free_port
 from test_browser import wait_until_serving
+
 from xmod_explorer.defaults import mini_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +76,7 @@ def test_thirty_concurrent_clients(server):
     jobs = workload(languages)
     expected = [solo.predict(*job, api_name="/predict_masks") for job in jobs]
     clients = [Client(url, verbose=False) for _ in range(CLIENTS)]
+
     # A short concurrent warm-up first (WARM_UP requests per client): the server's worker threads, their
     # allocator arenas and the sessions come into being at the first burst (+10-15 % from a lone client's
     # warm start on xmod-mini). Memory is measured from there, so growth means memory kept per request.

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import assert_same_predictions
+
 from xmod_explorer import Explorer, ExplorerError, defaults, hub
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
@@ -130,7 +130,7 @@ def test_reference_shapes():
 
 
 def _parameters(model) -> dict:
-    return {name: tensor for name, tensor in model.state_dict().items()}
+    return dict(model.state_dict().items())
 
 
 def _codes(folder) -> list[str]:
@@ -166,7 +166,9 @@ def test_encoder_only_checkpoint_falls_back_and_cannot_fill_masks(tmp_path, base
         shutil.copy(base_dir / name, target / name)
     explorer = Explorer.from_pretrained(str(target))
     comparison = explorer.compare_adapters("Every layer holds an adapter.", ["en_XX", "de_DE"])
-    reference = Explorer.from_pretrained(str(base_dir)).compare_adapters("Every layer holds an adapter.", ["en_XX", "de_DE"])
+    reference = Explorer.from_pretrained(str(base_dir)).compare_adapters(
+        "Every layer holds an adapter.", ["en_XX", "de_DE"]
+    )
     assert torch.allclose(comparison.pooled_cosine, reference.pooled_cosine, atol=1e-6)
     with pytest.raises(ExplorerError, match="masked-LM"):
         explorer.predict_masks("A <mask>.", ["en_XX"])

@@ -94,8 +94,15 @@ def test_heldout_split_is_deterministic_and_about_two_percent():
 
 def test_packed_paragraphs_see_only_themselves():
     config = XmodConfig(
-        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        type_vocab_size=1, pad_token_id=1, languages=["en_XX", "de_DE"], hidden_dropout_prob=0.0,
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        type_vocab_size=1,
+        pad_token_id=1,
+        languages=["en_XX", "de_DE"],
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
     model = XmodForMaskedLM(config).eval()
@@ -104,7 +111,9 @@ def test_packed_paragraphs_see_only_themselves():
     assert [len(p) for p in row] == [6, 5, 8]  # the fourth would not fit
     ids, attention, positions = packed_inputs([row, row[:1]])
     with torch.no_grad():
-        packed = model.roberta(input_ids=ids, attention_mask=attention, position_ids=positions, lang_ids=torch.tensor([1, 0]))
+        packed = model.roberta(
+            input_ids=ids, attention_mask=attention, position_ids=positions, lang_ids=torch.tensor([1, 0])
+        )
         start = 0
         for paragraph in row:
             alone = model.roberta(input_ids=torch.tensor([paragraph]), lang_ids=torch.tensor([1]))

@@ -38,8 +38,14 @@ def test_comparison_figures(explorer):
 
 
 def test_sentence_figures(explorer):
-    pairs = [("en_XX", "Choose two languages."), ("en_XX", "Each layer has an adapter."), ("en_XX", "The model shares weights."),
-             ("de_DE", "Wähle zwei Sprachen."), ("de_DE", "Jede Schicht hat einen Adapter."), ("de_DE", "Das Modell teilt Gewichte.")]
+    pairs = [
+        ("en_XX", "Choose two languages."),
+        ("en_XX", "Each layer has an adapter."),
+        ("en_XX", "The model shares weights."),
+        ("de_DE", "Wähle zwei Sprachen."),
+        ("de_DE", "Jede Schicht hat einen Adapter."),
+        ("de_DE", "Das Modell teilt Gewichte."),
+    ]
     result = explorer.compare_sentences(pairs)
     figure = plots.sentence_heatmap(result, 1)
     assert list(figure.data[0].x) == result.labels
@@ -50,12 +56,22 @@ def test_sentence_figures(explorer):
 def test_classification_and_transfer_figures(explorer):
     from xmod_explorer.classify import Classification, TransferResult, TransferRow
 
-    result = Classification("m", "t", ["bad", "<b>good</b>"], ["ja_XX", "de_DE"],
-                            {"ja_XX": {"bad": 0.3, "<b>good</b>": 0.7}, "de_DE": {"bad": 0.9, "<b>good</b>": 0.1}})
+    result = Classification(
+        "m",
+        "t",
+        ["bad", "<b>good</b>"],
+        ["ja_XX", "de_DE"],
+        {"ja_XX": {"bad": 0.3, "<b>good</b>": 0.7}, "de_DE": {"bad": 0.9, "<b>good</b>": 0.1}},
+    )
     bars = plots.classification_bars(result)
     assert [trace.name for trace in bars.data] == ["bad", "&lt;b&gt;good&lt;/b&gt;"]  # labels from uploads are escaped
     assert list(bars.data[0].x) == ["ja_XX", "de_DE"] and list(bars.data[0].y) == [0.3, 0.9]
-    transfer = TransferResult("m", "en_XX", ["bad", "good"], [TransferRow("de_DE", 10, 0.8, 0.6, 0.5), TransferRow("ja_XX", 12, 0.7, 0.4, 0.5)])
+    transfer = TransferResult(
+        "m",
+        "en_XX",
+        ["bad", "good"],
+        [TransferRow("de_DE", 10, 0.8, 0.6, 0.5), TransferRow("ja_XX", 12, 0.7, 0.4, 0.5)],
+    )
     grouped = plots.transfer_bars(transfer)
     assert list(grouped.data[0].y) == [0.8, 0.7] and list(grouped.data[1].y) == [0.6, 0.4]
     assert list(grouped.data[2].y) == [0.5, 0.5] and "en_XX" in grouped.data[1].name

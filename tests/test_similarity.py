@@ -7,22 +7,32 @@ import math
 import pytest
 import torch
 
-from xmod_explorer.similarity import centred_token_cosine, cosine_matrix, derangements, linear_cka, mean_pool, shuffled_cka, token_cosine
+from xmod_explorer.similarity import (
+    centred_token_cosine,
+    cosine_matrix,
+    derangements,
+    linear_cka,
+    mean_pool,
+    shuffled_cka,
+    token_cosine,
+)
 
 
 def hsic_biased(x: torch.Tensor, y: torch.Tensor) -> float:
     """HSIC with the centring matrix H = I - 11^T/n, written out independently of the module."""
     n = x.shape[0]
     h = torch.eye(n, dtype=torch.float64) - torch.ones(n, n, dtype=torch.float64) / n
-    k, l = x @ x.T, y @ y.T
-    return float(torch.trace(k @ h @ l @ h)) / (n - 1) ** 2
+    gram_x, gram_y = x @ x.T, y @ y.T
+    return float(torch.trace(gram_x @ h @ gram_y @ h)) / (n - 1) ** 2
 
 
 @pytest.fixture
 def data():
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(12, 6, generator=generator, dtype=torch.float64)
-    y = x @ torch.randn(6, 5, generator=generator, dtype=torch.float64) + 0.3 * torch.randn(12, 5, generator=generator, dtype=torch.float64)
+    y = x @ torch.randn(6, 5, generator=generator, dtype=torch.float64) + 0.3 * torch.randn(
+        12, 5, generator=generator, dtype=torch.float64
+    )
     noise = torch.randn(12, 5, generator=generator, dtype=torch.float64)
     return x, y, noise
 

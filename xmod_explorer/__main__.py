@@ -17,7 +17,12 @@ from xmod_explorer.errors import ExplorerError
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="hub id, local folder, 'mini' or 'random' (default: facebook/xmod-base if reachable, else the embedded mini model)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local folder, 'mini' or 'random' "
+        "(default: facebook/xmod-base if reachable, else the embedded mini model)",
+    )
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "adapters"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
@@ -39,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("text")
     compare.add_argument("--languages", required=True)
     compare.add_argument("--reference", default=None, help="language the others are compared to (default: the first)")
-    compare.add_argument("--layer", type=int, default=None, help="print the similarity matrix of this layer (default: last)")
+    compare.add_argument(
+        "--layer", type=int, default=None, help="print the similarity matrix of this layer (default: last)"
+    )
     _model_options(compare)
 
     sentences = commands.add_parser("sentences", help="compare sentences, each through its own adapter")
@@ -52,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert a native X-MOD checkpoint to the adapters format")
     convert.add_argument("source", help="native checkpoint: hub id or folder")
     convert.add_argument("output", help="new folder for the converted checkpoint")
-    convert.add_argument("--tolerance", type=float, default=1e-4, help="largest output difference accepted per language")
+    convert.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest output difference accepted per language"
+    )
     convert.add_argument("--overwrite", action="store_true")
     return parser
 

@@ -154,7 +154,9 @@ class NativeBackend:
         all_layers: bool = False,
     ) -> Encoded:
         """Each row through its own language's adapter, in one forward pass."""
-        input_ids, attention_mask, keys, inverse = _group_rows(input_ids, attention_mask, [self._ids[c] for c in row_languages])
+        input_ids, attention_mask, keys, inverse = _group_rows(
+            input_ids, attention_mask, [self._ids[c] for c in row_languages]
+        )
         out = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -216,7 +218,9 @@ class NativeBackend:
         """Vocabulary logits for hidden states of shape (n, hidden)."""
         head = getattr(self.model, "lm_head", None)
         if head is None:
-            raise ExplorerError("This checkpoint has no masked-LM head, so it cannot fill masks. Load an XmodForMaskedLM checkpoint.")
+            raise ExplorerError(
+                "This checkpoint has no masked-LM head, so it cannot fill masks. Load an XmodForMaskedLM checkpoint."
+            )
         return head(states)
 
     def classifier_labels(self) -> list[str] | None:
@@ -230,7 +234,9 @@ class NativeBackend:
         """Label logits from the classification head, for last hidden states of shape (n, tokens, hidden)."""
         head = getattr(self.model, "classifier", None)
         if head is None:
-            raise ExplorerError("This checkpoint has no sequence-classification head. Load an XmodForSequenceClassification checkpoint.")
+            raise ExplorerError(
+                "This checkpoint has no sequence-classification head. Load an XmodForSequenceClassification checkpoint."
+            )
         return head(states)
 
 
@@ -310,7 +316,9 @@ class AdapterBackend:
         from adapters.composition import BatchSplit
 
         rank = {code: index for index, code in enumerate(self.languages)}
-        input_ids, attention_mask, keys, inverse = _group_rows(input_ids, attention_mask, [rank[c] for c in row_languages])
+        input_ids, attention_mask, keys, inverse = _group_rows(
+            input_ids, attention_mask, [rank[c] for c in row_languages]
+        )
         rows = [self.languages[key] for key in keys]
         runs: list[str] = []
         sizes: list[int] = []
@@ -351,7 +359,9 @@ class AdapterBackend:
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Apply the masked-LM prediction head's layers to hidden states of shape (n, hidden)."""
         if self.mlm_head_name is None:
-            raise ExplorerError("This checkpoint has no masked-LM head, so it cannot fill masks. Load one with a masked_lm head.")
+            raise ExplorerError(
+                "This checkpoint has no masked-LM head, so it cannot fill masks. Load one with a masked_lm head."
+            )
         for layer in self.model.heads[self.mlm_head_name]:
             states = layer(states)
         return states
@@ -369,7 +379,9 @@ class AdapterBackend:
     def classifier_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Label logits from the classification head, for last hidden states of shape (n, tokens, hidden)."""
         if self.classifier_head is None:
-            raise ExplorerError("This checkpoint has no classification head. Load one saved with add_classification_head.")
+            raise ExplorerError(
+                "This checkpoint has no classification head. Load one saved with add_classification_head."
+            )
         head = self.model.heads[self.classifier_head]
         x = self.encoder.pooler(states) if head.config.get("use_pooler") else states[:, 0]
         for layer in head:

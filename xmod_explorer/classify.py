@@ -144,7 +144,9 @@ class ProbeHead:
             data = path.read_bytes()
         if max_bytes is not None and len(data) > max_bytes:
             raise ExplorerError(f"{name} is larger than {max_bytes / 2**20:.1f} MiB; a probe head is far smaller.")
-        not_a_head = f"{name} is not a probe head saved by X-MOD Explorer (expected a .safetensors file from 'Download head')."
+        not_a_head = (
+            f"{name} is not a probe head saved by X-MOD Explorer (expected a .safetensors file from 'Download head')."
+        )
         metadata = _safetensors_metadata(data)
         if metadata is None or metadata.get("format") != PROBE_FORMAT:
             raise ExplorerError(not_a_head)

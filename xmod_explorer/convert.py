@@ -82,7 +82,11 @@ def adapter_model_from_native(native: nn.Module, languages: list[str]) -> nn.Mod
     for code in languages:
         model.add_adapter(code, config=adapter_config)
     state = adapter_state_from_native(native.state_dict())
-    state = {key: value for key, value in state.items() if ".adapters." not in key or key.split(".adapters.")[1].split(".")[0] in languages}
+    state = {
+        key: value
+        for key, value in state.items()
+        if ".adapters." not in key or key.split(".adapters.")[1].split(".")[0] in languages
+    }
     if hasattr(native, "lm_head"):
         model.add_masked_lm_head(MLM_HEAD)
         native_state = native.state_dict()
@@ -136,7 +140,7 @@ def _probe_inputs(vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 @torch.no_grad()
 def compare_outputs(native: nn.Module, converted, languages: list[str]) -> dict[str, float]:
-    """Max |difference| of last hidden states and head logits (MLM or classifier), per language, native vs converted backend."""
+    """Max |difference| of last hidden states and head logits (MLM or classifier) per language, native vs converted."""
     from xmod_explorer.backends import NativeBackend
 
     reference = NativeBackend(native, native.config.languages)
@@ -151,7 +155,9 @@ def compare_outputs(native: nn.Module, converted, languages: list[str]) -> dict[
         if hasattr(native, "lm_head"):
             diff = max(diff, (reference.mlm_logits(expected) - converted.mlm_logits(actual)).abs().max().item())
         if hasattr(native, "classifier"):
-            diff = max(diff, (reference.classifier_logits(expected) - converted.classifier_logits(actual)).abs().max().item())
+            diff = max(
+                diff, (reference.classifier_logits(expected) - converted.classifier_logits(actual)).abs().max().item()
+            )
         diffs[code] = diff
     return diffs
 

@@ -37,7 +37,9 @@ class Example:
 
 
 def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+    return (
+        value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+    )
 
 
 def as_examples(data: object, *, what: str = "examples") -> list[Example]:
@@ -45,7 +47,9 @@ def as_examples(data: object, *, what: str = "examples") -> list[Example]:
     if isinstance(data, pd.DataFrame):
         missing = [name for name in ("text", "label") if name not in data.columns]
         if missing:
-            raise ExplorerError(f"The {what} table has no column {missing[0]!r}; it needs columns text,label[,language].")
+            raise ExplorerError(
+                f"The {what} table has no column {missing[0]!r}; it needs columns text,label[,language]."
+            )
         data = data.to_dict("records")
     if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
         raise ExplorerError(f"Give the {what} as a list of (text, label) or (text, label, language) rows.")
@@ -58,7 +62,9 @@ def as_examples(data: object, *, what: str = "examples") -> list[Example]:
         elif isinstance(item, (list, tuple)) and len(item) in (2, 3):
             row = (item[0], item[1], item[2] if len(item) == 3 else None)
         else:
-            raise ExplorerError(f"Row {number} of the {what} must be (text, label) or (text, label, language); got {item!r}.")
+            raise ExplorerError(
+                f"Row {number} of the {what} must be (text, label) or (text, label, language); got {item!r}."
+            )
         text, label, language = row
         if not isinstance(text, str) or not text.strip():
             raise ExplorerError(f"Row {number} of the {what}: the text is empty. Every row needs a text.")
@@ -72,12 +78,15 @@ def as_examples(data: object, *, what: str = "examples") -> list[Example]:
 
 def _decode(data: bytes, name: str) -> str:
     if b"\x00" in data[:4096]:
-        raise ExplorerError(f"{name} is not a CSV file: it holds binary data. Upload a text file with columns text,label[,language].")
+        raise ExplorerError(
+            f"{name} is not a CSV file: it holds binary data. Upload a text file with columns text,label[,language]."
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ExplorerError(
-            f"{name} is not UTF-8 text (undecodable byte at position {exc.start}). Save it as 'CSV UTF-8' and upload it again."
+            f"{name} is not UTF-8 text (undecodable byte at position {exc.start}). Save it as 'CSV UTF-8' and upload "
+            "it again."
         ) from None
 
 
@@ -136,10 +145,13 @@ def read_labelled_csv(
                 continue  # blank lines
             number += 1
             if number > cap:
-                raise ExplorerError(f"{name} has more than {cap:,} rows; at most {cap:,} labelled rows are accepted here. Remove some rows.")
+                raise ExplorerError(
+                    f"{name} has more than {cap:,} rows; at most {cap:,} labelled rows are accepted here. Remove some "
+                    "rows."
+                )
             where = f"Row {number} (line {reader.line_num})"
 
-            def cell(column: str) -> str:
+            def cell(column: str, cells: list[str] = cells) -> str:
                 position = index.get(column)
                 return cells[position].strip() if position is not None and position < len(cells) else ""
 
@@ -147,7 +159,10 @@ def read_labelled_csv(
             if not sentence:
                 raise ExplorerError(f"{where}: the text is empty. Every row needs a text in the column 'text'.")
             if len(sentence) > limits.max_text_chars:
-                raise ExplorerError(f"{where}: the text is {len(sentence):,} characters long; at most {limits.max_text_chars:,} are accepted here.")
+                raise ExplorerError(
+                    f"{where}: the text is {len(sentence):,} characters long; at most {limits.max_text_chars:,} are "
+                    "accepted here."
+                )
             if not label:
                 raise ExplorerError(f"{where}: the label is empty. Every row needs a label in the column 'label'.")
             language = cell("language") or None
@@ -164,7 +179,8 @@ def read_labelled_csv(
     labels = sorted({example.label for example in examples})
     if len(labels) < 2:
         raise ExplorerError(
-            f"{name} has only one label ({labels[0]!r}); a classifier needs at least two. Add examples of another label."
+            f"{name} has only one label ({labels[0]!r}); a classifier needs at least two. Add examples of another "
+            "label."
         )
     return examples
 
@@ -176,7 +192,9 @@ def _too_large(name: str, size: int, limits: Limits) -> str:
     )
 
 
-def split_by_language(examples: Sequence[Example], source_language: str) -> tuple[list[Example], dict[str, list[Example]]]:
+def split_by_language(
+    examples: Sequence[Example], source_language: str
+) -> tuple[list[Example], dict[str, list[Example]]]:
     """Training rows (the source language, or no language given) and test rows per other language."""
     train: list[Example] = []
     tests: dict[str, list[Example]] = {}

@@ -80,7 +80,11 @@ class ModelInfo:
 
 def _blank(value: object) -> bool:
     """An empty table cell: None, NaN or whitespace (editable tables leave such rows behind)."""
-    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and math.isnan(value))
+    return (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, float) and math.isnan(value))
+    )
 
 
 def _guard_device_memory(method):
@@ -148,7 +152,9 @@ class Explorer:
         else:
             if not isinstance(model, str) or not model.strip():
                 raise ExplorerError("Name a model: a hub id such as facebook/xmod-base, a local folder, or 'mini'.")
-            choice = defaults.resolve_alias(model) or defaults.ModelChoice(model.strip(), f"{model.strip()} asked for by name")
+            choice = defaults.resolve_alias(model) or defaults.ModelChoice(
+                model.strip(), f"{model.strip()} asked for by name"
+            )
         log.info("model: %s (%s)", choice.reference, choice.reason)
         loaded = load_backend(choice.reference, backend=backend, device=device, dtype=dtype, languages=languages)
         return cls(loaded, reason=choice.reason, random_weights=choice.random_weights, limits=limits, name=choice.name)
@@ -205,7 +211,8 @@ class Explorer:
             raise ExplorerError(f"The {what} is empty. Type a sentence.")
         if len(text) > self.limits.max_text_chars:
             raise ExplorerError(
-                f"The {what} is {len(text):,} characters long; at most {self.limits.max_text_chars:,} are accepted here. Shorten it."
+                f"The {what} is {len(text):,} characters long; at most {self.limits.max_text_chars:,} are accepted "
+                "here. Shorten it."
             )
         text = MASK_SPELLINGS.sub(self.tokenizer.mask_token, text)
         # Count before building tensors: a 100,000-character paste must fail fast, not run.
@@ -223,8 +230,10 @@ class Explorer:
         return [i for i, token in enumerate(ids) if token not in self._special_ids]
 
     def _top_k(self, top_k: object, vocab_size: int) -> int:
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, float)) or isinstance(top_k, float) and not (
-            math.isfinite(top_k) and top_k.is_integer()
+        if (
+            isinstance(top_k, bool)
+            or not isinstance(top_k, (int, float))
+            or (isinstance(top_k, float) and not (math.isfinite(top_k) and top_k.is_integer()))
         ):
             raise ExplorerError(f"top_k must be a whole number such as 5; got {top_k!r}.")
         k = int(top_k)
@@ -249,15 +258,22 @@ class Explorer:
     def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
         """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
         if not getattr(self.backend, "has_mlm", False):
-            raise ExplorerError("This checkpoint has no masked-LM head, so it cannot fill masks. Load an X-MOD masked-LM.")
+            raise ExplorerError(
+                "This checkpoint has no masked-LM head, so it cannot fill masks. Load an X-MOD masked-LM."
+            )
         codes = self._languages(languages)
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
         ids = self._tokenize(text)
         positions = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         if not positions:
-            raise ExplorerError(f"The text has no {self.tokenizer.mask_token}. Put {self.tokenizer.mask_token} where a word should be predicted.")
+            raise ExplorerError(
+                f"The text has no {self.tokenizer.mask_token}. Put {self.tokenizer.mask_token} where a word should be "
+                "predicted."
+            )
         if len(positions) > self.limits.max_masks:
-            raise ExplorerError(f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some.")
+            raise ExplorerError(
+                f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some."
+            )
         input_ids, attention = self._tensor([ids])
         with torch.inference_mode():
             # The last layer and the vocabulary projection only at mask positions: on xmod-base the
@@ -277,7 +293,9 @@ class Explorer:
                 ]
                 for row, code in enumerate(codes)
             }
-            slots.append(MaskSlot(position, predictions, {code: float(entropy[row, m]) for row, code in enumerate(codes)}))
+            slots.append(
+                MaskSlot(position, predictions, {code: float(entropy[row, m]) for row, code in enumerate(codes)})
+            )
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
         return MaskPrediction(model=self.name, text=text, languages=codes, tokens=tokens, masks=slots)
 
@@ -337,7 +355,9 @@ class Explorer:
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
         if len(rows) > self.limits.max_sentences:
-            raise ExplorerError(f"At most {self.limits.max_sentences} sentences at once here; you gave {len(rows)}. Remove some rows.")
+            raise ExplorerError(
+                f"At most {self.limits.max_sentences} sentences at once here; you gave {len(rows)}. Remove some rows."
+            )
         codes, token_rows = [], []
         for number, (code, text) in enumerate(rows, start=1):
             try:
@@ -347,7 +367,9 @@ class Explorer:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
         input_ids, attention = self._tensor(token_rows)
-        keep = attention.bool() & ~torch.isin(input_ids, torch.tensor(sorted(self._special_ids), device=input_ids.device))
+        keep = attention.bool() & ~torch.isin(
+            input_ids, torch.tensor(sorted(self._special_ids), device=input_ids.device)
+        )
         with torch.inference_mode():
             encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=True)
             pooled = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()  # (L+1, n, h)
@@ -367,13 +389,19 @@ class Explorer:
             if size < 3:
                 notes.append("CKA needs at least 3 sentences per language (with 2 it is always 1); it is left out.")
             elif size < 4:
-                notes.append(f"CKA from {size} sentences per language uses the biased estimator; 4 or more give the debiased one.")
+                notes.append(
+                    f"CKA from {size} sentences per language uses the biased estimator; 4 or more give the debiased "
+                    "one."
+                )
             order = list(groups)
             for layer, vectors in enumerate(pooled):
                 for i, a in enumerate(order):
                     for b in order[i + 1 :]:
                         x, y = vectors[groups[a]], vectors[groups[b]]
-                        between = torch.nn.functional.normalize(x.double(), dim=-1) @ torch.nn.functional.normalize(y.double(), dim=-1).T
+                        between = (
+                            torch.nn.functional.normalize(x.double(), dim=-1)
+                            @ torch.nn.functional.normalize(y.double(), dim=-1).T
+                        )
                         off = ~torch.eye(size, dtype=torch.bool)
                         scores.append(
                             LanguagePairScore(
@@ -428,13 +456,25 @@ class Explorer:
         progress(fraction, desc=...). Capped by limits.max_train_examples and max_train_seconds.
         """
         return lab.train_probe(
-            self, examples, source_language, max_steps=max_steps, weight_decay=weight_decay,
-            batch_size=batch_size, progress=progress, seed=seed,
+            self,
+            examples,
+            source_language,
+            max_steps=max_steps,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            progress=progress,
+            seed=seed,
         )
 
     @_guard_device_memory
     def evaluate_transfer(
-        self, head: ProbeHead, examples, target_languages: Sequence[str] | None = None, *, batch_size: int = 32, progress=None
+        self,
+        head: ProbeHead,
+        examples,
+        target_languages: Sequence[str] | None = None,
+        *,
+        batch_size: int = 32,
+        progress=None,
     ) -> TransferResult:
         """Accuracy per target language with the target's adapter (X-MOD's way) and the source's (the baseline).
 
@@ -444,12 +484,25 @@ class Explorer:
 
     @_guard_device_memory
     def finetune(
-        self, examples, source_language: str, *, steps: int = 30, batch_size: int = 16, learning_rate: float | None = None,
-        progress=None, seed: int = 0,
+        self,
+        examples,
+        source_language: str,
+        *,
+        steps: int = 30,
+        batch_size: int = 16,
+        learning_rate: float | None = None,
+        progress=None,
+        seed: int = 0,
     ) -> ProbeTraining:
         """Fine-tune a private copy (task adapter, or the shared layers natively) with a head; the result's
         ``explorer`` is that copy, and this Explorer's model is left unchanged."""
         return lab.finetune(
-            self, examples, source_language, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-            progress=progress, seed=seed,
+            self,
+            examples,
+            source_language,
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            progress=progress,
+            seed=seed,
         )

@@ -175,5 +175,7 @@ def fetch(reference: str, *, adapter: bool = False) -> LocalCopy:
     except Exception as exc:
         raise ExplorerError(f"Could not download {reference} from the hub: {exc}") from exc
     if not (folder / required).exists():
-        raise ExplorerError(f"{reference} has no {required}; it is not an X-MOD {'adapter' if adapter else 'model'} repository.")
+        raise ExplorerError(
+            f"{reference} has no {required}; it is not an X-MOD {'adapter' if adapter else 'model'} repository."
+        )
     return LocalCopy(reference, folder, from_hub=True, revision=revision)

@@ -60,7 +60,9 @@ def _no_classifier_message(explorer: Explorer) -> str:
 def check_head(explorer: Explorer, head: object) -> ProbeHead:
     """head must be a ProbeHead trained on features of this model."""
     if not isinstance(head, ProbeHead):
-        raise ExplorerError(f"head must be a ProbeHead (from train_probe or ProbeHead.load); got {type(head).__name__}.")
+        raise ExplorerError(
+            f"head must be a ProbeHead (from train_probe or ProbeHead.load); got {type(head).__name__}."
+        )
     hidden = int(explorer.backend.model.config.hidden_size)
     if head.hidden_size != hidden or head.model != explorer.name:
         raise ExplorerError(
@@ -96,7 +98,9 @@ def classify(explorer: Explorer, text: str, languages, head: ProbeHead | None = 
         text=text,
         labels=list(labels),
         languages=codes,
-        probabilities={code: {label: float(p) for label, p in zip(labels, row)} for code, row in zip(codes, probabilities)},
+        probabilities={
+            code: {label: float(p) for label, p in zip(labels, row)} for code, row in zip(codes, probabilities)
+        },
         head="checkpoint" if head is None else head.describe(),
     )
 
@@ -131,7 +135,8 @@ def pooled_features(
     for number, start in enumerate(range(0, len(order), batch_size), start=1):
         if deadline is not None and time.monotonic() > deadline:
             raise ExplorerError(
-                f"Computing sentence features took longer than the {explorer.limits.max_train_seconds:.0f} s allowed here; "
+                f"Computing sentence features took longer than the {explorer.limits.max_train_seconds:.0f} s allowed "
+                "here; "
                 "nothing was trained. Use fewer or shorter examples."
             )
         chosen = order[start : start + batch_size]
@@ -141,12 +146,19 @@ def pooled_features(
             encoded = explorer.backend.encode_rows(input_ids, attention, codes)
             pooled = mean_pool(encoded.last.float(), _content_mask(explorer, input_ids, attention))
         out[chosen] = pooled.cpu()
-        _report(progress, span[0] + (span[1] - span[0]) * number / batches, f"Sentence features: batch {number} of {batches}")
+        _report(
+            progress,
+            span[0] + (span[1] - span[0]) * number / batches,
+            f"Sentence features: batch {number} of {batches}",
+        )
     return out
 
 
 def _rows(explorer: Explorer, examples: Sequence[Example], what: str) -> list[list[int]]:
-    return [explorer._tokenize(example.text, what=f"text in row {number} of the {what}") for number, example in enumerate(examples, start=1)]
+    return [
+        explorer._tokenize(example.text, what=f"text in row {number} of the {what}")
+        for number, example in enumerate(examples, start=1)
+    ]
 
 
 def _training_set(explorer: Explorer, examples, source_language, what: str = "training examples"):
@@ -158,14 +170,17 @@ def _training_set(explorer: Explorer, examples, source_language, what: str = "tr
             if code != source:
                 raise ExplorerError(
                     f"Row {number} of the {what} is in {code}, but training uses the source language {source}. "
-                    "Give only source-language rows (or leave the language empty); test other languages with evaluate_transfer."
+                    "Give only source-language rows (or leave the language empty); test other languages with "
+                    "evaluate_transfer."
                 )
     cap = explorer.limits.max_train_examples
     if len(items) > cap:
         raise ExplorerError(f"{len(items):,} training examples; at most {cap:,} are accepted here. Use fewer.")
     labels = sorted({example.label for example in items})
     if len(labels) < 2:
-        raise ExplorerError(f"All training examples have the label {labels[0]!r}; a classifier needs at least two labels.")
+        raise ExplorerError(
+            f"All training examples have the label {labels[0]!r}; a classifier needs at least two labels."
+        )
     explorer.backend.ensure_languages([source])
     return items, source, labels
 
@@ -194,7 +209,13 @@ def train_probe(
     rows = _rows(explorer, items, "training examples")
     _report(progress, 0.0, f"Sentence features for {len(items)} examples under {source}")
     features = pooled_features(
-        explorer, rows, [source] * len(rows), batch_size=batch_size, progress=progress, span=(0.0, 0.8), deadline=deadline
+        explorer,
+        rows,
+        [source] * len(rows),
+        batch_size=batch_size,
+        progress=progress,
+        span=(0.0, 0.8),
+        deadline=deadline,
     )
     feature_seconds = time.monotonic() - start
     mean, std = standardiser(features)
@@ -204,13 +225,21 @@ def train_probe(
         _report(progress, 0.8 + 0.2 * step / max_steps, f"Training the probe: step {step}, loss {loss:.4f}")
 
     weight, bias, losses, stopped = fit_linear_head(
-        (features - mean) / std, targets, len(labels), weight_decay=weight_decay, max_steps=max_steps, deadline=deadline, on_step=on_step
+        (features - mean) / std,
+        targets,
+        len(labels),
+        weight_decay=weight_decay,
+        max_steps=max_steps,
+        deadline=deadline,
+        on_step=on_step,
     )
     head = ProbeHead(weight, bias, mean, std, labels, source, explorer.name, FEATURE, len(items))
     seconds = time.monotonic() - start
     note = (
         f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {len(losses)} steps; the head "
-        "is usable but may not be fully trained." if stopped else ""
+        "is usable but may not be fully trained."
+        if stopped
+        else ""
     )
     _report(progress, 1.0, "Probe trained")
     return ProbeTraining(
@@ -239,7 +268,9 @@ def _test_sets(explorer: Explorer, examples, target_languages) -> dict[str, list
     else:
         for number, example in enumerate(as_examples(examples, what="test examples"), start=1):
             if example.language is None:
-                raise ExplorerError(f"Row {number} of the test examples has no language; each test row needs one (e.g. de_DE).")
+                raise ExplorerError(
+                    f"Row {number} of the test examples has no language; each test row needs one (e.g. de_DE)."
+                )
             raw.setdefault(example.language, []).append(example)
     groups: dict[str, list[Example]] = {}
     for language, rows in raw.items():
@@ -258,7 +289,9 @@ def _test_sets(explorer: Explorer, examples, target_languages) -> dict[str, list
         absent = [code for code in chosen if code not in groups]
         if absent:
             have = ", ".join(raw) or "none"
-            raise ExplorerError(f"No test examples in {', '.join(absent)} (the test set has: {have}). Choose other target languages.")
+            raise ExplorerError(
+                f"No test examples in {', '.join(absent)} (the test set has: {have}). Choose other target languages."
+            )
     if not chosen:
         raise ExplorerError("There are no test examples to evaluate on.")
     total = sum(len(groups[code]) for code in chosen)
@@ -287,7 +320,8 @@ def evaluate_transfer(
         for number, example in enumerate(rows, start=1):
             if example.label not in head.labels:
                 raise ExplorerError(
-                    f"Row {number} of the {code} test examples has the label {example.label!r}, which the head does not know "
+                    f"Row {number} of the {code} test examples has the label {example.label!r}, which the head does "
+                    "not know "
                     f"(its labels: {', '.join(head.labels)})."
                 )
     explorer.backend.ensure_languages(sorted(set(groups) | {source}, key=explorer.languages.index))
@@ -342,7 +376,9 @@ def _private_copy(explorer: Explorer, name: str) -> Explorer:
     if isinstance(backend, NativeBackend):
         runner = NativeBackend(model, backend.languages)
     else:
-        runner = AdapterBackend(model, backend.languages, backend.adapter_source, dtype=torch.float32, mlm_head=backend.mlm_head_name)
+        runner = AdapterBackend(
+            model, backend.languages, backend.adapter_source, dtype=torch.float32, mlm_head=backend.mlm_head_name
+        )
         runner.classifier_head = backend.classifier_head
         runner.task_adapter = backend.task_adapter
     runner.has_mlm = getattr(backend, "has_mlm", False)
@@ -380,7 +416,9 @@ def finetune(
         raise ExplorerError(f"steps must be a whole number of at least 1; got {steps!r}.")
     native = isinstance(explorer.backend, NativeBackend)
     if not native and explorer.backend.task_adapter is not None:
-        raise ExplorerError("This checkpoint already stacks a task adapter; the lab fine-tunes plain X-MOD checkpoints only.")
+        raise ExplorerError(
+            "This checkpoint already stacks a task adapter; the lab fine-tunes plain X-MOD checkpoints only."
+        )
     parameters = list(explorer.backend.model.parameters())
     copy_bytes = sum(p.numel() for p in parameters) * 4
     # Native: gradients and two Adam moments for the shared layers; a task adapter is small.
@@ -388,8 +426,10 @@ def finetune(
     free = free_memory_bytes(explorer.loaded.device)
     if free is not None and needed > 0.8 * free:
         raise ExplorerError(
-            f"Fine-tuning needs a private copy of the model (about {needed / 2**30:.1f} GiB with the optimizer) and only "
-            f"{free / 2**30:.1f} GiB are free here. Train the probe without fine-tuning, or use a machine with more memory."
+            f"Fine-tuning needs a private copy of the model (about {needed / 2**30:.1f} GiB with the optimizer) and "
+            "only "
+            f"{free / 2**30:.1f} GiB are free here. Train the probe without fine-tuning, or use a machine with more "
+            "memory."
         )
     torch.manual_seed(seed)
     _report(progress, 0.0, "Copying the model for this session")
@@ -399,7 +439,9 @@ def finetune(
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         model.freeze_embeddings_and_language_adapters()
-        trainable = [p for name, p in model.named_parameters() if p.requires_grad and name.startswith("roberta.encoder.")]
+        trainable = [
+            p for name, p in model.named_parameters() if p.requires_grad and name.startswith("roberta.encoder.")
+        ]
         for name, parameter in model.named_parameters():
             if not name.startswith("roberta.encoder."):
                 parameter.requires_grad_(False)  # heads and pooler: not part of this objective
@@ -423,7 +465,10 @@ def finetune(
     weight = torch.zeros(len(labels), initial.shape[1], requires_grad=True)
     bias = torch.zeros(len(labels), requires_grad=True)
     optimizer = torch.optim.AdamW(
-        [{"params": trainable, "lr": rate, "weight_decay": 0.01}, {"params": [weight, bias], "lr": 1e-2, "weight_decay": 1e-2}]
+        [
+            {"params": trainable, "lr": rate, "weight_decay": 0.01},
+            {"params": [weight, bias], "lr": 1e-2, "weight_decay": 1e-2},
+        ]
     )
     generator = torch.Generator().manual_seed(seed)
     device = tuned.loaded.device
@@ -451,9 +496,24 @@ def finetune(
         model.eval()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-    head = ProbeHead(weight.detach().cpu(), bias.detach().cpu(), mean, std, labels, source, tuned.name, FEATURE, len(items), "fine-tuned")
+    head = ProbeHead(
+        weight.detach().cpu(),
+        bias.detach().cpu(),
+        mean,
+        std,
+        labels,
+        source,
+        tuned.name,
+        FEATURE,
+        len(items),
+        "fine-tuned",
+    )
     features = pooled_features(tuned, rows, [source] * len(rows), progress=progress, span=(0.9, 1.0))
-    note = f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {len(losses)} steps." if stopped else ""
+    note = (
+        f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {len(losses)} steps."
+        if stopped
+        else ""
+    )
     return ProbeTraining(
         head=head,
         losses=losses,

@@ -182,5 +182,7 @@ def resolve_languages(
         if code not in codes:
             codes.append(code)
     if max_count is not None and len(codes) > max_count:
-        raise ExplorerError(f"At most {max_count} languages at once here; you chose {len(codes)}. Remove some and retry.")
+        raise ExplorerError(
+            f"At most {max_count} languages at once here; you chose {len(codes)}. Remove some and retry."
+        )
     return codes

@@ -82,11 +82,15 @@ def read_config(folder: Path, reference: str) -> dict:
     """config.json of an X-MOD checkpoint, or an error saying what the folder is instead."""
     path = folder / "config.json"
     if not path.exists():
-        raise ExplorerError(f"{reference} has no config.json, so it is not a model folder. Point to an X-MOD checkpoint.")
+        raise ExplorerError(
+            f"{reference} has no config.json, so it is not a model folder. Point to an X-MOD checkpoint."
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExplorerError(f"{reference}: config.json is not valid JSON ({exc}). The download may be incomplete.") from exc
+        raise ExplorerError(
+            f"{reference}: config.json is not valid JSON ({exc}). The download may be incomplete."
+        ) from exc
     if not isinstance(config, dict) or config.get("model_type") != "xmod":
         kind = config.get("model_type") if isinstance(config, dict) else None
         raise ExplorerError(
@@ -94,7 +98,9 @@ def read_config(folder: Path, reference: str) -> dict:
             "Choose an X-MOD checkpoint such as facebook/xmod-base."
         )
     if not config.get("languages"):
-        raise ExplorerError(f"{reference}: config.json lists no languages; an X-MOD checkpoint names its adapters there.")
+        raise ExplorerError(
+            f"{reference}: config.json lists no languages; an X-MOD checkpoint names its adapters there."
+        )
     return config
 
 
@@ -139,8 +145,10 @@ def _weights_error(reference: str, exc: Exception) -> ExplorerError:
             f"{reference}: the pickle weights file holds more than tensors and was refused (it could run code). "
             "Use a safetensors checkpoint."
         )
-    return ExplorerError(f"{reference}: the weights could not be read ({type(exc).__name__}: {text[:300]}). "
-                         "The file may be truncated or corrupted; download it again.")
+    return ExplorerError(
+        f"{reference}: the weights could not be read ({type(exc).__name__}: {text[:300]}). "
+        "The file may be truncated or corrupted; download it again."
+    )
 
 
 def _assign_safetensors(folder: Path, cls, languages: list[str], dtype: torch.dtype):
@@ -209,7 +217,9 @@ def _load_native(folder: Path, reference: str, config: dict, languages: list[str
         raise
     except OSError as exc:
         if "no file named" in str(exc).lower() or "does not appear to have" in str(exc).lower():
-            raise ExplorerError(f"{reference} has a config.json but no weights file (model.safetensors or pytorch_model.bin).") from exc
+            raise ExplorerError(
+                f"{reference} has a config.json but no weights file (model.safetensors or pytorch_model.bin)."
+            ) from exc
         raise _weights_error(reference, exc) from exc
     except Exception as exc:
         raise _weights_error(reference, exc) from exc
@@ -219,7 +229,9 @@ def _load_native(folder: Path, reference: str, config: dict, languages: list[str
             f"{reference}: the weights do not match its config ({len(missing)} missing, e.g. {missing[:3]}). "
             "The checkpoint may be incomplete."
         )
-    if isinstance(model, XmodForSequenceClassification) and any(k.startswith("classifier.") for k in info["missing_keys"]):
+    if isinstance(model, XmodForSequenceClassification) and any(
+        k.startswith("classifier.") for k in info["missing_keys"]
+    ):
         raise ExplorerError(
             f"{reference}: config.json names a sequence classifier, but the weights have no classifier.* tensors, "
             "so its outputs would be random. Use a fine-tuned classification checkpoint."

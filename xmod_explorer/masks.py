@@ -108,7 +108,9 @@ class MaskPrediction:
                 row = {"mask": number, "rank": rank + 1}
                 for code in self.languages:
                     guesses = slot.predictions.get(code, [])
-                    row[code] = f"{guesses[rank].token} ({guesses[rank].probability:.3f})" if rank < len(guesses) else ""
+                    row[code] = (
+                        f"{guesses[rank].token} ({guesses[rank].probability:.3f})" if rank < len(guesses) else ""
+                    )
                 rows.append(row)
         return pd.DataFrame(rows, columns=["mask", "rank", *self.languages])
 

@@ -31,7 +31,9 @@ def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figu
 def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.Figure:
     """Top-k probabilities per language for one mask: a bar panel per language, or a heatmap for many."""
     slot = prediction.masks[mask_number - 1]
-    title = f"Mask {mask_number} of {len(prediction.masks)}: top-{len(next(iter(slot.predictions.values())))} per adapter"
+    title = (
+        f"Mask {mask_number} of {len(prediction.masks)}: top-{len(next(iter(slot.predictions.values())))} per adapter"
+    )
     codes = prediction.languages
     if len(codes) > MAX_BAR_PANELS:
         tokens: list[str] = []
@@ -39,7 +41,10 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
             for guess in slot.predictions[code]:
                 if _plain(guess.token) not in tokens:
                     tokens.append(_plain(guess.token))
-        values = [[next((g.probability for g in slot.predictions[c] if _plain(g.token) == t), None) for c in codes] for t in tokens]
+        values = [
+            [next((g.probability for g in slot.predictions[c] if _plain(g.token) == t), None) for c in codes]
+            for t in tokens
+        ]
         figure = go.Figure(
             go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)
         )
@@ -47,7 +52,9 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
         return _layout(figure, title, height=max(400, 18 * len(tokens)))
     rows = math.ceil(len(codes) / COLUMNS)
     columns = min(COLUMNS, len(codes))
-    figure = make_subplots(rows=rows, cols=columns, subplot_titles=codes, horizontal_spacing=0.12, vertical_spacing=0.12)
+    figure = make_subplots(
+        rows=rows, cols=columns, subplot_titles=codes, horizontal_spacing=0.12, vertical_spacing=0.12
+    )
     for index, code in enumerate(codes):
         guesses = slot.predictions[code]
         figure.add_trace(
@@ -102,7 +109,9 @@ def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.
     for index, code in enumerate(comparison.languages):
         if code == comparison.reference:
             continue
-        figure.add_trace(go.Scatter(x=comparison.layers, y=[float(v) for v in curve[:, index]], mode="lines+markers", name=code))
+        figure.add_trace(
+            go.Scatter(x=comparison.layers, y=[float(v) for v in curve[:, index]], mode="lines+markers", name=code)
+        )
     figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
     figure.update_yaxes(title_text="similarity to " + comparison.reference)
     kind = "centred" if centred else "raw"
@@ -113,7 +122,9 @@ def token_shift_heatmap(comparison: AdapterComparison, language: str, centred: b
     """Tokens x layers: 1 - cosine between this adapter's token state and the reference adapter's."""
     index = comparison.languages.index(language)
     source = comparison.token_cosine_centred if centred else comparison.token_cosine
-    distance = [[1.0 - float(source[layer, index, t]) for layer in comparison.layers] for t in range(len(comparison.tokens))]
+    distance = [
+        [1.0 - float(source[layer, index, t]) for layer in comparison.layers] for t in range(len(comparison.tokens))
+    ]
     labels = [f"{t + 1}. {_plain(token)}" for t, token in enumerate(comparison.tokens)]
     figure = go.Figure(
         go.Heatmap(
@@ -148,19 +159,45 @@ def cka_lines(comparison: SentenceComparison) -> go.Figure:
         scores = [s for s in comparison.scores if (s.language_a, s.language_b) == (a, b)]
         layers = [s.layer for s in scores]
         name = f"{a}-{b}"
-        figure.add_trace(go.Scatter(x=layers, y=[s.cka for s in scores], name=f"{name}", mode="lines+markers", legendgroup=name), 1, 1)
         figure.add_trace(
-            go.Scatter(x=layers, y=[s.shuffled_cka for s in scores], name=f"{name} shuffled", mode="lines", line=dict(dash="dot"), legendgroup=name),
+            go.Scatter(x=layers, y=[s.cka for s in scores], name=f"{name}", mode="lines+markers", legendgroup=name),
             1,
             1,
         )
         figure.add_trace(
-            go.Scatter(x=layers, y=[s.matched_cosine for s in scores], name=f"{name} pairs", mode="lines+markers", legendgroup=name, showlegend=False),
+            go.Scatter(
+                x=layers,
+                y=[s.shuffled_cka for s in scores],
+                name=f"{name} shuffled",
+                mode="lines",
+                line=dict(dash="dot"),
+                legendgroup=name,
+            ),
+            1,
+            1,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=[s.matched_cosine for s in scores],
+                name=f"{name} pairs",
+                mode="lines+markers",
+                legendgroup=name,
+                showlegend=False,
+            ),
             1,
             2,
         )
         figure.add_trace(
-            go.Scatter(x=layers, y=[s.shuffled_cosine for s in scores], name=f"{name} shuffled", mode="lines", line=dict(dash="dot"), legendgroup=name, showlegend=False),
+            go.Scatter(
+                x=layers,
+                y=[s.shuffled_cosine for s in scores],
+                name=f"{name} shuffled",
+                mode="lines",
+                line=dict(dash="dot"),
+                legendgroup=name,
+                showlegend=False,
+            ),
             1,
             2,
         )
@@ -183,7 +220,9 @@ def classification_bars(result: Classification) -> go.Figure:
     for label in result.labels:
         values = [result.probabilities[code][label] for code in result.languages]
         figure.add_trace(
-            go.Bar(x=result.languages, y=values, name=_plain(label), text=[f"{v:.2f}" for v in values], textposition="auto")
+            go.Bar(
+                x=result.languages, y=values, name=_plain(label), text=[f"{v:.2f}" for v in values], textposition="auto"
+            )
         )
     figure.update_layout(barmode="group", legend=dict(title_text="label", orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1], title_text="probability")
@@ -201,12 +240,23 @@ def transfer_bars(result: TransferResult) -> go.Figure:
         (f"source adapter {result.source_language} (baseline)", [row.source_adapter_accuracy for row in result.rows]),
     ):
         figure.add_trace(
-            go.Bar(x=codes, y=values, name=name, text=[f"{v:.0%}" for v in values] if labelled else None, textposition="auto",
-                   hovertemplate="%{x}: %{y:.1%}<extra></extra>")
+            go.Bar(
+                x=codes,
+                y=values,
+                name=name,
+                text=[f"{v:.0%}" for v in values] if labelled else None,
+                textposition="auto",
+                hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+            )
         )
     figure.add_trace(
-        go.Scatter(x=codes, y=[row.majority_share for row in result.rows], mode="markers", name="always the majority label",
-                   marker=dict(symbol="line-ew-open", size=30, color="black", line=dict(width=3, color="black")))
+        go.Scatter(
+            x=codes,
+            y=[row.majority_share for row in result.rows],
+            mode="markers",
+            name="always the majority label",
+            marker=dict(symbol="line-ew-open", size=30, color="black", line=dict(width=3, color="black")),
+        )
     )
     figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1.05], title_text="accuracy", tickformat=".0%")
@@ -216,8 +266,12 @@ def transfer_bars(result: TransferResult) -> go.Figure:
 
 def loss_curve(training: ProbeTraining) -> go.Figure:
     """Training loss per step."""
-    figure = go.Figure(go.Scatter(x=list(range(1, len(training.losses) + 1)), y=training.losses, mode="lines+markers", name="loss"))
+    figure = go.Figure(
+        go.Scatter(x=list(range(1, len(training.losses) + 1)), y=training.losses, mode="lines+markers", name="loss")
+    )
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="cross-entropy", rangemode="tozero")
     kind = "probe" if training.explorer is None else "fine-tuning"
-    return _layout(figure, f"Training loss ({kind}, {training.examples} examples, {training.seconds:.1f} s)", height=320)
+    return _layout(
+        figure, f"Training loss ({kind}, {training.examples} examples, {training.seconds:.1f} s)", height=320
+    )

@@ -36,7 +36,11 @@ class Settings:
 
 # flag name -> (environment variable, help text)
 FLAGS = {
-    "model": ("XMOD_MODEL", "hub id, local folder, 'mini' (embedded model) or 'random'; default: facebook/xmod-base if cached or downloadable, else the embedded mini X-MOD"),
+    "model": (
+        "XMOD_MODEL",
+        "hub id, local folder, 'mini' (embedded model) or 'random'; default: facebook/xmod-base if cached or "
+        "downloadable, else the embedded mini X-MOD",
+    ),
     "backend": ("XMOD_BACKEND", "auto, transformers or adapters (default: auto, from the checkpoint)"),
     "device": ("XMOD_DEVICE", "auto, cpu, cuda or mps (default: auto)"),
     "dtype": ("XMOD_DTYPE", "auto, float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)"),
@@ -44,7 +48,11 @@ FLAGS = {
     "host": ("XMOD_HOST", "address to serve on (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
     "port": ("XMOD_PORT", "port to serve on (default 7860)"),
     "share": ("XMOD_SHARE", "also create a temporary public gradio.live link"),
-    "public": ("XMOD_PUBLIC", "public-server mode: no model loading from the UI, tight input caps, no tracebacks (on automatically when SPACE_ID is set)"),
+    "public": (
+        "XMOD_PUBLIC",
+        "public-server mode: no model loading from the UI, tight input caps, no tracebacks (on automatically when "
+        "SPACE_ID is set)",
+    ),
     "allow_finetune": ("XMOD_ALLOW_FINETUNE", "let the transfer lab also train a task adapter (slow without a GPU)"),
     "mcp": ("XMOD_MCP", "also serve the API endpoints as MCP tools (needs the mcp package)"),
 }

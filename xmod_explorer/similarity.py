@@ -94,7 +94,11 @@ def shuffled_cka(x: torch.Tensor, y: torch.Tensor, *, permutations: int = 20, se
 
 
 def _nested(tensor: torch.Tensor) -> list:
-    return [[round(float(v), 6) for v in row] for row in tensor] if tensor.dim() == 2 else [round(float(v), 6) for v in tensor]
+    return (
+        [[round(float(v), 6) for v in row] for row in tensor]
+        if tensor.dim() == 2
+        else [round(float(v), 6) for v in tensor]
+    )
 
 
 @dataclass

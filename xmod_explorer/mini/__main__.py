@@ -1,10 +1,10 @@
 """Command line for the embedded model: corpus, train, export, evaluate (+ card), examples.
 
-    python -m xmod_explorer.mini corpus --out data/corpus
-    python -m xmod_explorer.mini train --corpus data/corpus --out runs/mini --steps 2600
-    python -m xmod_explorer.mini export runs/mini assets/xmod-mini --corpus data/corpus
-    python -m xmod_explorer.mini evaluate assets/xmod-mini --corpus data/corpus
-    python -m xmod_explorer.mini examples assets/xmod-mini --corpus data/corpus
+python -m xmod_explorer.mini corpus --out data/corpus
+python -m xmod_explorer.mini train --corpus data/corpus --out runs/mini --steps 2600
+python -m xmod_explorer.mini export runs/mini assets/xmod-mini --corpus data/corpus
+python -m xmod_explorer.mini evaluate assets/xmod-mini --corpus data/corpus
+python -m xmod_explorer.mini examples assets/xmod-mini --corpus data/corpus
 """
 
 from __future__ import annotations

@@ -138,8 +138,13 @@ def _render(matrix, evaluation, manifest, settings, environment, exported, confi
     loss_by_language = " · ".join(f"{k} {v:.2f}" for k, v in last["loss_by_language"].items())
     sizes = exported.get("files_bytes", {})
     total_mb = sum(sizes.values()) / 1e6
-    wins = "yes, in every row" if summary["matching_best_in_every_row"] else (
-        "no: " + ", ".join(f"{k} text is best with {v}" for k, v in summary["rows_where_another_adapter_wins"].items())
+    wins = (
+        "yes, in every row"
+        if summary["matching_best_in_every_row"]
+        else (
+            "no: "
+            + ", ".join(f"{k} text is best with {v}" for k, v in summary["rows_where_another_adapter_wins"].items())
+        )
     )
     iso = sorted({code.split("_")[0] for code in languages})
     second = {

@@ -148,7 +148,9 @@ def is_english_fallback(
     if language not in LATIN_SCRIPT and latin_share(text) > MAX_LATIN_SHARE:
         return True
     found = words(text)
-    return bool(vocabulary) and bool(found) and sum(w in vocabulary for w in found) / len(found) >= MAX_ENGLISH_WORD_SHARE
+    return (
+        bool(vocabulary) and bool(found) and sum(w in vocabulary for w in found) / len(found) >= MAX_ENGLISH_WORD_SHARE
+    )
 
 
 def is_heldout(text: str) -> bool:
@@ -163,9 +165,7 @@ class LanguageCorpus:
 
     train: list[str] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
-    dropped: dict[str, int] = field(
-        default_factory=lambda: {"generated": 0, "short": 0, "english": 0, "duplicate": 0}
-    )
+    dropped: dict[str, int] = field(default_factory=lambda: {"generated": 0, "short": 0, "english": 0, "duplicate": 0})
     seen: set[str] = field(default_factory=set, repr=False)
     # Words of the English corpus, for spotting untranslated text in the other languages.
     english_words: set[str] = field(default_factory=set, repr=False)
@@ -266,7 +266,9 @@ def build_corpus(out: str | Path, cache: str | Path = "data/debs", languages: li
             before = len(corpus.seen)
             for source, translation in ui_strings(extra_dir):
                 add_paragraphs(corpus, [translation], language, {source})
-            sources.append({"package": UI_SUPPLEMENT[language], "version": extra_version, "paragraphs": len(corpus.seen) - before})
+            sources.append(
+                {"package": UI_SUPPLEMENT[language], "version": extra_version, "paragraphs": len(corpus.seen) - before}
+            )
         for split in ("train", "heldout"):
             lines = getattr(corpus, split)
             (out / f"{language}.{split}.txt").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

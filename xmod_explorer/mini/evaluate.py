@@ -94,7 +94,9 @@ def masked_set(
     encoded = tokenizer(list(texts), truncation=True, max_length=MAX_TOKENS)["input_ids"]
     input_ids, attention_mask = pad_rows(sorted(encoded, key=len))
     rng = np.random.default_rng(seed)
-    copies = [mask_tokens(input_ids, tokenizer.mask_token_id, rng, prob=prob, keep_and_random=False) for _ in range(rounds)]
+    copies = [
+        mask_tokens(input_ids, tokenizer.mask_token_id, rng, prob=prob, keep_and_random=False) for _ in range(rounds)
+    ]
     return MaskedSet(
         torch.cat([ids for ids, _ in copies]),
         attention_mask.repeat(rounds, 1),
@@ -122,7 +124,9 @@ def score(model: XmodForMaskedLM, data: MaskedSet, lang_id: int, batch_size: int
     return correct, nll, count
 
 
-def heldout_texts(corpus: str | Path, languages: Sequence[str], max_per_language: int, seed: int = 0) -> dict[str, list[str]]:
+def heldout_texts(
+    corpus: str | Path, languages: Sequence[str], max_per_language: int, seed: int = 0
+) -> dict[str, list[str]]:
     """A fixed random sample of each language's held-out paragraphs."""
     sample = {}
     for language in languages:
@@ -176,7 +180,9 @@ def tokenizer_stats(tokenizer: PreTrainedTokenizerBase, texts: dict[str, list[st
     return stats
 
 
-def evaluate_model(model_dir: str | Path, corpus: str | Path, *, max_per_language: int = 300, seed: int = 0) -> AdapterMatrix:
+def evaluate_model(
+    model_dir: str | Path, corpus: str | Path, *, max_per_language: int = 300, seed: int = 0
+) -> AdapterMatrix:
     """Compute the full matrix for a saved model, print it, and write <model_dir>/eval.json."""
     torch.manual_seed(seed)
     model = XmodForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -188,7 +194,12 @@ def evaluate_model(model_dir: str | Path, corpus: str | Path, *, max_per_languag
         print(matrix.to_frame("accuracy").round(1))
     print(json.dumps(summary, indent=2))
     result = {
-        "heldout_sample": {"max_per_language": max_per_language, "seed": seed, "mask_prob": 0.15, "mask_rounds": MASK_ROUNDS},
+        "heldout_sample": {
+            "max_per_language": max_per_language,
+            "seed": seed,
+            "mask_prob": 0.15,
+            "mask_rounds": MASK_ROUNDS,
+        },
         "summary": summary,
         "tokenizer_on_heldout": tokenizer_stats(tokenizer, {k: read_split(corpus, k, "heldout") for k in texts}),
         **matrix.to_dict(),

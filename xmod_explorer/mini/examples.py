@@ -68,7 +68,7 @@ def mask_candidates(tokenizer: PreTrainedTokenizerBase, text: str, language: str
         if text[start:end] != word:
             continue
         example = MaskedExample(language, text[:start] + MASK + text[end:], word)
-        expected = encoded["input_ids"][:i] + [tokenizer.mask_token_id] + encoded["input_ids"][i + 1 :]
+        expected = [*encoded["input_ids"][:i], tokenizer.mask_token_id, *encoded["input_ids"][i + 1 :]]
         if tokenizer(example.text, add_special_tokens=False)["input_ids"] == expected:
             examples.append(example)
     return examples
@@ -76,7 +76,9 @@ def mask_candidates(tokenizer: PreTrainedTokenizerBase, text: str, language: str
 
 def is_word(text: str) -> bool:
     """Letters, with any combining marks after them (Devanagari vowel signs are marks, not letters)."""
-    return bool(text) and all(unicodedata.category(ch)[0] in "LM" for ch in text) and unicodedata.category(text[0]) != "Mn"
+    return (
+        bool(text) and all(unicodedata.category(ch)[0] in "LM" for ch in text) and unicodedata.category(text[0]) != "Mn"
+    )
 
 
 def readable(text: str, language: str) -> bool:
@@ -150,13 +152,17 @@ def contrast_examples(
             word = tokenizer.convert_ids_to_tokens(alien).lstrip("▁")
             # The other adapter's choice must be a word of its own to make a point on a projector.
             if mine != alien and is_word(word) and (len(word) > 1 or language in UNSPACED):
-                note = f"{language} adapter: {tokenizer.convert_ids_to_tokens(mine).lstrip('▁')}; {other} adapter: {word}"
+                note = (
+                    f"{language} adapter: {tokenizer.convert_ids_to_tokens(mine).lstrip('▁')}; {other} adapter: {word}"
+                )
                 found.append((example, note))
                 break
     return found
 
 
-def write_examples(model_dir: str | Path, corpus: str | Path, assets: str | Path = "assets", per_language: int = 4) -> None:
+def write_examples(
+    model_dir: str | Path, corpus: str | Path, assets: str | Path = "assets", per_language: int = 4
+) -> None:
     """Write assets/mini_heldout.tsv and assets/mini_examples.tsv from the held-out split."""
     model = XmodForMaskedLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

@@ -273,7 +273,8 @@ def describe_machine(settings: TrainSettings) -> dict:
     """CPU, thread count and library versions, for the model card."""
     cpu = platform.processor() or platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
         pass

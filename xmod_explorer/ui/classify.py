@@ -16,7 +16,14 @@ import pandas as pd
 
 from xmod_explorer import plots
 from xmod_explorer.classify import ProbeHead, ProbeTraining, TransferResult
-from xmod_explorer.datasets import SENTIMENT_TARGETS, Example, read_labelled_csv, sentiment_test, sentiment_train, split_by_language
+from xmod_explorer.datasets import (
+    SENTIMENT_TARGETS,
+    Example,
+    read_labelled_csv,
+    sentiment_test,
+    sentiment_train,
+    split_by_language,
+)
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.lab import check_head
@@ -94,7 +101,9 @@ def lab_data(
     """Training rows and test rows per language, from the bundled set or the user's CSV."""
     if dataset == UPLOAD_SET:
         if not upload:
-            raise ExplorerError("Choose a CSV file to upload first (columns text,label[,language]), or pick the bundled data set.")
+            raise ExplorerError(
+                "Choose a CSV file to upload first (columns text,label[,language]), or pick the bundled data set."
+            )
         examples = read_labelled_csv(upload, explorer.limits, explorer.languages, name="The uploaded file")
         train, tests = split_by_language(examples, source)
         if not train and training:
@@ -104,7 +113,9 @@ def lab_data(
             )
         return train, tests
     if source != "en_XX" and training:
-        raise ExplorerError("The bundled training set is in English: choose en_XX as the source language, or upload a CSV.")
+        raise ExplorerError(
+            "The bundled training set is in English: choose en_XX as the source language, or upload a CSV."
+        )
     tests: dict[str, list[Example]] = {}
     for example in sentiment_test(explorer.languages):  # the held-out English set counts as a test set too
         tests.setdefault(example.language, []).append(example)
@@ -180,27 +191,40 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
                 elem_id="classify-languages",
             )
             head_choice = gr.Radio(
-                [CHECKPOINT_HEAD, SESSION_HEAD], value=CHECKPOINT_HEAD if has_head else SESSION_HEAD, label="Classify with"
+                [CHECKPOINT_HEAD, SESSION_HEAD],
+                value=CHECKPOINT_HEAD if has_head else SESSION_HEAD,
+                label="Classify with",
             )
     run = gr.Button("Classify", variant="primary", elem_id="classify-run")
     note = gr.Markdown(elem_id="classify-note")
     with gr.Row():
         probabilities = gr.Plot(label="Label probabilities per adapter", elem_id="classify-chart")
         probability_table = gr.Dataframe(
-            pd.DataFrame(columns=["language", "predicted"]), label="Probabilities", interactive=False, elem_id="classify-probabilities"
+            pd.DataFrame(columns=["language", "predicted"]),
+            label="Probabilities",
+            interactive=False,
+            elem_id="classify-probabilities",
         )
 
     gr.Markdown("### The transfer lab\n" + EXPLAIN_LAB)
     with gr.Row():
         with gr.Column():
             dataset = gr.Radio([DEFAULT_SET, UPLOAD_SET], value=DEFAULT_SET, label="Data", elem_id="classify-dataset")
-            upload = gr.File(label="CSV to train and test on", file_types=[".csv"], type="filepath", elem_id="classify-upload")
-            gr.Markdown(CSV_HELP + f" At most {settings.limits.max_train_examples:,} rows and "
-                        f"{settings.limits.max_upload_bytes / 2**20:.0f} MiB here; training stops after "
-                        f"{settings.limits.max_train_seconds:.0f} s.")
+            upload = gr.File(
+                label="CSV to train and test on", file_types=[".csv"], type="filepath", elem_id="classify-upload"
+            )
+            gr.Markdown(
+                CSV_HELP + f" At most {settings.limits.max_train_examples:,} rows and "
+                f"{settings.limits.max_upload_bytes / 2**20:.0f} MiB here; training stops after "
+                f"{settings.limits.max_train_seconds:.0f} s."
+            )
         with gr.Column():
-            source = gr.Dropdown(choices=choices, value="en_XX" if "en_XX" in explorer.languages else explorer.languages[0],
-                                 label="Source language (the adapter used in training)", elem_id="classify-source")
+            source = gr.Dropdown(
+                choices=choices,
+                value="en_XX" if "en_XX" in explorer.languages else explorer.languages[0],
+                label="Source language (the adapter used in training)",
+                elem_id="classify-source",
+            )
             targets = gr.Dropdown(
                 choices=choices,
                 value=default_targets(explorer.languages),
@@ -213,7 +237,8 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             # Offered only with --allow-finetune; the handler checks the flag again.
             finetune = gr.Checkbox(
                 value=False,
-                label="Also fine-tune (a task adapter, or the shared layers natively) on a private copy of the model: slow without a GPU",
+                label="Also fine-tune (a task adapter, or the shared layers natively) on a private copy of the model: "
+                "slow without a GPU",
                 visible=settings.allow_finetune,
                 elem_id="classify-finetune",
             )
@@ -232,11 +257,35 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     )
     with gr.Row():
         download = gr.DownloadButton("Download head (.safetensors)", visible=False, elem_id="classify-download")
-        head_file_input = gr.File(label="Load a head saved earlier", file_types=[".safetensors"], type="filepath", elem_id="classify-head-file")
+        head_file_input = gr.File(
+            label="Load a head saved earlier",
+            file_types=[".safetensors"],
+            type="filepath",
+            elem_id="classify-head-file",
+        )
     session = gr.State(LabSession())
     tab = ClassifyTab(
-        text, languages, head_choice, run, note, probabilities, probability_table, dataset, upload, source, targets,
-        finetune, train, evaluate, summary, loss, table, chart, download, head_file_input, session,
+        text,
+        languages,
+        head_choice,
+        run,
+        note,
+        probabilities,
+        probability_table,
+        dataset,
+        upload,
+        source,
+        targets,
+        finetune,
+        train,
+        evaluate,
+        summary,
+        loss,
+        table,
+        chart,
+        download,
+        head_file_input,
+        session,
     )
 
     @ui_errors
@@ -255,13 +304,17 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             tab.probability_table: result.to_frame().round(4),
         }
 
-    def evaluation(explorer: Explorer, state: LabSession, tests: dict[str, list[Example]], chosen: list[str], progress) -> LabSession:
+    def evaluation(
+        explorer: Explorer, state: LabSession, tests: dict[str, list[Example]], chosen: list[str], progress
+    ) -> LabSession:
         present = [code for code in chosen if code in tests]
         missing = [code for code in chosen if code not in tests]
         notes = [f"No test rows in {', '.join(missing)}; those languages are left out."] if missing else []
         transfer = None
         if present:
-            transfer = explorer.evaluate_transfer(state.head, {code: tests[code] for code in present}, progress=progress)
+            transfer = explorer.evaluate_transfer(
+                state.head, {code: tests[code] for code in present}, progress=progress
+            )
         else:
             notes.append("No test rows in any chosen target language, so there is nothing to evaluate.")
         return LabSession(state.head, state.training, transfer, notes)
@@ -300,7 +353,13 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         else:
             training = explorer.train_probe(train_rows, source_code, progress=step)
         trained = LabSession(training.head, training)
-        state = evaluation(training.explorer or explorer, trained, tests, codes, lambda f, desc=None: progress(0.85 + 0.15 * f, desc=desc))
+        state = evaluation(
+            training.explorer or explorer,
+            trained,
+            tests,
+            codes,
+            lambda f, desc=None: progress(0.85 + 0.15 * f, desc=desc),
+        )
         return outputs_for(state)
 
     @ui_errors

@@ -83,7 +83,9 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
     table = gr.Dataframe(label="All pairs, all layers", interactive=False, max_height=300)
     download = gr.DownloadButton("Download CSV", visible=False, size="sm")
     result = gr.State(None)
-    tab = CompareTab(text, languages, reference, run, layer, centred, heatmap, lines, token_language, tokens, table, download, result)
+    tab = CompareTab(
+        text, languages, reference, run, layer, centred, heatmap, lines, token_language, tokens, table, download, result
+    )
 
     def figures(comparison: AdapterComparison, at_layer, use_centred, token_code) -> dict:
         at_layer = min(int(at_layer), comparison.layers[-1])
@@ -121,7 +123,9 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
 
     def follow_choice(codes, reference_code):
         codes = list(codes or [])
-        return gr.Dropdown(choices=codes, value=reference_code if reference_code in codes else (codes[0] if codes else None))
+        return gr.Dropdown(
+            choices=codes, value=reference_code if reference_code in codes else (codes[0] if codes else None)
+        )
 
     inputs = [text, languages, reference, layer, centred, token_language]
     outputs = [heatmap, lines, tokens, reference, token_language, layer, table, download, result]
@@ -129,7 +133,9 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
         trigger(compare, inputs, outputs, api_visibility="private")
     languages.change(follow_choice, [languages, reference], reference, api_visibility="private")
     for control in (layer, centred, token_language):
-        control.change(redraw, [result, layer, centred, token_language], [heatmap, lines, tokens], api_visibility="private")
+        control.change(
+            redraw, [result, layer, centred, token_language], [heatmap, lines, tokens], api_visibility="private"
+        )
     # A new reference changes the numbers themselves, so it recomputes.
     reference.input(compare, inputs, outputs, api_visibility="private")
     return tab

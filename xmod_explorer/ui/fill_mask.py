@@ -45,7 +45,9 @@ def read_examples(languages: list[str]) -> list[list]:
             continue
         with open(path, encoding="utf-8", newline="") as handle:
             for record in csv.DictReader(handle, delimiter="\t"):
-                codes = [c.strip() for c in (record.get("languages") or record.get("language") or "").split(",") if c.strip()]
+                codes = [
+                    c.strip() for c in (record.get("languages") or record.get("language") or "").split(",") if c.strip()
+                ]
                 text = record.get("text", "")
                 if text and codes and all(code in languages for code in codes):
                     rows.append([text, codes])
@@ -93,7 +95,12 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     run = gr.Button("Predict", variant="primary", elem_id="fill-run")
     gr.Markdown(EXPLAIN)
     summary = gr.Markdown(elem_id="fill-summary")
-    table = gr.Dataframe(label="Predictions, one column per adapter: token (probability)", interactive=False, elem_id="fill-table", buttons=["copy", "fullscreen"])
+    table = gr.Dataframe(
+        label="Predictions, one column per adapter: token (probability)",
+        interactive=False,
+        elem_id="fill-table",
+        buttons=["copy", "fullscreen"],
+    )
     download = gr.DownloadButton("Download CSV", visible=False, size="sm")
     mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False)
     chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")

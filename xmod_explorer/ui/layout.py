@@ -79,7 +79,9 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 update[fill.text] = params["text"][: settings.limits.max_text_chars]
             if params.get("languages"):
                 try:
-                    update[fill.languages] = resolve_languages(params["languages"], holder.explorer.languages, max_count=settings.limits.max_languages)
+                    update[fill.languages] = resolve_languages(
+                        params["languages"], holder.explorer.languages, max_count=settings.limits.max_languages
+                    )
                 except ExplorerError as exc:
                     gr.Warning(f"The link's languages were not used: {exc}")
             if params.get("top_k", "").isdigit():
@@ -111,15 +113,29 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     sentences.table: default_pairs(new.languages),
                     sentences.layer: gr.Slider(maximum=info.layers, value=info.layers),
                     classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
-                    classify.source: gr.Dropdown(choices=choices, value="en_XX" if "en_XX" in new.languages else new.languages[0]),
+                    classify.source: gr.Dropdown(
+                        choices=choices, value="en_XX" if "en_XX" in new.languages else new.languages[0]
+                    ),
                     classify.targets: gr.Dropdown(choices=choices, value=default_targets(new.languages)),
                 }
 
             model.load.click(
                 load_model,
                 [model.reference, model.backend, model.device, model.dtype, model.subset],
-                [banner, model.summary, model.languages, fill.languages, compare.languages, compare.reference,
-                 compare.layer, sentences.table, sentences.layer, classify.languages, classify.source, classify.targets],
+                [
+                    banner,
+                    model.summary,
+                    model.languages,
+                    fill.languages,
+                    compare.languages,
+                    compare.reference,
+                    compare.layer,
+                    sentences.table,
+                    sentences.layer,
+                    classify.languages,
+                    classify.source,
+                    classify.targets,
+                ],
                 api_visibility="private",
                 concurrency_limit=1,
                 concurrency_id="load-model",

@@ -54,11 +54,16 @@ def summary_markdown(info: ModelInfo) -> str:
 def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
     info = holder.explorer.info()
     summary = gr.Markdown(summary_markdown(info), elem_id="model-summary")
-    languages = gr.Dataframe(info.to_frame(), label="Languages in model order (lang id = row)", interactive=False, max_height=360)
+    languages = gr.Dataframe(
+        info.to_frame(), label="Languages in model order (lang id = row)", interactive=False, max_height=360
+    )
     if not settings.can_load_models:
         gr.Markdown("Loading other models is switched off on this public server.")
         return ModelTab(summary, languages, None, None, None, None, None, None)
-    gr.Markdown("### Load another model\nA hub id (downloaded into the Hugging Face cache), a local folder, `mini` (the embedded model) or `random`.")
+    gr.Markdown(
+        "### Load another model\nA hub id (downloaded into the Hugging Face cache), a local folder, `mini` (the "
+        "embedded model) or `random`."
+    )
     with gr.Row():
         reference = gr.Textbox(label="Model", value=info.model, scale=3, elem_id="model-reference")
         backend = gr.Radio(["auto", "transformers", "adapters"], value="auto", label="Backend")

@@ -92,7 +92,12 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
             return gr.skip()
         return plots.sentence_heatmap(comparison, min(int(at_layer), comparison.layers[-1]), bool(use_centred))
 
-    run.click(compare, [table, layer, centred], [heatmap, cka, notes, scores, download, layer, result], api_visibility="private")
+    run.click(
+        compare,
+        [table, layer, centred],
+        [heatmap, cka, notes, scores, download, layer, result],
+        api_visibility="private",
+    )
     for control in (layer, centred):
         control.change(redraw, [result, layer, centred], heatmap, api_visibility="private")
     return tab

@@ -1,17 +1,20 @@
 """Run text through chosen language adapters, for either library that implements X-MOD.
 
-Both backends offer the same three operations, so the engine never asks which one it has:
+Both backends implement the ``Backend`` protocol, so the engine never asks which one it has:
 ``encode_rows`` (each row through its own adapter), ``encode_adapters`` (one text through
-several adapters) and ``mlm_logits`` (the masked-LM head on selected states only).
+several adapters), ``mlm_logits`` / ``classifier_logits`` (heads on selected states only),
+``ensure_languages`` (adapters ready in memory) and, for the transfer lab, a private trainable copy.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -25,6 +28,53 @@ class Encoded:
 
     last: torch.Tensor
     layers: tuple[torch.Tensor, ...] | None = None
+
+
+class Backend(Protocol):
+    """What the engine needs from a library that runs X-MOD."""
+
+    name: str
+    model: nn.Module
+    languages: list[str]  # every code the backend can run, in the model's order (lang id = index)
+    has_mlm: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def loaded(self) -> list[str]:
+        """Codes whose adapters are in memory now."""
+        ...
+
+    def ensure_languages(self, languages: Sequence[str]) -> None: ...
+
+    def encode_rows(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, row_languages: Sequence[str], *, all_layers=False
+    ) -> Encoded: ...
+
+    def encode_adapters(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        languages: Sequence[str],
+        *,
+        all_layers: bool = False,
+        positions: Sequence[int] | None = None,
+    ) -> Encoded: ...
+
+    def mlm_logits(self, states: torch.Tensor) -> torch.Tensor: ...
+
+    def classifier_labels(self) -> list[str] | None: ...
+
+    def classifier_logits(self, states: torch.Tensor) -> torch.Tensor: ...
+
+    def private_copy(self) -> Backend:
+        """A float32 deep copy that training may change without touching this backend's model."""
+        ...
+
+    def start_finetuning(self, task_adapter: str) -> list[nn.Parameter]:
+        """Make the paper's fine-tuning recipe's parameters trainable (all else frozen); returns them."""
+        ...
 
 
 class ReadWriteLock:
@@ -126,17 +176,36 @@ class NativeBackend:
     """transformers' XmodModel: all adapters in one checkpoint, chosen per row with lang_ids."""
 
     name = "transformers"
+    has_mlm = False
 
     def __init__(self, model: nn.Module, languages: Sequence[str]):
         self.model = model
         self.encoder = model.roberta
         self.languages = list(languages)
         self._ids = {code: index for index, code in enumerate(self.languages)}
-        self.lock = ReadWriteLock()
 
     @property
     def device(self) -> torch.device:
         return self.encoder.embeddings.word_embeddings.weight.device
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self.languages)
+
+    def private_copy(self) -> NativeBackend:
+        runner = NativeBackend(copy.deepcopy(self.model).to(dtype=torch.float32), self.languages)
+        runner.has_mlm = self.has_mlm
+        return runner
+
+    def start_finetuning(self, task_adapter: str) -> list[nn.Parameter]:
+        """The shared transformer layers train; embeddings, language adapters, heads and pooler stay frozen."""
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(True)
+        self.model.freeze_embeddings_and_language_adapters()
+        for name, parameter in self.model.named_parameters():
+            if not name.startswith("roberta.encoder."):
+                parameter.requires_grad_(False)  # heads and pooler: not part of this objective
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def ensure_languages(self, languages: Sequence[str]) -> None:
         """All adapters are in memory already; nothing to load."""
@@ -247,6 +316,7 @@ class AdapterBackend:
     """
 
     name = "adapters"
+    has_mlm = False
     classifier_head: str | None = None  # name of a classification head in model.heads
     task_adapter: str | None = None  # stacked on every language adapter: Stack(language, task)
 
@@ -274,6 +344,37 @@ class AdapterBackend:
     @property
     def loaded(self) -> list[str]:
         return [code for code in self.languages if code in self.model.adapters_config.adapters]
+
+    def private_copy(self) -> AdapterBackend:
+        with self.lock.reading():
+            model = copy.deepcopy(self.model).to(dtype=torch.float32)
+        runner = AdapterBackend(
+            model, self.languages, self.adapter_source, dtype=torch.float32, mlm_head=self.mlm_head_name
+        )
+        runner.has_mlm = self.has_mlm
+        runner.classifier_head = self.classifier_head
+        runner.task_adapter = self.task_adapter
+        return runner
+
+    def start_finetuning(self, task_adapter: str) -> list[nn.Parameter]:
+        """A new task adapter, stacked on every language adapter, is the only thing that trains."""
+        from adapters import SeqBnConfig
+
+        if self.task_adapter is not None:
+            raise ExplorerError(
+                "This checkpoint already stacks a task adapter; the lab fine-tunes plain X-MOD checkpoints only."
+            )
+        reduction = max(1, int(self.model.config.hidden_size) // 48)
+        self.model.add_adapter(task_adapter, config=SeqBnConfig(reduction_factor=reduction))
+        self.model.to(device=self.device, dtype=torch.float32)
+        self.task_adapter = task_adapter
+        marker = f".adapters.{task_adapter}."
+        trainable = []
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(marker in name)
+            if marker in name:
+                trainable.append(parameter)
+        return trainable
 
     def ensure_languages(self, languages: Sequence[str]) -> None:
         """Load the adapters of any of languages that are not in memory yet."""

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from xmod_explorer import hub
+from xmod_explorer.adapter_format import ADAPTERS_DIR, MARKER, adapter_model_from_native
 from xmod_explorer.backends import AdapterBackend, NativeBackend
-from xmod_explorer.convert import ADAPTERS_DIR, MARKER, adapter_model_from_native
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
 

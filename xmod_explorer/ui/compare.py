@@ -1,4 +1,4 @@
-"""Tab 2, Compare adapters: the same text through several adapters, layer by layer."""
+"""Compare adapters tab: the same text through several adapters, layer by layer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import gradio as gr
 from xmod_explorer import plots
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import AdapterComparison
-from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_dropdown, pick_languages, ui_errors
 
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "ja_XX", "zh_CN"]
 HOW_TO_READ = {
@@ -55,14 +55,8 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
             elem_id="compare-text",
         )
         with gr.Column(scale=2):
-            languages = gr.Dropdown(
-                choices=language_choices(explorer),
-                value=chosen,
-                multiselect=True,
-                filterable=True,
-                max_choices=settings.limits.max_languages,
-                label="Language adapters",
-                elem_id="compare-languages",
+            languages = language_dropdown(
+                explorer, settings, chosen, label="Language adapters", elem_id="compare-languages"
             )
             reference = gr.Dropdown(choices=chosen, value=chosen[0], label="Reference adapter")
     run = gr.Button("Compare", variant="primary", elem_id="compare-run")

@@ -1,4 +1,4 @@
-"""Tab 4, Model: what is loaded, and (locally) loading another model or language subset."""
+"""Model tab: what is loaded, and (locally) loading another model or language subset."""
 
 from __future__ import annotations
 

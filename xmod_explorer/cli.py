@@ -1,6 +1,9 @@
-"""Command line: python -m xmod_explorer {predict,compare,sentences,info,convert} ...
+"""Command line: `xmod-explorer` (or `python -m xmod_explorer`) serves the app; its subcommands run one analysis.
 
-Each command prints a readable table, or the same JSON the web app's API returns with --json.
+xmod-explorer [--model mini] [app flags]          serve the web app (see `xmod-explorer serve --help`)
+xmod-explorer {predict,compare,sentences,info,convert} ...
+
+Each analysis prints a readable table, or the same JSON the web app's API returns with --json.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xmod_explorer.datasets import read_pairs
 from xmod_explorer.errors import ExplorerError
 
 
@@ -30,9 +34,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+COMMANDS = ("predict", "compare", "sentences", "info", "convert")
+PROG = "xmod-explorer"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m xmod_explorer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the web app (the default when no command is given)", add_help=False)
 
     predict = commands.add_parser("predict", help="fill <mask> under several language adapters")
     predict.add_argument("text")
@@ -82,19 +91,19 @@ def _emit(args, result, table: pd.DataFrame) -> None:
             print(table.to_string(index=False))
 
 
-def _read_pairs(path: str) -> list[tuple[str, str]]:
-    separator = "\t" if path.endswith((".tsv", ".tab")) else ","
-    try:
-        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ExplorerError(f"Could not read {path}: {exc}") from exc
-    missing = {"language", "text"} - set(frame.columns)
-    if missing:
-        raise ExplorerError(f"{path} needs the columns language and text; it lacks {', '.join(sorted(missing))}.")
-    return list(zip(frame["language"], frame["text"]))
+def main(argv: list[str] | None = None) -> int:
+    """Serve the app, or run the analysis the first argument names; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        from xmod_explorer.ui.server import main as serve
+
+        serve(argv[1:] if argv and argv[0] == "serve" else argv, prog=f"{PROG} [serve]")
+        return 0
+    return run(argv)
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> int:
+    """One analysis command."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("xmod_explorer").setLevel(logging.INFO)
@@ -118,7 +127,7 @@ def run(argv: list[str] | None = None) -> int:
             table = pd.DataFrame(result.pooled_cosine[layer].numpy(), index=result.languages, columns=result.languages)
             _emit(args, result, table.reset_index(names=f"layer {layer}"))
         elif args.command == "sentences":
-            result = explorer.compare_sentences(_read_pairs(args.file))
+            result = explorer.compare_sentences(read_pairs(args.file))
             _emit(args, result, result.to_frame())
             for note in result.notes:
                 print(f"note: {note}", file=sys.stderr)
@@ -129,7 +138,3 @@ def run(argv: list[str] | None = None) -> int:
     except ExplorerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(run())

@@ -12,7 +12,9 @@ from xmod_explorer import hub
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "facebook/xmod-base"
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+_PACKAGE = Path(__file__).resolve().parent
+# Installed from a wheel the assets sit inside the package; in a checkout, beside it.
+ASSETS = _PACKAGE / "assets" if (_PACKAGE / "assets").is_dir() else _PACKAGE.parent / "assets"
 MINI_PATH = ASSETS / "xmod-mini"
 RANDOM_NOTE = "random weights, outputs are meaningless"
 

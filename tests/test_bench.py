@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench import QUICK, TARGET_TOKENS, Timing, fourteen_token_text, report
-from xmod_explorer.mini.tokenizer import train_tokenizer
+from xmod_explorer.mini.tokenizer import counted_tokenizer
 from xmod_explorer.tiny import SAMPLE_SENTENCES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_benchmark_sentence_has_exactly_fourteen_tokens_and_one_mask():
-    tokenizer = train_tokenizer(SAMPLE_SENTENCES * 3, 400)
+    tokenizer = counted_tokenizer(SAMPLE_SENTENCES * 3, 400)
     text = fourteen_token_text(tokenizer)
     ids = tokenizer(text)["input_ids"]
     assert len(ids) == TARGET_TOKENS

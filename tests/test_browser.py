@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from test_app import free_port
+from helpers import app_process
 
 from xmod_explorer.defaults import mini_available
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_FLAGS = [
     "--headless",
@@ -37,43 +32,12 @@ if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium here (apt-get install -y chromium to run the browser tests)", allow_module_level=True)
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path, limit: float = 60) -> None:
-    """Poll /gradio_api/info: the 'Running on' line comes before the server answers."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the app did not answer within {limit} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, base_dir):
-    folder = tmp_path_factory.mktemp("browser-app")
-    port = free_port()
     model = "mini" if mini_available() else str(base_dir)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_CACHE": str(folder / "hub")}
-    log = folder / "app.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", model, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process, log)
+    folder = tmp_path_factory.mktemp("browser-app")
+    with app_process(["--model", model], folder, env={"HF_HUB_CACHE": str(folder / "hub")}) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

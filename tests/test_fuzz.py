@@ -12,9 +12,9 @@ import string
 
 import pytest
 from gradio_client.exceptions import AppError
+from helpers import serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app import serve
 
 from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.languages import LANGUAGE_NAMES

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import assert_same_predictions
+from helpers import assert_same_predictions
 
 from xmod_explorer import Explorer, ExplorerError, defaults, hub
 

@@ -15,6 +15,20 @@ from helpers import LANGUAGES
 from xmod_explorer.mini.tokenizer import counted_tokenizer
 from xmod_explorer.tiny import SAMPLE_SENTENCES, TinySpec, build_random_checkpoint
 
+# Tests that need hardware or files this machine may lack run only when `-m` names their marker.
+OPT_IN = ("cuda", "real_model")
+
+
+def pytest_collection_modifyitems(config, items):
+    expression = config.getoption("markexpr") or ""
+    chosen, left_out = [], []
+    for item in items:
+        named = [marker for marker in OPT_IN if item.get_closest_marker(marker)]
+        (left_out if any(marker not in expression for marker in named) else chosen).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = chosen
+
 
 @pytest.fixture(scope="session")
 def tokenizer():

@@ -118,6 +118,7 @@ def test_flags_and_environment(tmp_path):
     assert settings.share and not settings.public
 
 
+@pytest.mark.slow
 def test_app_starts_offline_without_hf_hub_offline(tmp_path):
     """`python app.py` with no arguments, no network and an empty cache answers within 30 s."""
     port = free_port()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.bench import QUICK, TARGET_TOKENS, Timing, fourteen_token_text, report
 from xmod_explorer.mini.tokenizer import counted_tokenizer
 from xmod_explorer.tiny import SAMPLE_SENTENCES
@@ -22,6 +24,7 @@ def test_benchmark_sentence_has_exactly_fourteen_tokens_and_one_mask():
     assert ids.count(tokenizer.mask_token_id) == 1
 
 
+@pytest.mark.slow
 def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     out = tmp_path / "quick.json"
     done = subprocess.run(

@@ -24,7 +24,7 @@ LAUNCH_FLAGS = [
     "--disable-component-update",
 ]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):

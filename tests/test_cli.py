@@ -12,6 +12,8 @@ from helpers import ROOT, assert_same_predictions
 
 from xmod_explorer import Explorer
 
+pytestmark = pytest.mark.slow  # runs the app or the command line as real processes, or hundreds of inputs
+
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}

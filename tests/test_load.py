@@ -18,6 +18,8 @@ from helpers import app_process, assert_same_predictions
 
 from xmod_explorer.defaults import mini_available
 
+pytestmark = pytest.mark.slow  # runs the app or the command line as real processes, or hundreds of inputs
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 30
 REQUESTS = 10

@@ -62,11 +62,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def looks_like_hub_id(reference: str) -> bool:
-    """A string of the form owner/name that is not an existing local path."""
-    return bool(HUB_ID.match(reference)) and not Path(reference).expanduser().exists()
-
-
 @dataclass(frozen=True)
 class LocalCopy:
     """A model reference resolved to a folder on disk."""

@@ -41,7 +41,6 @@ class Loaded:
     device: torch.device
     dtype: torch.dtype
     languages: list[str]
-    checkpoint_languages: list[str]
     checkpoint_format: str
 
 
@@ -368,7 +367,6 @@ def load_backend(
         device=target,
         dtype=torch_dtype,
         languages=codes,
-        checkpoint_languages=all_codes,
         checkpoint_format=fmt,
     )
 

@@ -26,6 +26,7 @@ from xmod_explorer.ui.common import (
     gpu,
     language_dropdown,
     pick_languages,
+    text_box,
     ui_errors,
 )
 
@@ -151,13 +152,12 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     has_head = bool(explorer.info().labels)
     gr.Markdown("### Classify a text under several language adapters")
     with gr.Row():
-        text = gr.Textbox(
+        text = text_box(
+            settings,
+            "After the update the program crashes every time I print.",
             label="Text",
-            value="After the update the program crashes every time I print.",
-            lines=2,
-            scale=3,
-            max_length=settings.limits.max_text_chars,
             elem_id="classify-text",
+            scale=3,
         )
         with gr.Column(scale=2):
             languages = language_dropdown(

@@ -82,6 +82,13 @@ def language_choices(explorer: Explorer) -> list[tuple[str, str]]:
     return [(display_name(code), code) for code in explorer.languages]
 
 
+def text_box(settings: Settings, value: str, *, label: str, elem_id: str, scale: int | None = None) -> gr.Textbox:
+    """The text a tab analyses: two lines, capped at the server's character limit."""
+    return gr.Textbox(
+        label=label, value=value, lines=2, scale=scale, max_length=settings.limits.max_text_chars, elem_id=elem_id
+    )
+
+
 def language_dropdown(
     explorer: Explorer, settings: Settings, value, *, label: str, elem_id: str, multiselect: bool = True
 ) -> gr.Dropdown:

@@ -9,7 +9,7 @@ import gradio as gr
 from xmod_explorer import plots
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import AdapterComparison
-from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_dropdown, pick_languages, ui_errors
+from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_dropdown, pick_languages, text_box, ui_errors
 
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "ja_XX", "zh_CN"]
 HOW_TO_READ = {
@@ -46,13 +46,12 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
     layers = explorer.info().layers
     chosen = pick_languages(explorer, PREFERRED, count=5)
     with gr.Row():
-        text = gr.Textbox(
+        text = text_box(
+            settings,
+            "Every language adapter sees the same sentence.",
             label="Text (no mask needed)",
-            value="Every language adapter sees the same sentence.",
-            lines=2,
-            scale=3,
-            max_length=settings.limits.max_text_chars,
             elem_id="compare-text",
+            scale=3,
         )
         with gr.Column(scale=2):
             languages = language_dropdown(

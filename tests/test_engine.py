@@ -253,8 +253,9 @@ def test_paths_that_are_not_xmod_models(tmp_path, base_dir, make):
         (target / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
     if make == "broken-json":
         (target / "config.json").write_text("{not json")
-    if make in ("no-weights", "truncated"):
-        (target / "config.json").write_text((base_dir / "config.json").read_text())
+    if make in ("no-weights", "truncated"):  # a valid folder but for its weights
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (target / name).write_bytes((base_dir / name).read_bytes())
     if make == "truncated":
         data = (base_dir / "model.safetensors").read_bytes()
         (target / "model.safetensors").write_bytes(data[: len(data) // 2])

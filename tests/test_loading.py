@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import assert_same_predictions
 
-from xmod_explorer import Explorer, ExplorerError, defaults, hub
+from xmod_explorer import Explorer, ExplorerError, compat, defaults, hub
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -141,9 +141,10 @@ def _codes(folder) -> list[str]:
 def test_direct_safetensors_load_equals_from_pretrained(model_dir, languages):
     from transformers import XmodForMaskedLM
 
-    from xmod_explorer.loading import _assign_safetensors
+    from xmod_explorer.loading import _assign_weights
 
-    fast = _assign_safetensors(model_dir, XmodForMaskedLM, languages or _codes(model_dir), torch.float32)
+    config = compat.xmod_config(json.loads((model_dir / "config.json").read_text()), languages or _codes(model_dir))
+    fast = _assign_weights(model_dir, XmodForMaskedLM, config, torch.float32)
     assert fast is not None, "a single-file safetensors checkpoint should take the direct path"
     reference = XmodForMaskedLM.from_pretrained(str(model_dir), languages=languages or _codes(model_dir))
     got, expected = _parameters(fast), _parameters(reference)

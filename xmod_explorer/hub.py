@@ -10,6 +10,7 @@ next try resumes.
 
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import logging
 import os
@@ -250,7 +251,9 @@ class _Watcher:
         self.blobs = repo_folder(repo) / "blobs"
         self.callback = callback
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"progress {file}", daemon=True)
+        # The caller's context travels along: a web app's progress display is found through context variables.
+        context = contextvars.copy_context()
+        self.thread = threading.Thread(target=context.run, args=(self._run,), name=f"progress {file}", daemon=True)
         self.logged = 0.0
 
     def _partial_size(self) -> int | None:

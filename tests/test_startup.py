@@ -57,12 +57,16 @@ def preloaded(tmp_path_factory):
     return cache, published["facebook/xmod-base"]
 
 
-def start_app(cache: Path, log: Path) -> tuple[subprocess.Popen, Client]:
+def start_app(cache: Path, log: Path, args: tuple[str, ...] = (), hub_url: str | None = None):
+    """`python app.py ARGS` on cache, offline unless hub_url names a (loopback) hub; returns it and a client."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "XMOD_", "TRANSFORMERS_"))}
-    env.update({"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "XMOD_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    env.update({"HF_HUB_CACHE": str(cache), "XMOD_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+    env.update({"HF_ENDPOINT": hub_url, "HF_HUB_OFFLINE": "0"} if hub_url else {"HF_HUB_OFFLINE": "1"})
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     start = time.monotonic()
     while time.monotonic() - start < 120:
         if process.poll() is not None:
@@ -93,12 +97,53 @@ def test_app_serves_xmod_base_from_the_cache_offline_with_xlm_r_tokenizer(preloa
     finally:
         stop(process)
     reference = reference_predictions(expected.source, TEXT, 5, expected.tokenizer)
+    assert_equals_reference(got, reference, expected.languages)
+
+
+def assert_equals_reference(got: dict, reference: dict, languages: list[str]) -> None:
+    """An API answer of /predict_masks against plain transformers, per language, within 1e-5."""
     for m, slot in enumerate(got["masks"]):
-        for code in expected.languages:
+        for code in languages:
             want = reference[code][m]
             assert [g["token_id"] for g in slot["predictions"][code]] == want.indices.tolist(), code
             for guess, probability in zip(slot["predictions"][code], want.values.tolist()):
                 assert abs(guess["probability"] - probability) <= 1e-5, code
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    emulator = HubEmulator()
+    try:
+        yield emulator, publish_all(emulator, tmp_path_factory.mktemp("repos"))
+    finally:
+        emulator.close()
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "facebook/xmod-base",
+        "facebook/xmod-large-prenorm",
+        "facebook/xmod-base-13-125k",
+        "AdapterHub/xmod-base",
+        "ZurichNLP/swissbert",
+    ],
+)
+def test_app_with_model_flag_serves_each_layout_from_the_hub_then_offline(emulated, tmp_path, repo):
+    emulator, published = emulated
+    expected = published[repo]
+    text = "Der Bundesrat hat heute in <mask> über das neue Gesetz beraten." if repo.startswith("Zurich") else TEXT
+    reference = reference_predictions(expected.source, text, 5, expected.tokenizer)
+    cache = tmp_path / "cache"
+    for phase, url in (("hub", emulator.url), ("cache", None)):
+        process, client = start_app(cache, tmp_path / f"{phase}.log", ("--model", repo), hub_url=url)
+        try:
+            info = client.predict(api_name="/model_info")
+            got = client.predict(text, expected.languages, 5, api_name="/predict_masks")
+        finally:
+            stop(process)
+        assert info["model"] == repo and info["languages"] == expected.languages, phase
+        assert_equals_reference(got, reference, expected.languages)
 
 
 def broken_cache(preloaded, tmp_path: Path, fault: str) -> Path:

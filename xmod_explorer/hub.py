@@ -11,6 +11,7 @@ next try resumes.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -264,7 +265,7 @@ class _Watcher:
             return None
 
     def report(self, done: int, final: bool = False) -> None:
-        self.event = DownloadProgress(**{**self.event.__dict__, "done": done})
+        self.event = dataclasses.replace(self.event, done=done)
         now = time.monotonic()
         if final or now - self.logged >= LOG_INTERVAL_S:
             self.logged = now

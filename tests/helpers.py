@@ -25,14 +25,15 @@ LANGUAGES = ["ru_RU", "en_XX", "ja_XX", "de_DE", "fr_XX"]
 # ----- numbers: the engine against plain transformers ------------------------------------------------
 
 
-def reference_predictions(folder, text: str, top_k: int, tokenizer=None) -> dict:
+def reference_predictions(folder, text: str, top_k: int, tokenizer_folder=None) -> dict:
     """The documented way: set_default_language, full-vocabulary forward, one language at a time.
 
-    Returns {code: [topk per mask position]}; tokenizer: the folder's own when None."""
+    Returns {code: [topk per mask position]}. tokenizer_folder: where the tokenizer is, for checkpoints that ship
+    none (default: folder)."""
     from transformers import AutoTokenizer, XmodForMaskedLM
 
     model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder or folder))
     encoded = tokenizer(text, return_tensors="pt")
     positions = (encoded.input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
     result = {}
@@ -42,6 +43,21 @@ def reference_predictions(folder, text: str, top_k: int, tokenizer=None) -> dict
             probabilities = model(**encoded).logits[0].softmax(-1)
         result[code] = [probabilities[p].topk(top_k) for p in positions]
     return result
+
+
+def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor, list[int]]:
+    """Every layer's states at the text's content positions under code's adapter, and those positions."""
+    from transformers import AutoTokenizer, XmodForMaskedLM
+
+    model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model.set_default_language(code)
+    encoded = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        states = model.roberta(**encoded, output_hidden_states=True).hidden_states
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}  # <s>, </s>, padding
+    content = [i for i, t in enumerate(encoded.input_ids[0].tolist()) if t not in special]
+    return torch.stack([s[0, content] for s in states]), content
 
 
 def assert_matches_reference(prediction, reference, tolerance=1e-5) -> None:

@@ -28,13 +28,16 @@ RANKS = {
     "classify": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,
+    "compat": 0,  # every difference between transformers versions
     # where files come from, settings, tiny checkpoints, figures from result objects
     "hub": 1,
+    "checks": 1,  # config.json and tokenizer files checked before transformers sees them
     "settings": 1,
     "tiny": 1,
     "plots": 1,
     # defaults and data; the two libraries that run X-MOD; the mini model's own tools
     "defaults": 2,
+    "tokenizers": 2,
     "datasets": 2,
     "adapter_format": 2,
     "backends": 2,

@@ -22,6 +22,7 @@ from xmod_explorer import defaults
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs
 from xmod_explorer.errors import ExplorerError
+from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
 from xmod_explorer.limits import Limits
 from xmod_explorer.loading import Loaded, load_backend
@@ -65,6 +66,8 @@ class ModelInfo:
     can_fill_masks: bool
     random_weights: bool = False
     labels: list[str] = field(default_factory=list)
+    tokenizer: str = ""  # "the checkpoint's own", or the hub id of the tokenizer used instead
+    tokenizer_source: str = ""  # where it came from, in words
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,24 +134,35 @@ class Explorer:
         dtype: str = "auto",
         languages: Sequence[str] | str | None = None,
         limits: Limits | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
     ) -> Explorer:
         """Load an X-MOD checkpoint (hub id, local folder, 'mini' or 'random'; None: the default).
 
         backend: 'transformers' (native XmodForMaskedLM), 'adapters' (XmodAdapterModel with one adapter
         per language, loaded on demand) or 'auto' (from the checkpoint). languages: load only these
         adapters. device: auto/cpu/cuda/mps. dtype: auto (float16 on GPU, float32 on CPU) or a name.
-        An explicitly named model that cannot be had is an error, never silently replaced.
+        An explicitly named model that cannot be had is an error, never silently replaced; the default
+        (None) falls back to the embedded mini model whatever goes wrong with it, and says why.
+        progress receives each file's download progress (bytes done of bytes total) while files come
+        from the hub.
         """
+
+        def load(reference: str) -> Loaded:
+            return load_backend(
+                reference, backend=backend, device=device, dtype=dtype, languages=languages, progress=progress
+            )
+
         if model is None:
-            choice = defaults.resolve_default()
+            loaded, choice = defaults.load_default(load)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
         else:
             if not isinstance(model, str) or not model.strip():
                 raise ExplorerError("Name a model: a hub id such as facebook/xmod-base, a local folder, or 'mini'.")
             choice = defaults.resolve_alias(model) or defaults.ModelChoice(
                 model.strip(), f"{model.strip()} asked for by name"
             )
-        log.info("model: %s (%s)", choice.reference, choice.reason)
-        loaded = load_backend(choice.reference, backend=backend, device=device, dtype=dtype, languages=languages)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
+            loaded = load(choice.reference)
         return cls(loaded, reason=choice.reason, random_weights=choice.random_weights, limits=limits, name=choice.name)
 
     # ----- what is loaded -------------------------------------------------------------------
@@ -187,6 +201,8 @@ class Explorer:
             can_fill_masks=bool(self.backend.has_mlm),
             random_weights=self.random_weights,
             labels=list(self.backend.classifier_labels() or []),
+            tokenizer=self.loaded.tokenizer_name,
+            tokenizer_source=self.loaded.tokenizer_source,
         )
 
     # ----- input checks and encoding: the building blocks the lab and the analyses share ------

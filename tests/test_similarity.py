@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from xmod_explorer.similarity import (
-    centred_token_cosine,
     cosine_matrix,
     derangements,
     linear_cka,
@@ -90,15 +89,18 @@ def test_pooling_and_cosines():
 
 
 def test_centred_cosine_removes_a_shared_offset():
-    """A large common vector makes raw cosine ~1; the centred variant sees the differences."""
+    """A large common vector makes raw cosine ~1; subtracting it shows the differences, token by token too."""
     generator = torch.Generator().manual_seed(0)
     own = torch.randn(2, 6, 16, generator=generator)
-    states = own + 50.0
+    offset = torch.full((16,), 50.0)
+    states = own + offset
     raw = cosine_matrix(states.mean(1))
-    centred = centred_token_cosine(states)
+    centred = cosine_matrix(states.mean(1) - offset)
     assert raw[0, 1] > 0.99
     assert centred[0, 1] < 0.5
-    assert torch.allclose(centred.diagonal(), torch.ones(2, dtype=torch.float64))
-    same = centred_token_cosine(torch.stack([own[0], own[0]]))
-    assert torch.allclose(same, torch.ones(2, 2, dtype=torch.float64))
+    assert torch.allclose(centred, cosine_matrix(own.mean(1)), atol=1e-5)
+    per_token = token_cosine(states, 0, centre=offset)
+    expected = torch.nn.functional.cosine_similarity(own[1].double(), own[0].double(), dim=-1)
+    assert torch.allclose(per_token[1], expected, atol=1e-5)
     assert torch.allclose(token_cosine(states, 0)[0], torch.ones(6, dtype=torch.float64))
+    assert (token_cosine(states, 0)[1] > 0.99).all()

@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -20,7 +21,7 @@ import torch
 
 from xmod_explorer import defaults
 from xmod_explorer.classify import Classification, ProbeHead
-from xmod_explorer.datasets import as_pairs
+from xmod_explorer.datasets import as_pairs, reference_sentences
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
 from xmod_explorer.limits import Limits
@@ -28,8 +29,8 @@ from xmod_explorer.loading import Loaded, load_backend
 from xmod_explorer.masks import MaskPrediction, MaskSlot, TokenGuess, readable_token, top_k_with_entropy
 from xmod_explorer.similarity import (
     AdapterComparison,
+    Centring,
     SentenceComparison,
-    centred_token_cosine,
     cosine_matrix,
     language_pair_scores,
     mean_pool,
@@ -121,6 +122,8 @@ class Explorer:
         # Structural tokens are left out of pooling and token views; <unk> and <mask> stand for text and stay.
         structural = ("bos_token_id", "eos_token_id", "pad_token_id", "cls_token_id", "sep_token_id")
         self._special_ids = {getattr(self.tokenizer, name) for name in structural} - {None}
+        self._centring: Centring | None = None
+        self._centring_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -262,6 +265,31 @@ class Explorer:
             on_batch(total, total)
         return out
 
+    def _pooled_layers(self, token_rows: Sequence[Sequence[int]], row_languages: Sequence[str]) -> torch.Tensor:
+        """One forward pass, each row under its own language's adapter: every layer's sentence vectors
+        (mean over the text's tokens), (layers + 1, rows, hidden) float32 on the CPU."""
+        input_ids, attention = self.pad(token_rows)
+        keep = content_mask(input_ids, attention, self._special_ids)
+        with torch.inference_mode():
+            encoded = self.backend.encode_rows(input_ids, attention, list(row_languages), all_layers=True)
+            return torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
+
+    def centring(self) -> Centring:
+        """The mean sentence vector per layer that every centred cosine subtracts: computed once per loaded model
+        (on first use, thread-safe) from the shipped parallel sentences in this model's languages, each through
+        its own language's adapter, so centred values never depend on what a request selects."""
+        if self._centring is None:
+            with self._centring_lock:
+                if self._centring is None:
+                    pairs = reference_sentences(self.languages)
+                    codes = [code for code, _ in pairs]
+                    rows = [self.tokenize(text, what="reference sentence") for _, text in pairs]
+                    self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
+                    pooled = self._pooled_layers(rows, codes)
+                    languages = sorted(set(codes), key=codes.index)
+                    self._centring = Centring(pooled.double().mean(1), languages, len(rows))
+        return self._centring
+
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
         if not isinstance(head, ProbeHead):
@@ -358,10 +386,14 @@ class Explorer:
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
         ref = codes.index(reference)
-        pooled = torch.stack([cosine_matrix(layer.mean(1)) for layer in layers])
-        centred = torch.stack([centred_token_cosine(layer) for layer in layers])
+        centring = self.centring()
+        vectors = layers.mean(2)  # (L+1, k, h) sentence vectors
+        pooled = torch.stack([cosine_matrix(layer) for layer in vectors])
+        centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(vectors, centring.means)])
         per_token = torch.stack([token_cosine(layer, ref) for layer in layers])
-        per_token_centred = torch.stack([token_cosine(layer, ref, centred=True) for layer in layers])
+        per_token_centred = torch.stack(
+            [token_cosine(layer, ref, centre=mean) for layer, mean in zip(layers, centring.means)]
+        )
         tokens = [readable_token(self.tokenizer, ids[i]) for i in content]
         return AdapterComparison(
             model=self.name,
@@ -373,6 +405,7 @@ class Explorer:
             centred_cosine=centred,
             token_cosine=per_token,
             token_cosine_centred=per_token_centred,
+            centring=centring,
         )
 
     @_guard_device_memory
@@ -394,17 +427,11 @@ class Explorer:
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        input_ids, attention = self.pad(token_rows)
-        keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode():
-            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=True)
-            pooled = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()  # (L+1, n, h)
+        pooled = self._pooled_layers(token_rows, codes)  # (L+1, n, h)
+        centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
-        centred = torch.stack([cosine_matrix(layer - layer.mean(0, keepdim=True)) for layer in pooled])
-        notes = []
-        if len(rows) < 3:
-            notes.append("With two sentences the centred cosine is always -1; add more rows for it to mean anything.")
-        scores, size, more = language_pair_scores(pooled, codes, permutations=permutations)
+        centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])
+        scores, size, notes = language_pair_scores(pooled, codes, permutations=permutations)
         return SentenceComparison(
             model=self.name,
             pairs=[(code, str(text)) for code, (_, text) in zip(codes, rows)],
@@ -412,7 +439,8 @@ class Explorer:
             centred_cosine=centred,
             parallel_size=size,
             scores=scores,
-            notes=notes + more,
+            notes=notes,
+            centring=centring,
         )
 
     # ----- classification -----------------------------------------------------------------------

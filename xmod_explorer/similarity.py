@@ -31,21 +31,44 @@ def cross_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.double(), dim=-1) @ torch.nn.functional.normalize(y.double(), dim=-1).T
 
 
-def centred_token_cosine(states: torch.Tensor) -> torch.Tensor:
-    """(adapters, tokens, hidden) -> (adapters, adapters): per-token cosine after removing the mean
-    state of all tokens under all adapters, averaged over tokens."""
-    centred = states.double() - states.double().mean(dim=(0, 1), keepdim=True)
-    unit = torch.nn.functional.normalize(centred, dim=-1)  # (k, t, h)
-    return torch.einsum("ath,bth->ab", unit, unit) / states.shape[1]
+def token_cosine(states: torch.Tensor, reference: int, *, centre: torch.Tensor | None = None) -> torch.Tensor:
+    """(adapters, tokens, hidden) -> (adapters, tokens): each token's cosine to the reference adapter's.
 
-
-def token_cosine(states: torch.Tensor, reference: int, *, centred: bool = False) -> torch.Tensor:
-    """(adapters, tokens, hidden) -> (adapters, tokens): each token's cosine to the reference adapter's."""
+    centre: a (hidden,) vector subtracted from every state first (the centred variant)."""
     values = states.double()
-    if centred:
-        values = values - values.mean(dim=(0, 1), keepdim=True)
+    if centre is not None:
+        values = values - centre.double()
     unit = torch.nn.functional.normalize(values, dim=-1)
     return (unit * unit[reference : reference + 1]).sum(-1)
+
+
+@dataclass
+class Centring:
+    """What every centred cosine subtracts: one mean sentence vector per layer, a property of the loaded model.
+
+    It is the mean over a fixed reference set (the shipped parallel sentences in the languages the model
+    has, each through its own language's adapter) of the sentence vectors (mean over each text's tokens),
+    so a centred value never depends on which other adapters or sentences a request chooses.
+    """
+
+    means: torch.Tensor  # (layers + 1, hidden) float64
+    languages: list[str]
+    sentences: int
+    source: str = "assets/examples/parallel.tsv"
+
+    def describe(self) -> str:
+        return (
+            f"the mean sentence vector of {self.sentences} reference sentences ({self.source}, in "
+            f"{', '.join(self.languages)}, each through its own language's adapter), one per layer"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "subtracted": "mean sentence vector per layer, computed once per loaded model",
+            "source": self.source,
+            "languages": list(self.languages),
+            "sentences": self.sentences,
+        }
 
 
 def _hsic_unbiased(gram_x: torch.Tensor, gram_y: torch.Tensor) -> torch.Tensor:
@@ -176,9 +199,10 @@ class AdapterComparison:
     reference: str
     tokens: list[str]
     pooled_cosine: torch.Tensor  # (layers, k, k) cosine of mean-pooled states
-    centred_cosine: torch.Tensor  # (layers, k, k) per-token centred cosine, averaged over tokens
+    centred_cosine: torch.Tensor  # (layers, k, k) the same after subtracting the model's centring vector
     token_cosine: torch.Tensor  # (layers, k, tokens) raw cosine to the reference adapter
-    token_cosine_centred: torch.Tensor  # (layers, k, tokens)
+    token_cosine_centred: torch.Tensor  # (layers, k, tokens) the same after subtracting the centring vector
+    centring: Centring | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -201,6 +225,7 @@ class AdapterComparison:
             "centred_cosine": [_nested(m) for m in self.centred_cosine],
             "token_cosine_to_reference": [_nested(m) for m in self.token_cosine],
             "token_cosine_to_reference_centred": [_nested(m) for m in self.token_cosine_centred],
+            "centring": self.centring.to_dict() if self.centring is not None else None,
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -243,10 +268,11 @@ class SentenceComparison:
     model: str
     pairs: list[tuple[str, str]]
     pooled_cosine: torch.Tensor  # (layers, n, n)
-    centred_cosine: torch.Tensor  # (layers, n, n) after removing the mean over the n sentences
+    centred_cosine: torch.Tensor  # (layers, n, n) after subtracting the model's centring vector
     parallel_size: int  # sentences per language when the set is parallel, else 0
     scores: list[LanguagePairScore] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    centring: Centring | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -272,6 +298,7 @@ class SentenceComparison:
             "parallel_size": self.parallel_size,
             "scores": [score.to_dict() for score in self.scores],
             "notes": list(self.notes),
+            "centring": self.centring.to_dict() if self.centring is not None else None,
         }
 
     def to_frame(self) -> pd.DataFrame:

@@ -8,12 +8,11 @@ import gradio as gr
 import pandas as pd
 
 from xmod_explorer import plots
-from xmod_explorer.defaults import ASSETS
+from xmod_explorer.datasets import PARALLEL_SET
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import SentenceComparison
 from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, ui_errors
 
-PARALLEL_FILE = ASSETS / "examples" / "parallel.tsv"
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "es_XX", "ja_XX"]
 EXPLAIN = (
     "Write sentences in several languages; each runs through **its own** language adapter. For a parallel set "
@@ -39,7 +38,7 @@ class SentencesTab:
 
 def default_pairs(languages: list[str], count: int = 4) -> pd.DataFrame:
     """The project's parallel example set, limited to languages the model has."""
-    frame = pd.read_csv(PARALLEL_FILE, sep="\t", dtype=str)
+    frame = pd.read_csv(PARALLEL_SET, sep="\t", dtype=str)
     chosen = [code for code in PREFERRED if code in languages][:count]
     return frame[frame.language.isin(chosen)].reset_index(drop=True)
 
@@ -60,7 +59,9 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     run = gr.Button("Compare sentences", variant="primary", elem_id="sentences-run")
     with gr.Row():
         layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)")
-        centred = gr.Checkbox(value=False, label="Centred cosine (subtract the mean sentence vector)")
+        centred = gr.Checkbox(
+            value=False, label="Centred cosine (subtract the model's mean sentence vector, as in Compare adapters)"
+        )
     with gr.Row():
         heatmap = gr.Plot(label="Sentence similarity at one layer", elem_id="sentences-heatmap")
         cka = gr.Plot(label="Translations vs shuffled pairs, per layer", elem_id="sentences-cka")

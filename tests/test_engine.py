@@ -172,6 +172,24 @@ def test_compare_sentences_without_parallel_structure_explains_cka(base_dir):
     assert any("parallel" in note for note in result.notes)
 
 
+def test_compare_sentences_reports_permutation_tests(base_dir):
+    explorer = Explorer.from_pretrained(str(base_dir))
+    result = explorer.compare_sentences(PARALLEL)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["permutations"] == 24 and data["exact_test"] is True  # 4 sentences per language: all 4! pairings
+    fields = {"cka_p_value", "cka_null_low", "cka_null_high", "cosine_p_value", "cosine_null_low", "cosine_null_high"}
+    assert all(fields <= set(score) for score in data["scores"])
+    assert fields <= set(result.to_frame().columns)
+    for score in result.scores:
+        assert 1 / 24 <= score.cka_p_value <= 1 and 1 / 24 <= score.cosine_p_value <= 1
+        assert score.cka_null_low <= score.shuffled_cka <= score.cka_null_high
+        assert score.cosine_null_low <= score.shuffled_cosine <= score.cosine_null_high
+    assert any("4 sentences per language" in note and "0.042" in note for note in result.notes)
+    assert result.to_dict() == explorer.compare_sentences(PARALLEL).to_dict()  # seeded: the same every time
+    with pytest.raises(ExplorerError, match="permutations must be a whole number from 1,000"):
+        explorer.compare_sentences(PARALLEL, permutations=20)
+
+
 @pytest.mark.parametrize("backend", ["transformers", "adapters"])
 def test_centred_values_do_not_depend_on_what_else_is_selected(base_dir, backend):
     """A pair's centred cosine is a property of the pair and the model, not of the other adapters or sentences."""

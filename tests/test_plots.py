@@ -50,7 +50,15 @@ def test_sentence_figures(explorer):
     figure = plots.sentence_heatmap(result, 1)
     assert list(figure.data[0].x) == result.labels
     cka = plots.cka_lines(result)
-    assert len(cka.data) == 4
+    assert len(cka.data) == 4  # per panel: the null band and the statistic
+    band, line = cka.data[0], cka.data[1]
+    scores = result.scores
+    assert list(band.y) == [s.cka_null_high for s in scores] + [s.cka_null_low for s in scores][::-1]
+    assert list(line.y) == [s.cka for s in scores]
+    assert [row[0] for row in line.customdata] == [s.cka_p_value for s in scores]
+    assert list(line.marker.symbol) == ["circle" if s.cka_p_value < 0.05 else "circle-open" for s in scores]
+    cosine_band = cka.data[2]
+    assert list(cosine_band.y)[: len(scores)] == [s.cosine_null_high for s in scores]
 
 
 def test_classification_and_transfer_figures(explorer):

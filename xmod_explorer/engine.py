@@ -36,11 +36,14 @@ from xmod_explorer.similarity import (
     mean_pool,
     token_cosine,
 )
+from xmod_explorer.stats import PERMUTATIONS
 from xmod_explorer.tokens import content_mask, pad_rows
 
 log = logging.getLogger(__name__)
 
 # Users write the mask in several ways; all mean the tokenizer's own mask token.
+# The most pairings one Across-languages request may test (memory and time grow with it).
+MAX_PERMUTATIONS = 100_000
 MASK_SPELLINGS = re.compile(r"<\s*mask\s*>|\[\s*mask\s*\]", re.IGNORECASE)
 
 
@@ -409,9 +412,22 @@ class Explorer:
         )
 
     @_guard_device_memory
-    def compare_sentences(self, pairs: Sequence[tuple[str, str]], *, permutations: int = 20) -> SentenceComparison:
+    def compare_sentences(
+        self, pairs: Sequence[tuple[str, str]], *, permutations: int = PERMUTATIONS, seed: int = 0
+    ) -> SentenceComparison:
         """Each sentence through its own language's adapter; cosine per layer, and for parallel sets
-        (same count per language, i-th sentences translations of each other) CKA with shuffled baselines."""
+        (same count per language, i-th sentences translations of each other) CKA and translation-pair
+        cosine per layer and language pair, each with a permutation p-value and null band: every pairing
+        when there are at most `permutations`, else that many random ones drawn with `seed`."""
+        if (
+            not isinstance(permutations, int)
+            or isinstance(permutations, bool)
+            or not PERMUTATIONS <= permutations <= MAX_PERMUTATIONS
+        ):
+            raise ExplorerError(
+                f"permutations must be a whole number from {PERMUTATIONS:,} to {MAX_PERMUTATIONS:,}; "
+                f"got {permutations!r}."
+            )
         rows = as_pairs(pairs)
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
@@ -431,7 +447,7 @@ class Explorer:
         centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
         centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])
-        scores, size, notes = language_pair_scores(pooled, codes, permutations=permutations)
+        scores, size, notes, plan = language_pair_scores(pooled, codes, permutations=permutations, seed=int(seed))
         return SentenceComparison(
             model=self.name,
             pairs=[(code, str(text)) for code, (_, text) in zip(codes, rows)],
@@ -441,6 +457,8 @@ class Explorer:
             scores=scores,
             notes=notes,
             centring=centring,
+            permutations=plan.count if plan is not None else 0,
+            exact_test=plan is not None and plan.exact,
         )
 
     # ----- classification -----------------------------------------------------------------------

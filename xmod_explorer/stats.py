@@ -76,21 +76,35 @@ def permutation_p_value(observed: float, null: torch.Tensor, exact: bool) -> flo
     Otherwise null is a random sample and p = (hits + 1) / (count + 1), which never falls below the
     test's true level (the observed pairing counts as one of the permutations).
     """
-    if not math.isfinite(observed) or null.numel() == 0:
+    if null.numel() == 0:
         return math.nan
+    return float(permutation_p_values(torch.tensor(float(observed), dtype=torch.float64), null.double(), exact))
+
+
+def permutation_p_values(observed: torch.Tensor, null: torch.Tensor, exact: bool) -> torch.Tensor:
+    """permutation_p_value for many statistics at once: observed (...), null (..., count) -> (...); nan stays nan."""
+    observed = observed.double()
     # Permutations that give the same value up to rounding must count as reaching it.
-    slack = 100 * torch.finfo(torch.float64).eps * abs(observed)
-    hits = int((null.double() >= observed - slack).sum())
-    return hits / null.numel() if exact else (hits + 1) / (null.numel() + 1)
+    slack = 100 * torch.finfo(torch.float64).eps * observed.abs()
+    hits = (null.double() >= (observed - slack).unsqueeze(-1)).sum(-1).double()
+    count = null.shape[-1]
+    p = hits / count if exact else (hits + 1) / (count + 1)
+    return torch.where(torch.isfinite(observed), p, torch.full_like(p, math.nan))
 
 
 def null_interval(null: torch.Tensor, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The central interval holding `confidence` of the permutation null (quantiles, linear interpolation)."""
     if null.numel() == 0:
         return (math.nan, math.nan)
+    low, high = null_intervals(null.double(), confidence)
+    return (float(low), float(high))
+
+
+def null_intervals(null: torch.Tensor, confidence: float = CONFIDENCE) -> tuple[torch.Tensor, torch.Tensor]:
+    """null_interval for many nulls at once: (..., count) -> two tensors (...)."""
     tails = torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64)
-    low, high = torch.quantile(null.double(), tails).tolist()
-    return (low, high)
+    low, high = torch.quantile(null.double(), tails, dim=-1)
+    return low, high
 
 
 def smallest_p_value(n: int, count: int = PERMUTATIONS) -> float:

@@ -78,11 +78,15 @@ def test_classification_and_transfer_figures(explorer):
         "m",
         "en_XX",
         ["bad", "good"],
-        [TransferRow("de_DE", 10, 0.8, 0.6, 0.5), TransferRow("ja_XX", 12, 0.7, 0.4, 0.5)],
+        [TransferRow("de_DE", 10, 8, 6, 3, 1, 0.5), TransferRow("ja_XX", 12, 9, 6, 4, 1, 0.5)],
     )
     grouped = plots.transfer_bars(transfer)
-    assert list(grouped.data[0].y) == [0.8, 0.7] and list(grouped.data[1].y) == [0.6, 0.4]
+    assert list(grouped.data[0].y) == [0.8, 0.75] and list(grouped.data[1].y) == [0.6, 0.5]
     assert list(grouped.data[2].y) == [0.5, 0.5] and "en_XX" in grouped.data[1].name
+    low, high = transfer.rows[1].target_adapter_ci  # whiskers reach the Wilson interval
+    assert grouped.data[0].error_y.array[1] == pytest.approx(high - 0.75)
+    assert grouped.data[0].error_y.arrayminus[1] == pytest.approx(0.75 - low)
+    assert f"de_DE p = {transfer.rows[0].gap_p_value:.2f}" in grouped.layout.title.text
     training = lab.train_probe(explorer, [("choose two", "a"), ("compare the model", "b")] * 3, "en_XX", max_steps=5)
     curve = plots.loss_curve(training)
     assert list(curve.data[0].y) == training.losses

@@ -254,9 +254,17 @@ def transfer_bars(result: TransferResult) -> go.Figure:
     codes = result.languages
     labelled = len(codes) <= 4  # wider bars have room for their value
     figure = go.Figure()
-    for name, values in (
-        ("target language's adapter (X-MOD)", [row.target_adapter_accuracy for row in result.rows]),
-        (f"source adapter {result.source_language} (baseline)", [row.source_adapter_accuracy for row in result.rows]),
+    for name, values, intervals in (
+        (
+            "target language's adapter (X-MOD)",
+            [row.target_adapter_accuracy for row in result.rows],
+            [row.target_adapter_ci for row in result.rows],
+        ),
+        (
+            f"source adapter {result.source_language} (baseline)",
+            [row.source_adapter_accuracy for row in result.rows],
+            [row.source_adapter_ci for row in result.rows],
+        ),
     ):
         figure.add_trace(
             go.Bar(
@@ -264,8 +272,18 @@ def transfer_bars(result: TransferResult) -> go.Figure:
                 y=values,
                 name=name,
                 text=[f"{v:.0%}" for v in values] if labelled else None,
-                textposition="auto",
-                hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+                textposition="inside",
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[high - value for value, (_, high) in zip(values, intervals)],
+                    arrayminus=[value - low for value, (low, _) in zip(values, intervals)],
+                    color="#444",
+                    thickness=1.5,
+                ),
+                customdata=intervals,
+                hovertemplate="%{x}: %{y:.1%} (95 % interval %{customdata[0]:.1%} to %{customdata[1]:.1%})"
+                "<extra></extra>",
             )
         )
     figure.add_trace(
@@ -280,7 +298,12 @@ def transfer_bars(result: TransferResult) -> go.Figure:
     figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1.05], title_text="accuracy", tickformat=".0%")
     figure.update_xaxes(title_text="target language")
-    return _layout(figure, f"Zero-shot transfer from {result.source_language}: accuracy per language")
+    gaps = ", ".join(f"{row.language} p = {row.gap_p_value:.2f}" for row in result.target_rows)
+    return _layout(
+        figure,
+        f"Zero-shot transfer from {result.source_language}: accuracy per language with 95 % intervals"
+        + (f"<br><sup>gap, exact McNemar: {gaps}</sup>" if gaps else ""),
+    )
 
 
 def loss_curve(training: ProbeTraining) -> go.Figure:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from xmod_explorer.defaults import MINI_NOTE, is_mini
 from xmod_explorer.engine import Explorer, ModelInfo
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui.common import ModelHolder, escape
@@ -24,10 +25,11 @@ class ModelTab:
 
 
 def banner_markdown(info: ModelInfo) -> str:
-    """One line, always visible at the top: which model, and why."""
+    """Always visible at the top: which model, and why; for the embedded mini model, what it was trained on."""
     if info.random_weights:
         return f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
-    return f"Model: **{escape(info.model)}** ({escape(info.reason)})."
+    line = f"Model: **{escape(info.model)}** ({escape(info.reason)})."
+    return f"{line} {MINI_NOTE}" if is_mini(info.folder) else line  # our own words: nothing to escape
 
 
 def summary_markdown(info: ModelInfo) -> str:

@@ -38,14 +38,15 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
     )
     codes = prediction.languages
     if len(codes) > MAX_BAR_PANELS:
-        tokens: list[str] = []
+        # One row per vocabulary id: pieces that read alike stay apart (their labels then show the id).
+        texts: dict[int, str] = {}
         for code in codes:
             for guess in slot.predictions[code]:
-                if _plain(guess.token) not in tokens:
-                    tokens.append(_plain(guess.token))
+                texts.setdefault(guess.token_id, _plain(guess.token))
+        spelled = list(texts.values())
+        tokens = [text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()]
         values = [
-            [next((g.probability for g in slot.predictions[c] if _plain(g.token) == t), None) for c in codes]
-            for t in tokens
+            [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes] for i in texts
         ]
         figure = go.Figure(
             go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from helpers import LANGUAGES
+from helpers import LANGUAGES, ROOT
 from transformers import AutoTokenizer, XmodForSequenceClassification, XmodModel
 
 from xmod_explorer import Explorer, ExplorerError, lab
@@ -62,6 +62,38 @@ def task_adapter_dir(tmp_path_factory, classifier_converted_dir):
                 parameter.add_(torch.randn_like(parameter) * 0.3)
     model.save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+def test_converted_adapters_and_heads_load_with_the_adapters_librarys_plain_calls(
+    classifier_dir, classifier_converted_dir
+):
+    """The README's block, run as written (only the folder filled in), against XmodForSequenceClassification."""
+    import re
+
+    from adapters import AutoAdapterModel
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [code for code in re.findall(r"```python\n(.+?)```", readme, flags=re.S) if "load_head(" in code]
+    line = next(line for line in block.splitlines() if line.startswith("folder = "))
+    namespace: dict = {}
+    with torch.no_grad():
+        exec(block.replace(line, f"folder = {str(classifier_converted_dir)!r}"), namespace)
+    expected = reference_probabilities(classifier_dir, "Das Programm stürzt ab.")
+    torch.testing.assert_close(namespace["probabilities"][0], expected["de_DE"], atol=1e-5, rtol=0)
+    assert (expected["de_DE"] - expected["ja_XX"]).abs().max() > 1e-3  # the adapter that was loaded matters
+    # The head folder alone restores the head: drop the one saved inside the model, then load it back.
+    model = AutoAdapterModel.from_pretrained(str(classifier_converted_dir)).eval()
+    model.delete_head("classification")
+    model.load_adapter(str(classifier_converted_dir / "adapters" / "ja_XX"), set_active=True)
+    model.load_head(str(classifier_converted_dir / "heads" / "classification"))
+    encoded = AutoTokenizer.from_pretrained(str(classifier_converted_dir))(
+        "Das Programm stürzt ab.", return_tensors="pt"
+    )
+    with torch.no_grad():
+        got = model(**encoded).logits.softmax(-1)[0]
+    torch.testing.assert_close(got, expected["ja_XX"], atol=1e-5, rtol=0)
+    record = json.loads((classifier_converted_dir / "xmod_explorer.json").read_text())
+    assert "pooler" in record and "random" in record["pooler"]
 
 
 def reference_probabilities(folder, text: str) -> dict[str, torch.Tensor]:

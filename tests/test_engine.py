@@ -188,6 +188,8 @@ def test_compare_sentences_reports_permutation_tests(base_dir):
     assert result.to_dict() == explorer.compare_sentences(PARALLEL).to_dict()  # seeded: the same every time
     with pytest.raises(ExplorerError, match="permutations must be a whole number from 1,000"):
         explorer.compare_sentences(PARALLEL, permutations=20)
+    with pytest.raises(ExplorerError, match="seed must be a whole number"):
+        explorer.compare_sentences(PARALLEL, seed="one")
 
 
 @pytest.mark.parametrize("backend", ["transformers", "adapters"])

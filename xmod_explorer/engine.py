@@ -428,6 +428,8 @@ class Explorer:
                 f"permutations must be a whole number from {PERMUTATIONS:,} to {MAX_PERMUTATIONS:,}; "
                 f"got {permutations!r}."
             )
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ExplorerError(f"seed must be a whole number of 0 or more; got {seed!r}.")
         rows = as_pairs(pairs)
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
@@ -447,7 +449,7 @@ class Explorer:
         centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
         centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])
-        scores, size, notes, plan = language_pair_scores(pooled, codes, permutations=permutations, seed=int(seed))
+        scores, size, notes, plan = language_pair_scores(pooled, codes, permutations=permutations, seed=seed)
         return SentenceComparison(
             model=self.name,
             pairs=[(code, str(text)) for code, (_, text) in zip(codes, rows)],

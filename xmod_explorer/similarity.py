@@ -166,6 +166,8 @@ def paired_tests(vectors: torch.Tensor, pairs: Sequence[tuple[int, int]], orders
     if debiased:  # the unbiased HSIC estimator (Song et al., 2012) works on Gram matrices with zeroed diagonals
         grams.diagonal(dim1=-2, dim2=-1).zero_()
     row_sums = grams.sum(-1)  # (layers, groups, n)
+    totals = row_sums.sum(-1)  # (layers, groups)
+    middle = (totals[:, a] * totals[:, b] / ((n - 1) * (n - 2)))[..., None]  # the debiased estimator's constant term
     # Gram matrices are symmetric: tr(K L) = sum of K * L over the upper triangle, off-diagonal cells twice.
     rows, cols = torch.triu_indices(n, n, offset=1 if debiased else 0)
     weighted = grams[:, :, rows, cols] * torch.where(rows == cols, 1.0, 2.0).double()  # (layers, groups, cells)
@@ -184,14 +186,11 @@ def paired_tests(vectors: torch.Tensor, pairs: Sequence[tuple[int, int]], orders
             if debiased:
                 moved = row_sums[:, :, chunk].reshape(layers, groups * len(chunk), n).transpose(1, 2)
                 cross = torch.bmm(row_sums, moved).view(layers, groups, groups, len(chunk))[:, a, b]
-                totals = row_sums.sum(-1)
-                middle = (totals[:, a] * totals[:, b] / ((n - 1) * (n - 2)))[..., None]
                 value = (value + middle - cross * 2 / (n - 2)) / (n * (n - 3))
             chunks.append(value)
         return torch.cat(chunks, dim=-1)
 
     if debiased:
-        totals = row_sums.sum(-1)
         own = (grams * grams).sum((-1, -2)) + totals**2 / ((n - 1) * (n - 2)) - 2 / (n - 2) * (row_sums**2).sum(-1)
         own = own / (n * (n - 3))
         denominator = (own[:, a] * own[:, b]).clamp_min(0).sqrt()

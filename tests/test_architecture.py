@@ -25,6 +25,7 @@ RANKS = {
     "tokens": 0,
     "masks": 0,
     "similarity": 0,
+    "stats": 0,
     "classify": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,

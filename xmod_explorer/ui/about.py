@@ -30,9 +30,11 @@ Two consequences make X-MOD interesting to look at:
   languages often agree; an adapter of an unrelated language tends to pull the prediction towards its own language.
 * **Compare adapters**: the hidden states of one sentence under several adapters, layer by layer. Layer 0 is the
   embedding output before any adapter, so every adapter agrees there (similarity 1): a built-in sanity check.
-  Raw cosine between transformer states is always high; the centred variant removes the part shared by all tokens.
-* **Across languages**: translations, each through its own adapter. Compare translation pairs with mismatched pairs
-  (the shuffled baseline): the gap, not the raw number, tells you how language-neutral a layer is.
+  Raw cosine between transformer states is always high; the centred variant first subtracts the model's mean
+  sentence vector (one fixed vector per layer), so a pair's value never depends on what else you chose.
+* **Across languages**: translations, each through its own adapter. Compare translation pairs with random
+  re-pairings of the same sentences (the shaded band, a permutation test): only a value above its band says more
+  than chance about how language-neutral a layer is, and with fewer than 5 sentences per language the test cannot.
 * **Classify**: the transfer experiment above, small enough to run in a browser.
 * **Model**: what is loaded, and why.
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_predictions
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, XmodConfig, XmodForMaskedLM
 
 from xmod_explorer import Explorer
@@ -24,6 +26,7 @@ from xmod_explorer.mini.corpus import (
 from xmod_explorer.mini.evaluate import adapter_matrix
 from xmod_explorer.mini.examples import MASK, answer_token, mask_candidates, read_examples
 from xmod_explorer.mini.export import export_model
+from xmod_explorer.mini.post_hoc import ORIGINAL_HASHES, changed_tensors
 from xmod_explorer.mini.train import TrainSettings, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -369,3 +372,79 @@ def test_app_examples_name_mini_languages_and_hold_one_mask():
     for codes, text, answer, _ in rows:
         assert set(codes.split(",")) <= set(MINI_LANGUAGES)
         assert text.count(MASK) == 1 and answer
+
+
+# --- adding a language post hoc: nothing else moves ---------------------------------------------
+
+ORIGINAL_PREDICTIONS = Path(__file__).resolve().parent / "data" / "mini_original_predictions.json"
+
+
+def original_predictions(explorer: Explorer, languages: list[str]) -> list[dict]:
+    """Top-5 ids and probabilities under every given adapter for the first held-out example of each language.
+
+    tests/data/mini_original_predictions.json holds this output for the 12-language model as shipped before
+    any language was added (assets/xmod-mini/model.safetensors with SHA-256 99aecfeb...).
+    """
+    first = {}
+    for example in read_examples(ASSETS / "mini_heldout.tsv"):
+        first.setdefault(example.language, example)
+    results = []
+    for language in languages:
+        prediction = explorer.predict_masks(first[language].text, languages, top_k=5).to_dict()
+        results.append(
+            {
+                "text": prediction["text"],
+                "languages": prediction["languages"],
+                "masks": [
+                    {
+                        "position": slot["position"],
+                        "predictions": {
+                            code: [{"token_id": g["token_id"], "probability": g["probability"]} for g in guesses]
+                            for code, guesses in slot["predictions"].items()
+                        },
+                    }
+                    for slot in prediction["masks"]
+                ],
+            }
+        )
+    return results
+
+
+def _original_hashes() -> dict:
+    return json.loads((SHIPPED / ORIGINAL_HASHES).read_text(encoding="utf-8"))
+
+
+def test_every_original_tensor_of_the_shipped_model_is_bit_identical():
+    recorded = _original_hashes()
+    assert len(recorded["tensors"]) == 266  # 74 shared tensors + 12 adapters x 4 layers x 4 tensors
+    assert changed_tensors(SHIPPED / "model.safetensors", recorded) == []
+
+
+def test_the_tensor_check_names_a_perturbed_tensor(tmp_path):
+    """The check must fail on a copy of the shipped weights with one shared and one adapter value nudged."""
+    tensors = load_file(str(SHIPPED / "model.safetensors"))
+    nudged = [
+        "roberta.encoder.layer.2.attention.self.query.weight",
+        "roberta.encoder.layer.0.output.adapter_modules.en_XX.dense2.bias",
+    ]
+    for name in nudged:
+        values = tensors[name].clone()
+        values.view(-1).view(torch.int16)[7] ^= 1  # the lowest bit of one float16 value: one step of its precision
+        assert not torch.equal(values, tensors[name])
+        tensors[name] = values
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    assert changed_tensors(tmp_path / "model.safetensors", _original_hashes()) == sorted(nudged)
+    del tensors[nudged[0]]
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    assert nudged[0] in changed_tensors(tmp_path / "model.safetensors", _original_hashes())
+
+
+def test_original_languages_predict_exactly_as_before_the_addition():
+    golden = json.loads(ORIGINAL_PREDICTIONS.read_text(encoding="utf-8"))
+    explorer = Explorer.from_pretrained(str(SHIPPED))
+    assert explorer.languages[: len(golden["languages"])] == golden["languages"]  # original lang ids unchanged
+    now = original_predictions(explorer, golden["languages"])
+    assert len(now) == len(golden["predictions"]) == 12
+    for before, after in zip(golden["predictions"], now):
+        assert after["text"] == before["text"]
+        assert_same_predictions(after, before, atol=1e-6)

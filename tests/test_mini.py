@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, XmodConfig, XmodForMaskedLM
 
 from xmod_explorer import Explorer
-from xmod_explorer.mini.batches import balanced_batch, pack_row, packed_inputs
+from xmod_explorer.mini.batches import balanced_batch, pack_row, packed_inputs, tokenize_paragraphs
 from xmod_explorer.mini.corpus import (
     MINI_LANGUAGES,
     clean_pages,
@@ -23,11 +24,21 @@ from xmod_explorer.mini.corpus import (
     is_heldout,
     long_enough,
 )
-from xmod_explorer.mini.evaluate import adapter_matrix
+from xmod_explorer.mini.evaluate import AdapterMatrix, adapter_matrix, masked_set, post_hoc_summary
 from xmod_explorer.mini.examples import MASK, answer_token, mask_candidates, read_examples
 from xmod_explorer.mini.export import export_model
-from xmod_explorer.mini.post_hoc import ORIGINAL_HASHES, changed_tensors
+from xmod_explorer.mini.post_hoc import (
+    ORIGINAL_HASHES,
+    POST_HOC_RECORD,
+    AddLanguageSettings,
+    Candidate,
+    add_language,
+    changed_tensors,
+    extended_model,
+    train_candidate,
+)
 from xmod_explorer.mini.train import TrainSettings, train
+from xmod_explorer.stats import wilson_interval
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED = ASSETS / "xmod-mini"
@@ -134,6 +145,68 @@ def test_batches_are_balanced_sorted_by_language_and_reproducible():
     masked = batch.labels != -100
     assert masked.any()
     assert not torch.isin(batch.labels[masked], torch.tensor([0, 1, 2])).any()
+
+
+# --- the evaluation's summary numbers -------------------------------------------------------------
+
+
+def _matrix() -> AdapterMatrix:
+    """Two languages, three adapters (the third added post hoc); raw counts chosen so that means mislead."""
+    tokens = [1000, 10]
+    correct = [[300, 50, 20], [1, 4, 2]]
+    nll = [[3000.0, 9000.0, 8000.0], [80.0, 20.0, 50.0]]
+    return AdapterMatrix(
+        languages=["en_XX", "de_DE"],
+        adapters=["en_XX", "de_DE", "nl_XX"],
+        accuracy=[[round(100 * c / n, 2) for c in row] for row, n in zip(correct, tokens)],
+        perplexity=[[round(math.exp(v / n), 2) for v in row] for row, n in zip(nll, tokens)],
+        masked_tokens=tokens,
+        sentences=[100, 2],
+        correct=correct,
+        nll=nll,
+    )
+
+
+def test_summary_pools_masked_tokens_for_accuracy_and_perplexity():
+    summary = _matrix().summary(["en_XX", "de_DE"])
+    # Perplexity is exp of the mean NLL over all masked tokens of the cells, not a mean of the cells' perplexities.
+    assert summary["matching"]["perplexity"] == pytest.approx(math.exp((3000 + 20) / 1010), abs=0.01)
+    assert summary["mismatched"]["perplexity"] == pytest.approx(math.exp((9000 + 80) / 1010), abs=0.01)
+    assert summary["matching"]["accuracy"] == pytest.approx(100 * 304 / 1010, abs=0.01)
+    assert summary["matching"]["tokens"] == 1010
+    low, high = wilson_interval(304, 1010)
+    assert summary["matching"]["accuracy_ci95"] == [round(100 * low, 2), round(100 * high, 2)]
+    # The per-language means are kept beside the pooled figures, each language weighing the same.
+    assert summary["mean_accuracy_matching"] == pytest.approx((30 + 40) / 2)
+    # The added adapter's column is left out of the pre-trained languages' figures.
+    assert summary["mismatched"]["tokens"] == 1010
+
+
+def test_cell_intervals_are_wilson_over_the_rows_masked_tokens():
+    matrix = _matrix()
+    intervals = matrix.accuracy_intervals()
+    for i, row in enumerate(matrix.correct):
+        for j, hits in enumerate(row):
+            low, high = wilson_interval(hits, matrix.masked_tokens[i])
+            assert intervals[i][j] == [round(100 * low, 2), round(100 * high, 2)]
+            assert low * 100 <= matrix.accuracy[i][j] <= high * 100
+    assert matrix.to_dict()["accuracy_ci95"] == intervals
+
+
+def test_post_hoc_summary_beats_only_with_separated_intervals():
+    matrix = _matrix()
+    matrix.languages.append("nl_XX")
+    matrix.masked_tokens.append(2000)
+    matrix.correct.append([200, 230, 800])
+    matrix.nll.append([9000.0, 8000.0, 4000.0])
+    matrix.accuracy.append([10.0, 11.5, 40.0])
+    matrix.perplexity.append([90.0, 54.6, 7.39])
+    result = post_hoc_summary(matrix, "nl_XX", ["en_XX", "de_DE"])
+    assert result["best_original_adapter"] == "de_DE" and result["beats_every_original"]
+    assert result["original_languages_own_adapter"] == matrix.summary(["en_XX", "de_DE"])["matching"]
+    matrix.correct[2][1] = 790  # an original adapter within reach: the intervals overlap
+    matrix.accuracy[2][1] = 39.5
+    assert not post_hoc_summary(matrix, "nl_XX", ["en_XX", "de_DE"])["beats_every_original"]
 
 
 # --- training, export, evaluation on a tiny inline corpus --------------------------------------
@@ -298,6 +371,107 @@ def test_mask_candidates_round_trip(tiny_run):
                 assert example.text.count(MASK) == 1
                 assert example.text.replace(MASK, example.answer) == text
                 assert answer_token(tokenizer, example) != tokenizer.unk_token_id
+
+
+# --- adding a language post hoc, on the tiny model ------------------------------------------------
+
+TINY_DUTCH = [
+    "Selecteer de cellen die u wilt opmaken.",
+    "Klik op OK om het dialoogvenster te sluiten.",
+    "Kies Opmaak - Cellen om het dialoogvenster te openen.",
+    "Voer een naam voor de nieuwe opmaakprofiel in.",
+    "Het blad wordt afgedrukt op het geselecteerde papierformaat.",
+    "Sleep de rand van de kolom om de breedte te wijzigen.",
+    "Druk op Enter om een nieuwe alinea in te voegen.",
+    "U kunt het document in verschillende bestandsindelingen opslaan.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_run, tmp_path_factory):
+    target = tmp_path_factory.mktemp("tiny-export") / "model"
+    export_model(tiny_run.out, target, corpus=tiny_run.corpus, dtype="float16")
+    corpus = Path(tiny_run.corpus)
+    (corpus / "nl_XX.train.txt").write_text("\n".join(TINY_DUTCH) + "\n", encoding="utf-8")
+    (corpus / "nl_XX.heldout.txt").write_text("\n".join(TINY_DUTCH[:4]) + "\n", encoding="utf-8")
+    return target
+
+
+def _tiny_addition(tiny_export: Path, root: Path, **changes) -> AddLanguageSettings:
+    values = dict(
+        language="nl_XX",
+        model=str(tiny_export),
+        target=str(root / "extended"),
+        corpus=str(tiny_export.parent.parent / "corpus"),
+        out=str(root / "run"),
+        steps=20,
+        warmup_steps=2,
+        rows=2,
+        seq_len=32,
+        learning_rate=5e-3,
+        log_every=5,
+        eval_every=10,
+        eval_sample=1,
+    )
+    values.update(changes)
+    return AddLanguageSettings(**values)
+
+
+def test_training_a_new_adapter_changes_nothing_else(tiny_export, tiny_run, tmp_path):
+    """train_candidate itself leaves every tensor but the new adapter's as it was (not only the writer's copy)."""
+    settings = _tiny_addition(tiny_export, tmp_path, corpus=tiny_run.corpus)
+    model = extended_model(tiny_export, "nl_XX")
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_export))
+    data = tokenize_paragraphs(tokenizer, TINY_DUTCH, settings.seq_len - 2)
+    selection = masked_set(tokenizer, TINY_DUTCH[:2], seed=0, rounds=2)
+    with (tmp_path / "log.jsonl").open("w") as log:
+        candidate = Candidate("copy of de_DE", ["de_DE"])
+        train_candidate(model, candidate, data, selection, tokenizer, settings, log)
+    after = model.state_dict()
+    moved = sorted(name for name in before if not torch.equal(before[name], after[name]))
+    assert moved and all(".adapter_modules.nl_XX." in name for name in moved)
+    assert set(moved) == set(candidate.state)  # every tensor of the new adapter was trained
+    assert len(candidate.curve) == 3  # steps 0, 10, 20
+
+
+def test_add_language_end_to_end_on_a_tiny_model(tiny_export, tiny_run, tmp_path):
+    settings = _tiny_addition(tiny_export, tmp_path, corpus=tiny_run.corpus)
+    record = add_language(settings)
+    target = Path(settings.target)
+    config = json.loads((target / "config.json").read_text())
+    assert config["languages"] == ["en_XX", "ja_XX", "de_DE", "nl_XX"]
+    assert config["post_hoc_languages"] == ["nl_XX"]
+    # The source had no record of its tensors yet: it was made before the addition, and nothing recorded moved.
+    recorded = json.loads((tiny_export / ORIGINAL_HASHES).read_text())
+    assert recorded["languages"] == ["en_XX", "ja_XX", "de_DE"]
+    assert changed_tensors(target / "model.safetensors", recorded) == []
+    added = set(load_file(str(target / "model.safetensors"))) - set(recorded["tensors"])
+    prefix = "roberta.encoder.layer.0.output.adapter_modules.nl_XX."
+    assert added == {prefix + name for name in ("dense1.weight", "dense1.bias", "dense2.weight", "dense2.bias")}
+    # Both of the paper's initialisations were trained with the same budget; the better one on the selection text won.
+    zero_shot = record["original_adapters_on_selection_text"]
+    assert list(record["candidates"]) == [f"copy of {max(zero_shot, key=zero_shot.get)}", "mean of 3 adapters"]
+    best = max(record["candidates"].values(), key=lambda c: c["selection_accuracy"])
+    assert record["candidates"][record["chosen"]]["selection_accuracy"] == best["selection_accuracy"]
+    assert all(len(c["curve"]) == 3 for c in record["candidates"].values())
+    assert json.loads((target / POST_HOC_RECORD).read_text())["nl_XX"]["chosen"] == record["chosen"]
+    inits = [json.loads(line)["init"] for line in (Path(settings.out) / "log.jsonl").read_text().splitlines()]
+    assert inits == [name for name in record["candidates"] for _ in range(4)]  # logged every 5 of 20 steps
+
+    source, extended = Explorer.from_pretrained(str(tiny_export)), Explorer.from_pretrained(str(target))
+    info = extended.info()
+    assert info.languages == config["languages"] and info.post_hoc_languages == ["nl_XX"]
+    assert info.to_frame()["added_post_hoc"].tolist() == [False, False, False, True]
+    assert source.info().post_hoc_languages == [] and not source.info().to_frame()["added_post_hoc"].any()
+    text = "Klicken Sie auf <mask>, um den Dialog zu schließen."
+    assert_same_predictions(
+        extended.predict_masks(text, ["en_XX", "ja_XX", "de_DE"]).to_dict(),
+        source.predict_masks(text, ["en_XX", "ja_XX", "de_DE"]).to_dict(),
+        atol=0,
+    )
+    with pytest.raises(ValueError, match="already has an adapter for nl_XX"):
+        add_language(_tiny_addition(target, tmp_path / "again", corpus=tiny_run.corpus))
 
 
 # --- the shipped model --------------------------------------------------------------------------

@@ -64,15 +64,22 @@ class ModelInfo:
     can_fill_masks: bool
     random_weights: bool = False
     labels: list[str] = field(default_factory=list)
+    post_hoc_languages: list[str] = field(default_factory=list)  # adapters added after pre-training
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per language: lang id, code, readable name, and whether its adapter is in memory."""
+        """One row per language: lang id, code, readable name, whether its adapter is in memory and added post hoc."""
         return pd.DataFrame(
             [
-                {"lang_id": i, "code": code, "name": display_name(code), "in_memory": code in self.loaded_languages}
+                {
+                    "lang_id": i,
+                    "code": code,
+                    "name": display_name(code),
+                    "in_memory": code in self.loaded_languages,
+                    "added_post_hoc": code in self.post_hoc_languages,
+                }
                 for i, code in enumerate(self.languages)
             ]
         )
@@ -195,6 +202,7 @@ class Explorer:
             can_fill_masks=bool(getattr(self.backend, "has_mlm", False)),
             random_weights=self.random_weights,
             labels=list(self.backend.classifier_labels() or []),
+            post_hoc_languages=[code for code in self.loaded.post_hoc_languages if code in self.languages],
         )
 
     # ----- input checks ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +43,8 @@ class Loaded:
     languages: list[str]
     checkpoint_languages: list[str]
     checkpoint_format: str
+    # Languages whose adapters were trained after pre-training, with the rest frozen (config "post_hoc_languages").
+    post_hoc_languages: list[str] = field(default_factory=list)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -370,7 +372,16 @@ def load_backend(
         languages=codes,
         checkpoint_languages=all_codes,
         checkpoint_format=fmt,
+        post_hoc_languages=post_hoc_languages(config),
     )
+
+
+def post_hoc_languages(config: dict) -> list[str]:
+    """The config's languages marked as added after pre-training (an optional list; anything else is ignored)."""
+    marked = config.get("post_hoc_languages")
+    if not isinstance(marked, list):
+        return []
+    return [code for code in marked if isinstance(code, str) and code in config["languages"]]
 
 
 def load_tokenizer(folder: Path, reference: str):

@@ -24,8 +24,21 @@ from xmod_explorer.mini.corpus import (
     is_heldout,
     long_enough,
 )
-from xmod_explorer.mini.evaluate import AdapterMatrix, adapter_matrix, masked_set, post_hoc_summary
-from xmod_explorer.mini.examples import MASK, answer_token, mask_candidates, read_examples
+from xmod_explorer.mini.evaluate import (
+    AdapterMatrix,
+    adapter_matrix,
+    masked_set,
+    post_hoc_summary,
+    whole_word_accuracy,
+)
+from xmod_explorer.mini.examples import (
+    MASK,
+    answer_token,
+    fill_probabilities,
+    mask_candidates,
+    read_examples,
+    readable,
+)
 from xmod_explorer.mini.export import export_model
 from xmod_explorer.mini.post_hoc import (
     ORIGINAL_HASHES,
@@ -39,9 +52,13 @@ from xmod_explorer.mini.post_hoc import (
 )
 from xmod_explorer.mini.train import TrainSettings, train
 from xmod_explorer.stats import wilson_interval
+from xmod_explorer.ui.model import summary_markdown
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED = ASSETS / "xmod-mini"
+# The shipped model: the 12 pre-trained languages in their order, then Dutch, added post hoc.
+POST_HOC_LANGUAGES = ["nl_XX"]
+SHIPPED_LANGUAGES = [*MINI_LANGUAGES, *POST_HOC_LANGUAGES]
 
 PAGE = """<html><head><script>var p = "<p>not text</p>";</script><title>T</title></head><body>
 <h1>Heading is not a paragraph at all</h1>
@@ -464,6 +481,8 @@ def test_add_language_end_to_end_on_a_tiny_model(tiny_export, tiny_run, tmp_path
     assert info.languages == config["languages"] and info.post_hoc_languages == ["nl_XX"]
     assert info.to_frame()["added_post_hoc"].tolist() == [False, False, False, True]
     assert source.info().post_hoc_languages == [] and not source.info().to_frame()["added_post_hoc"].any()
+    assert "| Added post hoc | nl\\_XX (adapter trained after pre-training" in summary_markdown(info)
+    assert "Added post hoc" not in summary_markdown(source.info())
     text = "Klicken Sie auf <mask>, um den Dialog zu schließen."
     assert_same_predictions(
         extended.predict_masks(text, ["en_XX", "ja_XX", "de_DE"]).to_dict(),
@@ -487,7 +506,8 @@ def shipped():
 
 def test_shipped_model_is_small_and_has_the_mini_languages(shipped):
     model, tokenizer = shipped
-    assert model.config.languages == MINI_LANGUAGES
+    assert model.config.languages == SHIPPED_LANGUAGES
+    assert model.config.post_hoc_languages == POST_HOC_LANGUAGES  # an extra config key that transformers keeps
     assert model.config.default_language is None
     assert tokenizer.model_max_length == 512
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 30e6
@@ -499,7 +519,11 @@ def test_offline_default_is_the_shipped_model(monkeypatch, tmp_path):
     (tmp_path / "empty-cache").mkdir()
     explorer = Explorer.from_pretrained()
     info = explorer.info()
-    assert info.languages == MINI_LANGUAGES and not info.random_weights
+    assert info.languages == SHIPPED_LANGUAGES and not info.random_weights
+    assert info.post_hoc_languages == POST_HOC_LANGUAGES
+    assert info.to_frame().set_index("code")["added_post_hoc"].to_dict() == {
+        code: code in POST_HOC_LANGUAGES for code in SHIPPED_LANGUAGES
+    }
     assert "mini" in info.reason and "HF_HUB_OFFLINE" in info.reason
 
 
@@ -520,13 +544,15 @@ def test_matching_adapter_fills_heldout_masks_better_than_the_others(shipped):
     model, tokenizer = shipped
     examples = read_examples(ASSETS / "mini_heldout.tsv")
     languages = sorted({e.language for e in examples})
+    # Examples need a whole word the own adapter fills; Dutch, cut into small pieces by a tokenizer that never
+    # saw it, has none (see the card), so the file covers the pre-trained languages. All adapters compete.
     assert set(languages) == set(MINI_LANGUAGES)
     matching_prob, mismatched_prob, matching_top1, mismatched_top1 = [], [], [], []
     for language in languages:
         group = [e for e in examples if e.language == language]
         assert all(answer_token(tokenizer, e) != tokenizer.unk_token_id for e in group)
         own_prob, own_top1 = _fill_scores(model, tokenizer, group, language)
-        others = [_fill_scores(model, tokenizer, group, a) for a in MINI_LANGUAGES if a != language]
+        others = [_fill_scores(model, tokenizer, group, a) for a in SHIPPED_LANGUAGES if a != language]
         other_prob = torch.stack([p for p, _ in others]).mean()
         # Per language: the text's own adapter gives its masked words more probability than others do.
         assert own_prob.mean() > other_prob, language
@@ -538,13 +564,31 @@ def test_matching_adapter_fills_heldout_masks_better_than_the_others(shipped):
     assert torch.stack(matching_prob).mean() > 2 * torch.stack(mismatched_prob).mean()
 
 
+def test_whole_word_accuracy_scores_each_word_under_the_adapter_asked_for(shipped):
+    model, tokenizer = shipped
+    rows = [e for e in read_examples(ASSETS / "mini_heldout.tsv") if e.language == "de_DE"]
+    texts = [e.text.replace(MASK, e.answer) for e in rows]
+    candidates = [e for t in texts if readable(t, "de_DE") for e in mask_candidates(tokenizer, t, "de_DE")]
+    assert {(e.text, e.answer) for e in rows} <= {(e.text, e.answer) for e in candidates}
+    for adapter in ("de_DE", "ja_XX"):
+        result = whole_word_accuracy(model, tokenizer, texts, "de_DE", adapter)
+        alone = [
+            int(fill_probabilities(model, tokenizer, [e], adapter)[1]) == answer_token(tokenizer, e) for e in candidates
+        ]
+        assert result["candidates"] == len(candidates) and result["correct"] == sum(alone), adapter
+        assert result["accuracy_ci95"] == [round(100 * x, 2) for x in wilson_interval(sum(alone), len(candidates))]
+    # The held-out file's words are ones the German adapter fills; the Japanese adapter fills fewer.
+    assert whole_word_accuracy(model, tokenizer, texts, "de_DE", "de_DE")["correct"] >= len(rows)
+    assert whole_word_accuracy(model, tokenizer, texts, "de_DE", "ja_XX")["correct"] < len(rows)
+
+
 def test_app_examples_name_mini_languages_and_hold_one_mask():
     with (ASSETS / "mini_examples.tsv").open(encoding="utf-8") as handle:
         header, *rows = [line.rstrip("\n").split("\t") for line in handle if line.strip()]
     assert header == ["languages", "text", "answer", "note"]
-    assert len(rows) >= len(MINI_LANGUAGES)
+    assert len(rows) >= len(SHIPPED_LANGUAGES)
     for codes, text, answer, _ in rows:
-        assert set(codes.split(",")) <= set(MINI_LANGUAGES)
+        assert set(codes.split(",")) <= set(SHIPPED_LANGUAGES)
         assert text.count(MASK) == 1 and answer
 
 

@@ -179,10 +179,13 @@ def _render(matrix, evaluation, manifest, settings, environment, exported, confi
     for i, lang in enumerate(matrix.languages):
         own = matrix.adapters.index(lang)
         other = matrix.adapters.index(second[lang])
+        words = evaluation.get("whole_words", {}).get(lang, [None])[0]
         row_lines.append(
             f"| {lang} | {matrix.accuracy[i][own]:.1f} [{intervals[i][own][0]:.1f}, {intervals[i][own][1]:.1f}] | "
             f"{second[lang]} {matrix.accuracy[i][other]:.1f} [{intervals[i][other][0]:.1f}, {intervals[i][other][1]:.1f}] | "
-            f"{matrix.masked_tokens[i]:,} |"
+            f"{matrix.masked_tokens[i]:,} | "
+            + (f"{_interval(words)} of {words['candidates']:,}" if words else "")
+            + " |"
         )
     pairs = sorted({tuple(sorted((a, b))) for a, b in second.items() if second.get(b) == a})
     mutual = f" Pairs that are each other's runner-up: {', '.join(f'{a} and {b}' for a, b in pairs)}." if pairs else ""
@@ -305,10 +308,14 @@ Intervals are Wilson 95% score intervals over masked tokens. They treat the toke
 they are not quite (tokens of one paragraph, the same paragraph masked twice, and in the mismatched figure the
 same tokens under {len(summary["languages"]) - 1} other adapters), so they are somewhat too narrow.
 
-Each row's own adapter against its best other adapter (accuracy %, Wilson 95% interval):
+Each row's own adapter against its best other adapter (accuracy %, Wilson 95% interval), and the own
+adapter on whole words: every word of the language's held-out sentences that is one vocabulary piece of at least
+four letters (two characters in Japanese and Chinese), masked one at a time, as the app's examples are chosen.
+Per-token accuracy over random pieces rewards a tokenizer that cuts a language into small, easily guessed
+fragments; whole words do not.
 
-| text | own adapter | best other adapter | masked tokens |
-|---|---:|---:|---:|
+| text | own adapter | best other adapter | masked tokens | whole words, own adapter (of how many) |
+|---|---:|---:|---:|---:|
 {chr(10).join(row_lines)}
 
 Runner-up adapter for each language's text: {runners_up}.{mutual}
@@ -342,10 +349,10 @@ def _added_clause(added: Sequence[str]) -> str:
     return f"; {names} {'was' if len(added) == 1 else 'were'} added after pre-training, with the rest frozen"
 
 
-def _interval(entry: dict) -> str:
+def _interval(entry: dict, unit: str = "") -> str:
     """'29.6 [27.9, 31.4]' from an entry with accuracy and accuracy_ci95."""
     low, high = entry["accuracy_ci95"]
-    return f"{entry['accuracy']:.1f} [{low:.1f}, {high:.1f}]"
+    return f"{entry['accuracy']:.1f}{unit} [{low:.1f}, {high:.1f}]"
 
 
 def _post_hoc_section(record: dict, evaluation: dict, config: dict) -> str:
@@ -444,9 +451,9 @@ Does the new adapter beat every original adapter? {verdict} (best original: {res
 {reference["accuracy"]:.1f}% [{reference["accuracy_ci95"][0]:.1f}, {reference["accuracy_ci95"][1]:.1f}] with their own adapters (pooled; from {low_range:.1f}% to {high_range:.1f}% by language).
 That is not a like-for-like comparison: per-token accuracy depends on the tokenization, and {name}, which the
 tokenizer never saw, is cut into many short pieces ({rows_of[code]:,} masked tokens in the same number of
-paragraphs as {closest}'s {rows_of.get(closest, 0):,}), and pieces inside a word tend to be easier to guess. The numbers show
-that the new adapter works, not that {name} is served better than the original languages. All of it is one
-domain (translations of the same help pages), not a measure of {name} elsewhere.
+paragraphs as {closest}'s {rows_of.get(closest, 0):,}), and pieces inside a word tend to be easier to guess.
+{_whole_word_sentence(evaluation, code, name, entry["added_to"])} All of it is one domain (translations of the
+same help pages), not a measure of {name} elsewhere.
 """)
     return "".join(parts)
 
@@ -454,7 +461,7 @@ domain (translations of the same help pages), not a measure of {name} elsewhere.
 def _rebuild_section(settings: dict, added: Sequence[str]) -> str:
     """The exact commands that rebuild the folder, from the corpus to the card."""
     add_lines = "".join(
-        f"python -m xmod_explorer.mini add-language {code} --corpus data/corpus  # about 10 minutes on 1 thread\n"
+        f"python -m xmod_explorer.mini add-language {code} --corpus data/corpus  # about 15 minutes on one thread\n"
         for code in added
     )
     return f"""
@@ -495,3 +502,28 @@ def _candidate_comparison(entry: dict) -> str:
         )
         + " The better one at the end was kept."
     )
+
+
+def _whole_word_sentence(evaluation: dict, code: str, name: str, originals: Sequence[str]) -> str:
+    """The added language on whole words, against the original languages' own adapters on theirs."""
+    results = evaluation.get("whole_words", {})
+    if code not in results:
+        return ""
+    own, *others = results[code]
+    theirs = [results[lang][0] for lang in originals if lang in results]
+    low = min(theirs, key=lambda r: r["accuracy"])
+    high = max(theirs, key=lambda r: r["accuracy"])
+    sentence = (
+        f"Whole words tell the rest: the held-out {name} sentences have only {own['candidates']:,} words that are one "
+        f"vocabulary piece of four or more letters, and the new adapter fills {own['correct']} of them "
+        f"({_interval(own, '%')})"
+        + "".join(f", the {r['adapter']} adapter {r['correct']} ({_interval(r, '%')})" for r in others)
+        + f"; the original languages' own adapters fill {low['accuracy']:.1f}% ({low['adapter']}) to "
+        f"{high['accuracy']:.1f}% ({high['adapter']}) of theirs."
+    )
+    if own["accuracy_ci95"][1] < low["accuracy"]:
+        sentence += (
+            f" So the new adapter has learnt {name}'s pieces far better than any original adapter knows them, but on"
+            " whole words it stays below every original language."
+        )
+    return sentence

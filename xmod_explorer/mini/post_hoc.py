@@ -110,7 +110,7 @@ class AddLanguageSettings:
     warmup_steps: int = 40
     rows: int = 16  # rows per batch, all of the new language
     seq_len: int = 128
-    learning_rate: float = 1e-3  # the pre-training's peak, same warm-up then cosine decay to a tenth
+    learning_rate: float = 1e-3  # the pre-training's peak; linear warm-up, then cosine decay to a tenth
     weight_decay: float = 0.01
     mask_prob: float = 0.15
     seed: int = 0

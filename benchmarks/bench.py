@@ -14,7 +14,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xmod_explorer import Explorer  # noqa: E402
+from xmod_explorer import Explorer, machine  # noqa: E402
 from xmod_explorer.languages import LANGUAGE_NAMES  # noqa: E402
-from xmod_explorer.mini.tokenizer import train_tokenizer  # noqa: E402
+from xmod_explorer.mini.tokenizer import counted_tokenizer  # noqa: E402
 from xmod_explorer.tiny import SAMPLE_SENTENCES, TinySpec, build_random_checkpoint  # noqa: E402
 
 XMOD_BASE_LANGUAGES = list(LANGUAGE_NAMES)  # xmod-base's own order
@@ -128,7 +127,7 @@ def build_model(shape: Shape, folder: Path) -> tuple[Path, str]:
     if (mini / "tokenizer.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(mini))
     else:
-        tokenizer = train_tokenizer(SAMPLE_SENTENCES * 3, 400)
+        tokenizer = counted_tokenizer(SAMPLE_SENTENCES * 3, 400)
     text = fourteen_token_text(tokenizer)
     spec = TinySpec(
         languages=shape.languages,
@@ -430,25 +429,6 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
     return "\n".join(lines), summary
 
 
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny shape: checks the benchmark runs, in seconds")
@@ -459,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.repeats:
         shape.repeats = args.repeats
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    machine = machine_info()
+    host = machine.describe()
     with tempfile.TemporaryDirectory(prefix="xmod-bench-") as tmp:
         folder, text = build_model(shape, Path(tmp) / "model")
         print(f"built {shape.name} in {folder}; text: {text!r}", file=sys.stderr)
@@ -475,7 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
         timings += bench_cuda(shape, folder, text)
     if not args.quick:
         timings += bench_mini(shape.repeats)
-    table, summary = report(shape, timings, memory, machine, weights_gib)
+    table, summary = report(shape, timings, memory, host, weights_gib)
     print(table)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{shape.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import gradio as gr
 import pytest
-from conftest import LANGUAGES, assert_same_predictions
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from helpers import LANGUAGES, ROOT, assert_same_predictions, free_port, serve
 
 from xmod_explorer import Explorer
 from xmod_explorer.settings import load_settings
-from xmod_explorer.ui.layout import build_app, launch_options
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def serve(settings, explorer):
-    demo = build_app(settings, explorer)
-    options = {**launch_options(settings), "server_name": "127.0.0.1", "server_port": free_port(), "share": False}
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **options)
-    return demo, Client(url, verbose=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from xmod_explorer.ui.layout import build_app
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +118,7 @@ def test_flags_and_environment(tmp_path):
     assert settings.share and not settings.public
 
 
+@pytest.mark.slow
 def test_app_starts_offline_without_hf_hub_offline(tmp_path):
     """`python app.py` with no arguments, no network and an empty cache answers within 30 s."""
     port = free_port()
@@ -361,6 +345,6 @@ def test_allow_finetune_trains_a_private_copy_for_the_session(base_dir):
     session = SessionState(demo)
     _run(demo, train, [DEFAULT_SET, None, "en_XX", ["de_DE"], True, None], session)
     state = session[state_component._id]
-    assert state.training.explorer is not None and state.training.explorer.backend.model is not explorer.backend.model
+    assert state.tuned is not None and state.tuned.backend.model is not explorer.backend.model
     assert state.head.encoder == "fine-tuned" and state.transfer.languages == ["de_DE"]
     assert digest() == before

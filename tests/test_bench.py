@@ -7,21 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.bench import QUICK, TARGET_TOKENS, Timing, fourteen_token_text, report
-from xmod_explorer.mini.tokenizer import train_tokenizer
+from xmod_explorer.mini.tokenizer import counted_tokenizer
 from xmod_explorer.tiny import SAMPLE_SENTENCES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_benchmark_sentence_has_exactly_fourteen_tokens_and_one_mask():
-    tokenizer = train_tokenizer(SAMPLE_SENTENCES * 3, 400)
+    tokenizer = counted_tokenizer(SAMPLE_SENTENCES * 3, 400)
     text = fourteen_token_text(tokenizer)
     ids = tokenizer(text)["input_ids"]
     assert len(ids) == TARGET_TOKENS
     assert ids.count(tokenizer.mask_token_id) == 1
 
 
+@pytest.mark.slow
 def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     out = tmp_path / "quick.json"
     done = subprocess.run(
@@ -60,3 +63,23 @@ def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     ]
     table, _ = report(QUICK, timings + relabelled, result["memory_bytes"], result["machine"], 0.01)
     assert sum(line.startswith(("| float32 |", "| float16 |", "| bfloat16 |")) for line in table.splitlines()) == 9
+
+
+def test_quick_hub_load_benchmark_downloads_loads_and_measures(tmp_path):
+    """benchmarks.hub_load in its tiny shape: through the loopback hub, then offline from the cache it left."""
+    out = tmp_path / "hub_load.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.hub_load", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for run in ("download", "cached"):
+        measured = result[run]
+        assert measured["load_s"] > 0 and measured["parameters"] == result["parameters"]
+        assert measured["peak_all_languages"] >= measured["peak_load"] >= measured["before_load"] > 50 * 2**20
+        assert "models--facebook--xmod-base" in measured["folder"]
+    assert result["markdown"] in done.stdout and "offline from the cache" in result["markdown"]

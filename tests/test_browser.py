@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from test_app import free_port
+from helpers import app_process
 
 from xmod_explorer.defaults import mini_available
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_FLAGS = [
     "--headless",
@@ -29,7 +24,7 @@ LAUNCH_FLAGS = [
     "--disable-component-update",
 ]
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -37,43 +32,12 @@ if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium here (apt-get install -y chromium to run the browser tests)", allow_module_level=True)
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path, limit: float = 60) -> None:
-    """Poll /gradio_api/info: the 'Running on' line comes before the server answers."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/gradio_api/info", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the app did not answer within {limit} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, base_dir):
-    folder = tmp_path_factory.mktemp("browser-app")
-    port = free_port()
     model = "mini" if mini_available() else str(base_dir)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_CACHE": str(folder / "hub")}
-    log = folder / "app.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", model, "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process, log)
+    folder = tmp_path_factory.mktemp("browser-app")
+    with app_process(["--model", model], folder, env={"HF_HUB_CACHE": str(folder / "hub")}) as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +228,39 @@ def test_transfer_lab_trains_and_shows_one_row_per_target_language(page):
     assert "probe trained on en_XX" in page.locator("#classify-note").inner_text()
     screenshot(page, "classify")
     assert page.errors == []
+
+
+def test_model_tab_shows_download_progress_per_file(browser, tmp_path, tokenizer):
+    """Loading a hub model from the Model tab shows each file's bytes done of bytes total while it downloads
+    (from a loopback hub on a slow link; the file is larger than huggingface_hub's 10 MB write size)."""
+    import re
+
+    from hub_emulator import HubEmulator
+
+    from xmod_explorer.tiny import TinySpec, build_random_checkpoint
+
+    spec = TinySpec(languages=["en_XX", "de_DE"], hidden_size=256, num_layers=1, num_heads=4, intermediate_size=256)
+    spec.vocab_size = 40_000
+    folder = build_random_checkpoint(tmp_path / "model", spec, tokenizer)
+    emulator = HubEmulator()
+    emulator.add("xmod-test/slow-download", {path.name: path for path in folder.iterdir()})
+    emulator.bytes_per_second = (folder / "model.safetensors").stat().st_size / 4
+    env = {"HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_ENDPOINT": emulator.url}
+    try:
+        with app_process(["--model", str(folder)], tmp_path, env=env) as (url, _):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_role("tab", name="Model").click()
+            page.locator("#model-reference textarea, #model-reference input").first.fill("xmod-test/slow-download")
+            page.click("#model-load")
+            progress = page.get_by_text(re.compile(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB \(file \d of \d\)"))
+            progress.first.wait_for(timeout=30_000)
+            # The progress text shows inside the outputs (the banner among them) while loading; the banner's own
+            # sentence comes when the model is in.
+            banner = page.locator("#model-banner", has_text=re.compile(r"Model: xmod-test/slow-download \("))
+            banner.wait_for(timeout=60_000)
+            page.close()
+    finally:
+        emulator.close()
+    log = tmp_path / "app.log"
+    assert re.search(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB", log.read_text())  # the log says it too

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import LANGUAGES
+from helpers import LANGUAGES
 from transformers import AutoTokenizer, XmodForSequenceClassification, XmodModel
 
 from xmod_explorer import Explorer, ExplorerError, lab
@@ -174,7 +174,7 @@ def test_probe_learns_separable_data_and_leaves_the_model_unchanged(base_dir, ba
     explorer = Explorer.from_pretrained(str(base_dir), backend=backend)
     before = model_hash(explorer)
     started = time.monotonic()
-    training = explorer.train_probe(separable(120, seed=1), "de_DE")
+    training = lab.train_probe(explorer, separable(120, seed=1), "de_DE")
     assert time.monotonic() - started < 30  # seconds on a tiny model
     assert model_hash(explorer) == before
     assert not any(p.requires_grad for p in explorer.backend.model.parameters())
@@ -182,11 +182,10 @@ def test_probe_learns_separable_data_and_leaves_the_model_unchanged(base_dir, ba
     assert training.examples == 120 and training.steps == len(training.losses) >= 2
     assert training.losses[-1] < training.losses[0]
     held_out = separable(60, seed=2, language="de_DE")
-    result = explorer.evaluate_transfer(training.head, held_out)
+    result = lab.evaluate_transfer(explorer, training.head, held_out)
     assert result.rows[0].language == "de_DE" and result.rows[0].examples == 60
-    # Chance is 0.5. The tokenizers library's Unigram trainer is not deterministic (ties fall in hash
-    # order), so the tiny random model's features differ between runs: 0.85-0.98 held out over runs.
-    assert result.rows[0].target_adapter_accuracy >= 0.8
+    # Chance is 0.5; the tiny model and its tokenizer are the same on every run, so this bar need not absorb noise.
+    assert result.rows[0].target_adapter_accuracy >= 0.9
     assert result.rows[0].target_adapter_accuracy == result.rows[0].source_adapter_accuracy  # same adapter twice
 
 
@@ -200,8 +199,8 @@ def test_probe_features_equal_unbatched_reference(base_dir):
         "Chaque langue a son propre adaptateur dans le modèle.",
     ]
     codes = ["ja_XX", "de_DE", "ja_XX", "fr_XX"]
-    rows = [explorer._tokenize(t) for t in texts]
-    features = lab.pooled_features(explorer, rows, codes, batch_size=3)
+    rows = [explorer.tokenize(t) for t in texts]
+    features = explorer.pooled_features(rows, codes, batch_size=3)
     model = XmodModel.from_pretrained(str(base_dir)).eval()
     tokenizer = explorer.tokenizer
     special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}  # <unk> stands for text
@@ -216,9 +215,9 @@ def test_probe_features_equal_unbatched_reference(base_dir):
 
 def test_transfer_equals_one_text_at_a_time(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir))
-    training = explorer.train_probe(separable(80, seed=3), "en_XX")
+    training = lab.train_probe(explorer, separable(80, seed=3), "en_XX")
     tests = {"ja_XX": separable(10, seed=4), "fr_XX": separable(12, seed=5)}
-    result = explorer.evaluate_transfer(training.head, tests, ["fr_XX", "ja_XX"])
+    result = lab.evaluate_transfer(explorer, training.head, tests, ["fr_XX", "ja_XX"])
     assert [row.language for row in result.rows] == ["fr_XX", "ja_XX"]
     for row in result.rows:
         rows = tests[row.language]
@@ -245,12 +244,12 @@ def test_probe_on_the_bundled_sentiment_set(base_dir):
     assert len({len(rows) for rows in by_language.values()}) == 1 and len(by_language["de_DE"]) >= 40
     assert all([e.label for e in rows] == [e.label for e in by_language["en_XX"]] for rows in by_language.values())
     assert not {e.text for e in train} & {e.text for e in by_language["en_XX"]}  # held out
-    training = explorer.train_probe(train, "en_XX")
+    training = lab.train_probe(explorer, train, "en_XX")
     # All seven languages given, two asked for: rows in es_XX and zh_CN (which this model lacks) are left out.
-    result = explorer.evaluate_transfer(training.head, sentiment_test(), ["de_DE", "ja_XX"])
+    result = lab.evaluate_transfer(explorer, training.head, sentiment_test(), ["de_DE", "ja_XX"])
     assert isinstance(result, TransferResult) and [row.examples for row in result.rows] == [48, 48]
     with pytest.raises(ExplorerError, match="Unknown language 'es_XX'"):
-        explorer.evaluate_transfer(training.head, sentiment_test())  # all of them asked for, implicitly
+        lab.evaluate_transfer(explorer, training.head, sentiment_test())  # all of them asked for, implicitly
 
 
 def test_time_cap_stops_training_and_says_so(base_dir):
@@ -261,7 +260,7 @@ def test_time_cap_stops_training_and_says_so(base_dir):
         if desc and desc.startswith("Training"):
             time.sleep(0.8)
 
-    training = explorer.train_probe(separable(40, seed=6), "en_XX", max_steps=50, progress=slow_training)
+    training = lab.train_probe(explorer, separable(40, seed=6), "en_XX", max_steps=50, progress=slow_training)
     assert training.stopped_early and "time cap" in training.note
     assert 1 <= training.steps < 50
 
@@ -279,13 +278,13 @@ def test_time_cap_stops_training_and_says_so(base_dir):
 )
 def test_bad_training_input(base_dir, examples, source, message):
     with pytest.raises(ExplorerError, match=message):
-        Explorer.from_pretrained(str(base_dir)).train_probe(examples, source)
+        lab.train_probe(Explorer.from_pretrained(str(base_dir)), examples, source)
 
 
 def test_training_is_capped_in_examples(base_dir):
     limits = dataclasses.replace(Limits.local(), max_train_examples=10)
     with pytest.raises(ExplorerError, match="at most 10"):
-        Explorer.from_pretrained(str(base_dir), limits=limits).train_probe(separable(11, seed=0), "en_XX")
+        lab.train_probe(Explorer.from_pretrained(str(base_dir), limits=limits), separable(11, seed=0), "en_XX")
 
 
 # ----- heads on disk -------------------------------------------------------------------------------
@@ -293,7 +292,7 @@ def test_training_is_capped_in_examples(base_dir):
 
 def test_head_round_trip(base_dir, tmp_path):
     explorer = Explorer.from_pretrained(str(base_dir))
-    head = explorer.train_probe(separable(40, seed=7), "fr_XX").head
+    head = lab.train_probe(explorer, separable(40, seed=7), "fr_XX").head
     path = head.save(tmp_path / "head.safetensors")
     for loaded in (ProbeHead.load(path), ProbeHead.load(path.read_bytes())):
         assert loaded.labels == head.labels and loaded.source_language == "fr_XX" and loaded.model == head.model
@@ -308,7 +307,7 @@ def test_head_round_trip(base_dir, tmp_path):
 
 @pytest.mark.parametrize("make", ["random-bytes", "model-weights", "truncated", "empty"])
 def test_a_file_that_is_not_a_head(base_dir, tmp_path, make):
-    head = Explorer.from_pretrained(str(base_dir)).train_probe(separable(20, seed=8), "en_XX").head
+    head = lab.train_probe(Explorer.from_pretrained(str(base_dir)), separable(20, seed=8), "en_XX").head
     data = {
         "random-bytes": bytes(range(256)) * 4,
         "model-weights": (base_dir / "model.safetensors").read_bytes(),
@@ -322,18 +321,18 @@ def test_a_file_that_is_not_a_head(base_dir, tmp_path, make):
 
 
 def test_a_head_from_another_model_is_refused(base_dir, prenorm_dir):
-    head = Explorer.from_pretrained(str(base_dir)).train_probe(separable(20, seed=9), "en_XX").head
+    head = lab.train_probe(Explorer.from_pretrained(str(base_dir)), separable(20, seed=9), "en_XX").head
     with pytest.raises(ExplorerError, match=r"trained on .* Load that model again"):
         Explorer.from_pretrained(str(prenorm_dir)).classify("choose", ["en_XX"], head=head)
 
 
 def test_test_labels_must_be_known_to_the_head(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir))
-    head = explorer.train_probe(separable(20, seed=10), "en_XX").head
+    head = lab.train_probe(explorer, separable(20, seed=10), "en_XX").head
     with pytest.raises(ExplorerError, match="label 'maybe'"):
-        explorer.evaluate_transfer(head, [("choose", "maybe", "de_DE")])
+        lab.evaluate_transfer(explorer, head, [("choose", "maybe", "de_DE")])
     with pytest.raises(ExplorerError, match="No test examples in ja_XX"):
-        explorer.evaluate_transfer(head, [("choose", "good", "de_DE")], ["ja_XX"])
+        lab.evaluate_transfer(explorer, head, [("choose", "good", "de_DE")], ["ja_XX"])
 
 
 # ----- uploads --------------------------------------------------------------------------------------
@@ -427,9 +426,10 @@ def test_finetune_changes_only_a_private_copy(base_dir, backend):
     shared_before = model_hash(explorer)
     frozen_names = ("embeddings.", "adapter_modules.", ".adapters.en_XX.", ".adapters.de_DE.")
     before = {n: p.detach().clone() for n, p in explorer.backend.model.named_parameters()}
-    training = explorer.finetune(separable(24, seed=11), "en_XX", steps=3, batch_size=8)
+    finetuned = lab.finetune(explorer, separable(24, seed=11), "en_XX", steps=3, batch_size=8)
+    training = finetuned.training
     assert model_hash(explorer) == shared_before  # the shared model is untouched
-    tuned = training.explorer
+    tuned = finetuned.explorer
     assert tuned is not None and tuned.backend.model is not explorer.backend.model
     assert training.steps == 3 and training.head.encoder == "fine-tuned"
     changed = [n for n, p in tuned.backend.model.named_parameters() if n in before and not torch.equal(p, before[n])]
@@ -440,21 +440,19 @@ def test_finetune_changes_only_a_private_copy(base_dir, backend):
         assert changed == []
         assert tuned.backend.task_adapter == lab.TASK_ADAPTER and explorer.backend.task_adapter is None
         assert lab.TASK_ADAPTER not in explorer.backend.model.adapters_config.adapters
-    rows = [explorer._tokenize(t) for t in ("choose compare adapter", "modèle partage poids")]
-    assert not torch.allclose(
-        lab.pooled_features(tuned, rows, ["en_XX"] * 2), lab.pooled_features(explorer, rows, ["en_XX"] * 2)
-    )
+    rows = [explorer.tokenize(t) for t in ("choose compare adapter", "modèle partage poids")]
+    assert not torch.allclose(tuned.pooled_features(rows, ["en_XX"] * 2), explorer.pooled_features(rows, ["en_XX"] * 2))
     assert not any(p.requires_grad for p in tuned.backend.model.parameters())
-    result = tuned.evaluate_transfer(training.head, {"de_DE": separable(6, seed=12)})
+    result = lab.evaluate_transfer(tuned, training.head, {"de_DE": separable(6, seed=12)})
     assert result.rows[0].examples == 6
     with pytest.raises(ExplorerError, match="trained on"):
         explorer.classify("choose", ["en_XX"], head=training.head)  # needs the fine-tuned features
 
 
 def test_finetune_refuses_without_memory(base_dir, monkeypatch):
-    monkeypatch.setattr(lab, "free_memory_bytes", lambda device: 1024)  # a fault that cannot be produced for real
+    monkeypatch.setattr(lab, "available_memory_bytes", lambda device: 1024)  # a fault that cannot be produced for real
     with pytest.raises(ExplorerError, match=r"private copy of the model.*GiB are free"):
-        Explorer.from_pretrained(str(base_dir)).finetune(separable(10, seed=0), "en_XX", steps=1)
+        lab.finetune(Explorer.from_pretrained(str(base_dir)), separable(10, seed=0), "en_XX", steps=1)
 
 
 def test_classifier_config_without_classifier_weights_is_refused(tmp_path, base_dir):

@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import assert_same_predictions
+from helpers import ROOT, assert_same_predictions
 
 from xmod_explorer import Explorer
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # runs the app or the command line as real processes, or hundreds of inputs
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -6,37 +6,19 @@ import json
 
 import pytest
 import torch
-from conftest import LANGUAGES, assert_same_predictions
-from transformers import AutoTokenizer, XmodForMaskedLM
+from helpers import (
+    LANGUAGES,
+    assert_matches_reference,
+    assert_same_predictions,
+    reference_hidden_states,
+    reference_predictions,
+)
+from transformers import XmodForMaskedLM
 
-from xmod_explorer import Explorer, ExplorerError
+from xmod_explorer import Explorer, ExplorerError, compat
 
 ONE_MASK = "Choose two <mask> and compare their predictions."
 TWO_MASKS = "Der <mask> jeder Sprache sitzt in jeder <mask>."
-
-
-def reference_predictions(folder, text: str, top_k: int) -> dict:
-    """The documented way: set_default_language, full-vocabulary forward, one language at a time."""
-    model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    encoded = tokenizer(text, return_tensors="pt")
-    positions = (encoded.input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
-    result = {}
-    for code in model.config.languages:
-        model.set_default_language(code)
-        with torch.no_grad():
-            probabilities = model(**encoded).logits[0].softmax(-1)
-        result[code] = [probabilities[p].topk(top_k) for p in positions]
-    return result
-
-
-def assert_matches_reference(prediction, reference, tolerance=1e-5):
-    for m, slot in enumerate(prediction.masks):
-        for code, guesses in slot.predictions.items():
-            expected = reference[code][m]
-            assert [g.token_id for g in guesses] == expected.indices.tolist(), (code, m)
-            got = torch.tensor([g.probability for g in guesses])
-            assert torch.allclose(got, expected.values, atol=tolerance, rtol=0), (code, m, got, expected.values)
 
 
 @pytest.mark.parametrize("text", [ONE_MASK, TWO_MASKS])
@@ -74,6 +56,7 @@ def test_position_is_index_of_mask_token(base_dir):
     assert [prediction.tokens[slot.position] for slot in prediction.masks] == ["<mask>", "<mask>"]
 
 
+@pytest.mark.adapters_backend
 @pytest.mark.parametrize("backend", ["adapters-converted", "adapters-in-memory"])
 def test_adapters_backend_equals_native(base_dir, converted_dir, backend):
     folder = converted_dir if backend == "adapters-converted" else base_dir
@@ -84,6 +67,7 @@ def test_adapters_backend_equals_native(base_dir, converted_dir, backend):
         assert_matches_reference(prediction, reference_predictions(base_dir, text, 5))
 
 
+@pytest.mark.adapters_backend
 def test_adapters_backend_loads_adapters_on_demand(converted_dir):
     explorer = Explorer.from_pretrained(str(converted_dir))
     assert explorer.info().loaded_languages == []
@@ -92,7 +76,7 @@ def test_adapters_backend_loads_adapters_on_demand(converted_dir):
     assert explorer.info().languages == LANGUAGES
 
 
-@pytest.mark.parametrize("backend", ["transformers", "adapters"])
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
 def test_language_subset_equals_full_model(base_dir, backend):
     full = Explorer.from_pretrained(str(base_dir), backend=backend)
     subset = Explorer.from_pretrained(str(base_dir), backend=backend, languages=["de_DE", "ru_RU"])
@@ -105,19 +89,7 @@ def test_language_subset_equals_full_model(base_dir, backend):
         subset.predict_masks(ONE_MASK, ["en_XX"])
 
 
-def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor, list[int]]:
-    model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model.set_default_language(code)
-    encoded = tokenizer(text, return_tensors="pt")
-    with torch.no_grad():
-        states = model.roberta(**encoded, output_hidden_states=True).hidden_states
-    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}  # <s>, </s>, padding
-    content = [i for i, t in enumerate(encoded.input_ids[0].tolist()) if t not in special]
-    return torch.stack([s[0, content] for s in states]), content
-
-
-@pytest.mark.parametrize("backend", ["transformers", "adapters"])
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
 def test_compare_adapters_equals_reference(model_dir, backend):
     text = "Chaque langue a son propre adaptateur."
     codes = ["fr_XX", "en_XX", "ja_XX"]
@@ -174,7 +146,7 @@ PARALLEL = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["transformers", "adapters"])
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
 def test_compare_sentences_equals_unbatched_reference(base_dir, backend):
     explorer = Explorer.from_pretrained(str(base_dir), backend=backend)
     shuffled = [PARALLEL[i] for i in (4, 0, 5, 1, 6, 2, 7, 3)]  # interleaved languages exercise the row sorting
@@ -253,8 +225,10 @@ def test_paths_that_are_not_xmod_models(tmp_path, base_dir, make):
         (target / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
     if make == "broken-json":
         (target / "config.json").write_text("{not json")
-    if make in ("no-weights", "truncated"):
-        (target / "config.json").write_text((base_dir / "config.json").read_text())
+    if make in ("no-weights", "truncated"):  # a valid folder but for its weights
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (base_dir / name).exists():  # transformers 5 writes no special_tokens_map.json
+                (target / name).write_bytes((base_dir / name).read_bytes())
     if make == "truncated":
         data = (base_dir / "model.safetensors").read_bytes()
         (target / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -270,6 +244,7 @@ def test_paths_that_are_not_xmod_models(tmp_path, base_dir, make):
         Explorer.from_pretrained(str(target))
 
 
+@pytest.mark.adapters_backend
 def test_adapters_format_refuses_transformers_backend(converted_dir):
     with pytest.raises(ExplorerError, match="backend='adapters'"):
         Explorer.from_pretrained(str(converted_dir), backend="transformers")
@@ -298,3 +273,10 @@ def test_info_reports_model_order_and_size(base_dir):
     frame = info.to_frame()
     assert frame.loc[frame.code == "ja_XX", "lang_id"].item() == 2
     assert frame.loc[frame.code == "ja_XX", "name"].item() == "Japanese (ja_XX)"
+
+
+@pytest.mark.skipif(compat.adapters_unavailable() is None, reason="the adapters backend is available here")
+def test_adapters_backend_says_why_it_is_unavailable(base_dir):
+    """Where the adapters library cannot run (transformers 5), asking for it names the reason and the way out."""
+    with pytest.raises(ExplorerError, match=r"adapters.*Use backend='transformers'"):
+        Explorer.from_pretrained(str(base_dir), backend="adapters")

@@ -12,13 +12,15 @@ import string
 
 import pytest
 from gradio_client.exceptions import AppError
+from helpers import serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app import serve
 
 from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.languages import LANGUAGE_NAMES
 from xmod_explorer.settings import load_settings
+
+pytestmark = pytest.mark.slow  # runs the app or the command line as real processes, or hundreds of inputs
 
 CALL_TIMEOUT = 60
 ALL_CODES = list(LANGUAGE_NAMES)

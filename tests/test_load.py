@@ -6,22 +6,19 @@ between languages or sessions); no request may fail; memory must not grow by mor
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import assert_same_predictions
 from gradio_client import Client
-from test_app import free_port
-from test_browser import wait_until_serving
+from helpers import app_process, assert_same_predictions
 
 from xmod_explorer.defaults import mini_available
+
+pytestmark = pytest.mark.slow  # runs the app or the command line as real processes, or hundreds of inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 30
@@ -50,23 +47,8 @@ def workload(languages: list[str]) -> list[tuple]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_dir):
     model = "mini" if mini_available() else str(base_dir)
-    port = free_port()
-    log = tmp_path_factory.mktemp("load") / "app.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", model, "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process, log)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with app_process(["--model", model], tmp_path_factory.mktemp("load")) as served:
+        yield served
 
 
 def test_thirty_concurrent_clients(server):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_predictions
+from helpers import assert_same_predictions
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, XmodConfig, XmodForMaskedLM
 

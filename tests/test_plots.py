@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xmod_explorer import Explorer, plots
+from xmod_explorer import Explorer, lab, plots
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,6 @@ def test_classification_and_transfer_figures(explorer):
     grouped = plots.transfer_bars(transfer)
     assert list(grouped.data[0].y) == [0.8, 0.7] and list(grouped.data[1].y) == [0.6, 0.4]
     assert list(grouped.data[2].y) == [0.5, 0.5] and "en_XX" in grouped.data[1].name
-    training = explorer.train_probe([("choose two", "a"), ("compare the model", "b")] * 3, "en_XX", max_steps=5)
+    training = lab.train_probe(explorer, [("choose two", "a"), ("compare the model", "b")] * 3, "en_XX", max_steps=5)
     curve = plots.loss_curve(training)
     assert list(curve.data[0].y) == training.losses

@@ -1,21 +1,26 @@
 """Run text through chosen language adapters, for either library that implements X-MOD.
 
-Both backends offer the same three operations, so the engine never asks which one it has:
+Both backends implement the ``Backend`` protocol, so the engine never asks which one it has:
 ``encode_rows`` (each row through its own adapter), ``encode_adapters`` (one text through
-several adapters) and ``mlm_logits`` (the masked-LM head on selected states only).
+several adapters), ``mlm_logits`` / ``classifier_logits`` (heads on selected states only),
+``ensure_languages`` (adapters ready in memory) and, for the transfer lab, a private trainable copy.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 
+from xmod_explorer import compat
 from xmod_explorer.errors import ExplorerError
 
 
@@ -25,6 +30,53 @@ class Encoded:
 
     last: torch.Tensor
     layers: tuple[torch.Tensor, ...] | None = None
+
+
+class Backend(Protocol):
+    """What the engine needs from a library that runs X-MOD."""
+
+    name: str
+    model: nn.Module
+    languages: list[str]  # every code the backend can run, in the model's order (lang id = index)
+    has_mlm: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def loaded(self) -> list[str]:
+        """Codes whose adapters are in memory now."""
+        ...
+
+    def ensure_languages(self, languages: Sequence[str]) -> None: ...
+
+    def encode_rows(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, row_languages: Sequence[str], *, all_layers=False
+    ) -> Encoded: ...
+
+    def encode_adapters(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        languages: Sequence[str],
+        *,
+        all_layers: bool = False,
+        positions: Sequence[int] | None = None,
+    ) -> Encoded: ...
+
+    def mlm_logits(self, states: torch.Tensor) -> torch.Tensor: ...
+
+    def classifier_labels(self) -> list[str] | None: ...
+
+    def classifier_logits(self, states: torch.Tensor) -> torch.Tensor: ...
+
+    def private_copy(self) -> Backend:
+        """A float32 deep copy that training may change without touching this backend's model."""
+        ...
+
+    def start_finetuning(self, task_adapter: str) -> list[nn.Parameter]:
+        """Make the paper's fine-tuning recipe's parameters trainable (all else frozen); returns them."""
+        ...
 
 
 class ReadWriteLock:
@@ -85,20 +137,41 @@ def _apply_order(encoded: Encoded, inverse: list[int] | None) -> Encoded:
     return Encoded(encoded.last.index_select(0, index), layers)
 
 
+def _attention(attention: nn.Module, queries: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """XmodAttention's output at the positions of queries, with keys and values from every token of context.
+
+    The same steps as transformers' eager self-attention (which X-MOD is limited to), written out so
+    that queries can be fewer than the tokens: with queries equal to context it is the library's own
+    forward. Pre-norm normalises both inputs first, as the library normalises its one input.
+    """
+    heads = attention.self.num_attention_heads
+    size = attention.self.attention_head_size
+    residual = queries
+    if attention.pre_norm:
+        queries, context = attention.output.LayerNorm(queries), attention.output.LayerNorm(context)
+
+    def split(states: torch.Tensor) -> torch.Tensor:  # (batch, tokens, hidden) -> (batch, heads, tokens, size)
+        return states.view(*states.shape[:-1], heads, size).transpose(1, 2)
+
+    query = split(attention.self.query(queries))
+    key, value = split(attention.self.key(context)), split(attention.self.value(context))
+    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(size) + mask
+    weights = attention.self.dropout(scores.softmax(dim=-1))
+    mixed = torch.matmul(weights, value).transpose(1, 2).reshape(*residual.shape[:-1], heads * size)
+    output = attention.output(mixed, residual)  # dense, dropout, + residual
+    return output if attention.pre_norm else attention.output.LayerNorm(output)
+
+
 def _attention_and_feed_forward(
     layer: nn.Module, queries: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """XmodLayer.forward's attention and feed-forward steps: (intermediate output, residual).
 
     With context, the queries are only some positions while keys and values come from every token
-    of context (the layer input): the attention module's cross-attention path, which projects keys
-    and values from ``encoder_hidden_states`` and skips the pre-norm LayerNorm there, so it is
-    applied to context here. Mirrors transformers 4.57 step for step; tests compare the results with
-    the library's own forward for both X-MOD layouts (post-norm and pre-norm).
+    of context (the layer input). Tests compare the results with the library's own forward for both
+    X-MOD layouts (post-norm and pre-norm), on transformers 4.57 and 5.
     """
-    if context is not None and layer.pre_norm:
-        context = layer.attention.output.LayerNorm(context)
-    attention_output = layer.attention(queries, attention_mask=mask, encoder_hidden_states=context)[0]
+    attention_output = _attention(layer.attention, queries, queries if context is None else context, mask)
     residual = attention_output
     if layer.pre_norm:
         attention_output = layer.output.LayerNorm(attention_output)
@@ -126,17 +199,36 @@ class NativeBackend:
     """transformers' XmodModel: all adapters in one checkpoint, chosen per row with lang_ids."""
 
     name = "transformers"
+    has_mlm = False
 
     def __init__(self, model: nn.Module, languages: Sequence[str]):
         self.model = model
         self.encoder = model.roberta
         self.languages = list(languages)
         self._ids = {code: index for index, code in enumerate(self.languages)}
-        self.lock = ReadWriteLock()
 
     @property
     def device(self) -> torch.device:
         return self.encoder.embeddings.word_embeddings.weight.device
+
+    @property
+    def loaded(self) -> list[str]:
+        return list(self.languages)
+
+    def private_copy(self) -> NativeBackend:
+        runner = NativeBackend(copy.deepcopy(self.model).to(dtype=torch.float32), self.languages)
+        runner.has_mlm = self.has_mlm
+        return runner
+
+    def start_finetuning(self, task_adapter: str) -> list[nn.Parameter]:
+        """The shared transformer layers train; embeddings, language adapters, heads and pooler stay frozen."""
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(True)
+        self.model.freeze_embeddings_and_language_adapters()
+        for name, parameter in self.model.named_parameters():
+            if not name.startswith("roberta.encoder."):
+                parameter.requires_grad_(False)  # heads and pooler: not part of this objective
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def ensure_languages(self, languages: Sequence[str]) -> None:
         """All adapters are in memory already; nothing to load."""
@@ -191,7 +283,7 @@ class NativeBackend:
             )
             return encoded if positions is None else Encoded(encoded.last[:, list(positions)], encoded.layers)
         lang_ids = self.lang_ids(languages)
-        mask = self.encoder.get_extended_attention_mask(attention_mask, input_ids.shape)
+        mask = compat.additive_attention_mask(attention_mask, self.encoder.embeddings.word_embeddings.weight.dtype)
         layers = self.encoder.encoder.layer
         embedded = self.encoder.embeddings(input_ids=input_ids)
         hidden = _shared_prefix_of_first_layer(layers[0], embedded, mask).expand(count, -1, -1)
@@ -201,7 +293,7 @@ class NativeBackend:
         states = [embedded.expand(count, -1, -1), hidden] if all_layers else None
         partial = positions is not None and not all_layers
         for layer in layers[1:-1] if partial else layers[1:]:
-            hidden = layer(hidden, lang_ids, mask)[0]
+            hidden = compat.layer_output(layer(hidden, lang_ids, mask))
             if all_layers:
                 states.append(hidden)
         if partial:
@@ -247,6 +339,7 @@ class AdapterBackend:
     """
 
     name = "adapters"
+    has_mlm = False
     classifier_head: str | None = None  # name of a classification head in model.heads
     task_adapter: str | None = None  # stacked on every language adapter: Stack(language, task)
 
@@ -274,6 +367,37 @@ class AdapterBackend:
     @property
     def loaded(self) -> list[str]:
         return [code for code in self.languages if code in self.model.adapters_config.adapters]
+
+    def private_copy(self) -> AdapterBackend:
+        with self.lock.reading():
+            model = copy.deepcopy(self.model).to(dtype=torch.float32)
+        runner = AdapterBackend(
+            model, self.languages, self.adapter_source, dtype=torch.float32, mlm_head=self.mlm_head_name
+        )
+        runner.has_mlm = self.has_mlm
+        runner.classifier_head = self.classifier_head
+        runner.task_adapter = self.task_adapter
+        return runner
+
+    def start_finetuning(self, task_adapter: str) -> list[nn.Parameter]:
+        """A new task adapter, stacked on every language adapter, is the only thing that trains."""
+        from adapters import SeqBnConfig
+
+        if self.task_adapter is not None:
+            raise ExplorerError(
+                "This checkpoint already stacks a task adapter; the lab fine-tunes plain X-MOD checkpoints only."
+            )
+        reduction = max(1, int(self.model.config.hidden_size) // 48)
+        self.model.add_adapter(task_adapter, config=SeqBnConfig(reduction_factor=reduction))
+        self.model.to(device=self.device, dtype=torch.float32)
+        self.task_adapter = task_adapter
+        marker = f".adapters.{task_adapter}."
+        trainable = []
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(marker in name)
+            if marker in name:
+                trainable.append(parameter)
+        return trainable
 
     def ensure_languages(self, languages: Sequence[str]) -> None:
         """Load the adapters of any of languages that are not in memory yet."""

@@ -11,17 +11,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from xmod_explorer.errors import ExplorerError
-
-if TYPE_CHECKING:  # only for the annotation; the engine imports this module
-    from xmod_explorer.engine import Explorer
 
 FEATURE = "mean of the last hidden state over the text's tokens (no <s>, </s> or padding)"
 PROBE_FORMAT = "xmod-explorer-probe"
@@ -205,8 +201,6 @@ class ProbeTraining:
     train_accuracy: float
     stopped_early: bool = False
     note: str = ""
-    # A fine-tuned, session-owned copy of the model; the head only works with its features. None for a probe.
-    explorer: Explorer | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {

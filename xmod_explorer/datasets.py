@@ -76,6 +76,40 @@ def as_examples(data: object, *, what: str = "examples") -> list[Example]:
     return examples
 
 
+def as_pairs(data: object) -> list[tuple[object, object]]:
+    """(language, sentence) rows from a list of pairs, dicts or a DataFrame; fully blank rows are dropped.
+
+    The values are returned unchecked: the engine resolves codes and tokenizes texts, row by row.
+    """
+    if isinstance(data, pd.DataFrame):
+        data = data.values.tolist()
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise ExplorerError("Give sentences as a list of (language, sentence) pairs.")
+    rows = []
+    for number, item in enumerate(data, start=1):
+        if isinstance(item, Mapping):
+            item = (item.get("language"), item.get("text", item.get("sentence")))
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ExplorerError(f"Row {number} must be a (language, sentence) pair; got {item!r}.")
+        if not (_blank(item[0]) and _blank(item[1])):  # editable tables leave empty rows behind
+            rows.append((item[0], item[1]))
+    return rows
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """(language, text) rows from a CSV or TSV file with the columns language and text."""
+    path = str(path)
+    separator = "\t" if path.endswith((".tsv", ".tab")) else ","
+    try:
+        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ExplorerError(f"Could not read {path}: {exc}") from exc
+    missing = {"language", "text"} - set(frame.columns)
+    if missing:
+        raise ExplorerError(f"{path} needs the columns language and text; it lacks {', '.join(sorted(missing))}.")
+    return list(zip(frame["language"], frame["text"]))
+
+
 def _decode(data: bytes, name: str) -> str:
     if b"\x00" in data[:4096]:
         raise ExplorerError(

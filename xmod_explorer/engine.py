@@ -7,34 +7,36 @@ never through ``set_default_language``, so concurrent requests cannot disturb ea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
 
-from xmod_explorer import defaults, lab
-from xmod_explorer.classify import Classification, ProbeHead, ProbeTraining, TransferResult
+from xmod_explorer import defaults
+from xmod_explorer.classify import Classification, ProbeHead
+from xmod_explorer.datasets import as_pairs
 from xmod_explorer.errors import ExplorerError
+from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
 from xmod_explorer.limits import Limits
 from xmod_explorer.loading import Loaded, load_backend
 from xmod_explorer.masks import MaskPrediction, MaskSlot, TokenGuess, readable_token, top_k_with_entropy
 from xmod_explorer.similarity import (
     AdapterComparison,
-    LanguagePairScore,
     SentenceComparison,
     centred_token_cosine,
     cosine_matrix,
-    linear_cka,
+    language_pair_scores,
     mean_pool,
-    shuffled_cka,
     token_cosine,
 )
+from xmod_explorer.tokens import content_mask, pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class ModelInfo:
     can_fill_masks: bool
     random_weights: bool = False
     labels: list[str] = field(default_factory=list)
+    tokenizer: str = ""  # "the checkpoint's own", or the hub id of the tokenizer used instead
+    tokenizer_source: str = ""  # where it came from, in words
     post_hoc_languages: list[str] = field(default_factory=list)  # adapters added after pre-training
 
     def to_dict(self) -> dict:
@@ -83,15 +87,6 @@ class ModelInfo:
                 for i, code in enumerate(self.languages)
             ]
         )
-
-
-def _blank(value: object) -> bool:
-    """An empty table cell: None, NaN or whitespace (editable tables leave such rows behind)."""
-    return (
-        value is None
-        or (isinstance(value, str) and not value.strip())
-        or (isinstance(value, float) and math.isnan(value))
-    )
 
 
 def _guard_device_memory(method):
@@ -146,24 +141,35 @@ class Explorer:
         dtype: str = "auto",
         languages: Sequence[str] | str | None = None,
         limits: Limits | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
     ) -> Explorer:
         """Load an X-MOD checkpoint (hub id, local folder, 'mini' or 'random'; None: the default).
 
         backend: 'transformers' (native XmodForMaskedLM), 'adapters' (XmodAdapterModel with one adapter
         per language, loaded on demand) or 'auto' (from the checkpoint). languages: load only these
         adapters. device: auto/cpu/cuda/mps. dtype: auto (float16 on GPU, float32 on CPU) or a name.
-        An explicitly named model that cannot be had is an error, never silently replaced.
+        An explicitly named model that cannot be had is an error, never silently replaced; the default
+        (None) falls back to the embedded mini model whatever goes wrong with it, and says why.
+        progress receives each file's download progress (bytes done of bytes total) while files come
+        from the hub.
         """
+
+        def load(reference: str) -> Loaded:
+            return load_backend(
+                reference, backend=backend, device=device, dtype=dtype, languages=languages, progress=progress
+            )
+
         if model is None:
-            choice = defaults.resolve_default()
+            loaded, choice = defaults.load_default(load)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
         else:
             if not isinstance(model, str) or not model.strip():
                 raise ExplorerError("Name a model: a hub id such as facebook/xmod-base, a local folder, or 'mini'.")
             choice = defaults.resolve_alias(model) or defaults.ModelChoice(
                 model.strip(), f"{model.strip()} asked for by name"
             )
-        log.info("model: %s (%s)", choice.reference, choice.reason)
-        loaded = load_backend(choice.reference, backend=backend, device=device, dtype=dtype, languages=languages)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
+            loaded = load(choice.reference)
         return cls(loaded, reason=choice.reason, random_weights=choice.random_weights, limits=limits, name=choice.name)
 
     # ----- what is loaded -------------------------------------------------------------------
@@ -182,7 +188,7 @@ class Explorer:
         model = self.backend.model
         config = model.config
         tensors = list(model.parameters()) + list(model.buffers())
-        loaded = self.backend.loaded if hasattr(self.backend, "loaded") else self.languages
+        loaded = self.backend.loaded
         return ModelInfo(
             model=self.name,
             folder=str(self.loaded.path),
@@ -199,20 +205,25 @@ class Explorer:
             max_tokens=self.max_tokens,
             languages=self.languages,
             loaded_languages=list(loaded),
-            can_fill_masks=bool(getattr(self.backend, "has_mlm", False)),
+            can_fill_masks=bool(self.backend.has_mlm),
             random_weights=self.random_weights,
             labels=list(self.backend.classifier_labels() or []),
+            tokenizer=self.loaded.tokenizer_name,
+            tokenizer_source=self.loaded.tokenizer_source,
             post_hoc_languages=[code for code in self.loaded.post_hoc_languages if code in self.languages],
         )
 
-    # ----- input checks ---------------------------------------------------------------------
+    # ----- input checks and encoding: the building blocks the lab and the analyses share ------
 
-    def _languages(self, languages) -> list[str]:
+    def check_languages(self, languages: Sequence[str] | str) -> list[str]:
+        """Codes for languages (a list, or a comma-separated string), checked against this model and the
+        limits, with their adapters made ready in memory; the order given is kept."""
         codes = resolve_languages(languages, self.languages, max_count=self.limits.max_languages)
         self.backend.ensure_languages(codes)
         return codes
 
-    def _tokenize(self, text: object, *, what: str = "text") -> list[int]:
+    def tokenize(self, text: object, *, what: str = "text") -> list[int]:
+        """Token ids of text with <s> and </s>, after checking it against the limits; `what` names it in errors."""
         if not isinstance(text, str):
             raise ExplorerError(f"The {what} must be a string; got {type(text).__name__}.")
         if not text.strip():
@@ -237,6 +248,64 @@ class Explorer:
     def _content_positions(self, ids: Sequence[int]) -> list[int]:
         return [i for i, token in enumerate(ids) if token not in self._special_ids]
 
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token rows as (input_ids, attention_mask) on the model's device, right-padded."""
+        ids, mask = pad_rows(rows, self.tokenizer.pad_token_id)
+        return ids.to(self.loaded.device), mask.to(self.loaded.device)
+
+    def pooled_batch(
+        self, token_rows: Sequence[Sequence[int]], row_languages: Sequence[str], *, grad: bool = False
+    ) -> torch.Tensor:
+        """One forward pass: the mean of the last hidden state over each row's text tokens, each row under its
+        own language's adapter; (rows, hidden) float32 on the device. grad=True keeps the graph (fine-tuning)."""
+        input_ids, attention = self.pad(token_rows)
+        keep = content_mask(input_ids, attention, self._special_ids)
+        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
+            encoded = self.backend.encode_rows(input_ids, attention, list(row_languages))
+            return mean_pool(encoded.last.float(), keep)
+
+    def pooled_features(
+        self,
+        token_rows: Sequence[Sequence[int]],
+        row_languages: Sequence[str],
+        *,
+        batch_size: int = 32,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Sentence vectors (rows, hidden), float32 on the CPU: pooled_batch over batches of rows sorted by
+        length (little padding). on_batch(done, total) is called before each batch and may raise to stop."""
+        order = sorted(range(len(token_rows)), key=lambda i: len(token_rows[i]))
+        out = torch.empty(len(token_rows), int(self.backend.model.config.hidden_size))
+        total = math.ceil(len(order) / batch_size)
+        for number, start in enumerate(range(0, len(order), batch_size)):
+            if on_batch is not None:
+                on_batch(number, total)
+            chosen = order[start : start + batch_size]
+            out[chosen] = self.pooled_batch([token_rows[i] for i in chosen], [row_languages[i] for i in chosen]).cpu()
+        if on_batch is not None:
+            on_batch(total, total)
+        return out
+
+    def check_head(self, head: object) -> ProbeHead:
+        """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
+        if not isinstance(head, ProbeHead):
+            raise ExplorerError(
+                f"head must be a ProbeHead (from train_probe or ProbeHead.load); got {type(head).__name__}."
+            )
+        hidden = int(self.backend.model.config.hidden_size)
+        if head.hidden_size != hidden or head.model != self.name:
+            raise ExplorerError(
+                f"This head was trained on {head.model} (hidden size {head.hidden_size}); the loaded model is "
+                f"{self.name} (hidden size {hidden}). Load that model again, or train a new head here."
+            )
+        return head
+
+    def private_copy(self, name: str) -> Explorer:
+        """A float32 deep copy of the model in a new Explorer, for training that must not touch this one."""
+        loaded = dataclasses.replace(self.loaded, backend=self.backend.private_copy(), dtype=torch.float32)
+        reason = f"a private copy of {self.name}"
+        return Explorer(loaded, reason=reason, random_weights=self.random_weights, limits=self.limits, name=name)
+
     def _top_k(self, top_k: object, vocab_size: int) -> int:
         if (
             isinstance(top_k, bool)
@@ -250,28 +319,18 @@ class Explorer:
             raise ExplorerError(f"top_k must be between 1 and {highest}; got {k}.")
         return k
 
-    def _tensor(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(row) for row in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return ids.to(self.loaded.device), mask.to(self.loaded.device)
-
     # ----- features ---------------------------------------------------------------------------
 
     @_guard_device_memory
     def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
         """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
-        if not getattr(self.backend, "has_mlm", False):
+        if not self.backend.has_mlm:
             raise ExplorerError(
                 "This checkpoint has no masked-LM head, so it cannot fill masks. Load an X-MOD masked-LM."
             )
-        codes = self._languages(languages)
+        codes = self.check_languages(languages)
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
-        ids = self._tokenize(text)
+        ids = self.tokenize(text)
         positions = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         if not positions:
             raise ExplorerError(
@@ -282,7 +341,7 @@ class Explorer:
             raise ExplorerError(
                 f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some."
             )
-        input_ids, attention = self._tensor([ids])
+        input_ids, attention = self.pad([ids])
         with torch.inference_mode():
             # The last layer and the vocabulary projection only at mask positions: on xmod-base the
             # projection over every token would cost more than the whole encoder.
@@ -312,13 +371,13 @@ class Explorer:
         self, text: str, languages: Sequence[str] | str, reference: str | None = None
     ) -> AdapterComparison:
         """Run one text through each adapter and compare the hidden states layer by layer."""
-        codes = self._languages(languages)
+        codes = self.check_languages(languages)
         reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
         if reference not in codes:
             raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
-        ids = self._tokenize(text)
+        ids = self.tokenize(text)
         content = self._content_positions(ids)
-        input_ids, attention = self._tensor([ids])
+        input_ids, attention = self.pad([ids])
         with torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
@@ -340,26 +399,11 @@ class Explorer:
             token_cosine_centred=per_token_centred,
         )
 
-    @staticmethod
-    def _pairs(pairs: object) -> list[tuple[object, object]]:
-        if isinstance(pairs, pd.DataFrame):
-            pairs = pairs.values.tolist()
-        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
-            raise ExplorerError("Give sentences as a list of (language, sentence) pairs.")
-        rows = []
-        for number, item in enumerate(pairs, start=1):
-            if isinstance(item, dict):
-                item = (item.get("language"), item.get("text", item.get("sentence")))
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise ExplorerError(f"Row {number} must be a (language, sentence) pair; got {item!r}.")
-            rows.append((item[0], item[1]))
-        return rows
-
     @_guard_device_memory
     def compare_sentences(self, pairs: Sequence[tuple[str, str]], *, permutations: int = 20) -> SentenceComparison:
         """Each sentence through its own language's adapter; cosine per layer, and for parallel sets
         (same count per language, i-th sentences translations of each other) CKA with shuffled baselines."""
-        rows = [(code, text) for code, text in self._pairs(pairs) if not (_blank(code) and _blank(text))]
+        rows = as_pairs(pairs)
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
         if len(rows) > self.limits.max_sentences:
@@ -370,14 +414,12 @@ class Explorer:
         for number, (code, text) in enumerate(rows, start=1):
             try:
                 codes.append(resolve_language(code, self.languages))
-                token_rows.append(self._tokenize(text, what=f"sentence in row {number}"))
+                token_rows.append(self.tokenize(text, what=f"sentence in row {number}"))
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        input_ids, attention = self._tensor(token_rows)
-        keep = attention.bool() & ~torch.isin(
-            input_ids, torch.tensor(sorted(self._special_ids), device=input_ids.device)
-        )
+        input_ids, attention = self.pad(token_rows)
+        keep = content_mask(input_ids, attention, self._special_ids)
         with torch.inference_mode():
             encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=True)
             pooled = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()  # (L+1, n, h)
@@ -386,48 +428,7 @@ class Explorer:
         notes = []
         if len(rows) < 3:
             notes.append("With two sentences the centred cosine is always -1; add more rows for it to mean anything.")
-        groups: dict[str, list[int]] = {}
-        for index, code in enumerate(codes):
-            groups.setdefault(code, []).append(index)
-        sizes = {len(members) for members in groups.values()}
-        parallel = len(groups) >= 2 and len(sizes) == 1 and sizes.pop() >= 2
-        scores = []
-        if parallel:
-            size = len(next(iter(groups.values())))
-            if size < 3:
-                notes.append("CKA needs at least 3 sentences per language (with 2 it is always 1); it is left out.")
-            elif size < 4:
-                notes.append(
-                    f"CKA from {size} sentences per language uses the biased estimator; 4 or more give the debiased "
-                    "one."
-                )
-            order = list(groups)
-            for layer, vectors in enumerate(pooled):
-                for i, a in enumerate(order):
-                    for b in order[i + 1 :]:
-                        x, y = vectors[groups[a]], vectors[groups[b]]
-                        between = (
-                            torch.nn.functional.normalize(x.double(), dim=-1)
-                            @ torch.nn.functional.normalize(y.double(), dim=-1).T
-                        )
-                        off = ~torch.eye(size, dtype=torch.bool)
-                        scores.append(
-                            LanguagePairScore(
-                                layer=layer,
-                                language_a=a,
-                                language_b=b,
-                                matched_cosine=float(between.diagonal().mean()),
-                                shuffled_cosine=float(between[off].mean()),
-                                cka=linear_cka(x, y) if size >= 3 else math.nan,
-                                shuffled_cka=shuffled_cka(x, y, permutations=permutations) if size >= 3 else math.nan,
-                            )
-                        )
-        else:
-            size = 0
-            notes.append(
-                "CKA needs a parallel set: two or more languages with the same number of sentences, "
-                "the i-th sentence of each language a translation of the others."
-            )
+        scores, size, more = language_pair_scores(pooled, codes, permutations=permutations)
         return SentenceComparison(
             model=self.name,
             pairs=[(code, str(text)) for code, (_, text) in zip(codes, rows)],
@@ -435,82 +436,44 @@ class Explorer:
             centred_cosine=centred,
             parallel_size=size,
             scores=scores,
-            notes=notes,
+            notes=notes + more,
         )
 
-    # ----- classification and the transfer lab (the work is in lab.py) ------------------------
+    # ----- classification -----------------------------------------------------------------------
 
     @_guard_device_memory
     def classify(self, text: str, languages: Sequence[str] | str, *, head: ProbeHead | None = None) -> Classification:
         """Label probabilities under each language's adapter in one batched pass: the checkpoint's
-        classification head, or a probe head from train_probe / ProbeHead.load."""
-        return lab.classify(self, text, languages, head)
-
-    @_guard_device_memory
-    def train_probe(
-        self,
-        examples,
-        source_language: str,
-        *,
-        max_steps: int = 100,
-        weight_decay: float = 1e-2,
-        batch_size: int = 32,
-        progress=None,
-        seed: int = 0,
-    ) -> ProbeTraining:
-        """Train a linear head on frozen pooled features under the source language's adapter.
-
-        examples: (text, label) rows, Example objects, dicts or a DataFrame. progress: called as
-        progress(fraction, desc=...). Capped by limits.max_train_examples and max_train_seconds.
-        """
-        return lab.train_probe(
-            self,
-            examples,
-            source_language,
-            max_steps=max_steps,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            progress=progress,
-            seed=seed,
-        )
-
-    @_guard_device_memory
-    def evaluate_transfer(
-        self,
-        head: ProbeHead,
-        examples,
-        target_languages: Sequence[str] | None = None,
-        *,
-        batch_size: int = 32,
-        progress=None,
-    ) -> TransferResult:
-        """Accuracy per target language with the target's adapter (X-MOD's way) and the source's (the baseline).
-
-        examples: rows with a language, or a dict {language: rows}; target_languages: default all given.
-        """
-        return lab.evaluate_transfer(self, head, examples, target_languages, batch_size=batch_size, progress=progress)
-
-    @_guard_device_memory
-    def finetune(
-        self,
-        examples,
-        source_language: str,
-        *,
-        steps: int = 30,
-        batch_size: int = 16,
-        learning_rate: float | None = None,
-        progress=None,
-        seed: int = 0,
-    ) -> ProbeTraining:
-        """Fine-tune a private copy (task adapter, or the shared layers natively) with a head; the result's
-        ``explorer`` is that copy, and this Explorer's model is left unchanged."""
-        return lab.finetune(
-            self,
-            examples,
-            source_language,
-            steps=steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            progress=progress,
-            seed=seed,
+        classification head, or a probe head (from the transfer lab, or ProbeHead.load)."""
+        if head is None and self.backend.classifier_labels() is None:
+            raise ExplorerError(
+                f"This checkpoint ({self.name}, loaded as {type(self.backend.model).__name__}) has no "
+                "sequence-classification head, so it cannot classify by itself. Load an XmodForSequenceClassification "
+                "checkpoint (config.json architectures), or an adapters-format model with a classification head; or "
+                "train a probe in the transfer lab and classify with it."
+            )
+        if head is not None:
+            head = self.check_head(head)
+        codes = self.check_languages(languages)
+        ids = self.tokenize(text)
+        input_ids, attention = self.pad([ids])
+        with torch.inference_mode():
+            encoded = self.backend.encode_adapters(input_ids, attention, codes)
+            if head is None:
+                labels = self.backend.classifier_labels()
+                probabilities = self.backend.classifier_logits(encoded.last).float().softmax(-1).cpu()
+            else:
+                labels = head.labels
+                rows = len(codes)
+                keep = content_mask(input_ids.expand(rows, -1), attention.expand(rows, -1), self._special_ids)
+                probabilities = head.probabilities(mean_pool(encoded.last.float(), keep))
+        return Classification(
+            model=self.name,
+            text=text,
+            labels=list(labels),
+            languages=codes,
+            probabilities={
+                code: {label: float(p) for label, p in zip(labels, row)} for code, row in zip(codes, probabilities)
+            },
+            head="checkpoint" if head is None else head.describe(),
         )

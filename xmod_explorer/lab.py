@@ -1,25 +1,23 @@
-"""The transfer lab's steps on a loaded Explorer: classify, pooled features, probe training, transfer, fine-tuning.
+"""The transfer lab: which data, probe training, zero-shot transfer and fine-tuning, on a loaded Explorer.
 
-Explorer's methods (classify, train_probe, evaluate_transfer, finetune) are thin wrappers over the
-functions here; inputs are checked here once. Nothing here changes the shared model: probes read
-frozen features under ``torch.inference_mode()``, and fine-tuning works on a private deep copy.
+Everything here goes through Explorer's public methods (check_languages, tokenize, pooled_features,
+pooled_batch, check_head, private_copy), and the lab's rules (which data set, which targets, the
+caps) live here rather than in the UI. Nothing here changes the shared model: probes read frozen
+features, and fine-tuning works on a private copy.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from xmod_explorer.classify import (
     FEATURE,
-    Classification,
     ProbeHead,
     ProbeTraining,
     TransferResult,
@@ -29,18 +27,27 @@ from xmod_explorer.classify import (
     majority_share,
     standardiser,
 )
-from xmod_explorer.datasets import Example, as_examples
+from xmod_explorer.datasets import (
+    SENTIMENT_TARGETS,
+    Example,
+    as_examples,
+    read_labelled_csv,
+    sentiment_test,
+    sentiment_train,
+    split_by_language,
+)
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_language
-from xmod_explorer.similarity import mean_pool
+from xmod_explorer.machine import available_memory_bytes
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the lab sits above the engine and never imports it at run time
     from xmod_explorer.engine import Explorer
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[..., object]  # called as progress(fraction, desc="..."); a gr.Progress fits
 TASK_ADAPTER = "lab_task"
+BUNDLED_SOURCE = "en_XX"  # the bundled sentiment set's training rows are English
 
 
 def _report(progress: Progress | None, fraction: float, text: str) -> None:
@@ -48,115 +55,55 @@ def _report(progress: Progress | None, fraction: float, text: str) -> None:
         progress(min(max(fraction, 0.0), 1.0), desc=text)
 
 
-def _no_classifier_message(explorer: Explorer) -> str:
-    kind = type(explorer.backend.model).__name__
-    return (
-        f"This checkpoint ({explorer.name}, loaded as {kind}) has no sequence-classification head, so it cannot "
-        "classify by itself. Load an XmodForSequenceClassification checkpoint (config.json architectures), or an "
-        "adapters-format model with a classification head; or train a probe in the transfer lab and classify with it."
-    )
+# ----- which data ---------------------------------------------------------------------------------
 
 
-def check_head(explorer: Explorer, head: object) -> ProbeHead:
-    """head must be a ProbeHead trained on features of this model."""
-    if not isinstance(head, ProbeHead):
+def default_targets(languages: Sequence[str]) -> list[str]:
+    """The bundled test set's languages that the model has (all six for xmod-base and the mini model)."""
+    return [code for code in SENTIMENT_TARGETS if code in languages]
+
+
+def bundled_data(explorer: Explorer, source: str, *, training: bool = True) -> tuple[list[Example], dict]:
+    """The bundled sentiment set: English training rows, and test rows per language the model has."""
+    if source != BUNDLED_SOURCE and training:
         raise ExplorerError(
-            f"head must be a ProbeHead (from train_probe or ProbeHead.load); got {type(head).__name__}."
+            f"The bundled training set is in English: choose {BUNDLED_SOURCE} as the source language, or upload a CSV."
         )
-    hidden = int(explorer.backend.model.config.hidden_size)
-    if head.hidden_size != hidden or head.model != explorer.name:
+    tests: dict[str, list[Example]] = {}
+    for example in sentiment_test(explorer.languages):  # the held-out English set counts as a test set too
+        tests.setdefault(example.language, []).append(example)
+    return sentiment_train(), tests
+
+
+def uploaded_data(
+    explorer: Explorer, path: str | None, source: str, *, training: bool = True
+) -> tuple[list[Example], dict]:
+    """A user's labelled CSV, checked against the limits: source-language rows train, the rest are test sets."""
+    if not path:
         raise ExplorerError(
-            f"This head was trained on {head.model} (hidden size {head.hidden_size}); the loaded model is "
-            f"{explorer.name} (hidden size {hidden}). Load that model again, or train a new head here."
+            "Choose a CSV file to upload first (columns text,label[,language]), or pick the bundled data set."
         )
-    return head
-
-
-# ----- classify one text ------------------------------------------------------------------------
-
-
-def classify(explorer: Explorer, text: str, languages, head: ProbeHead | None = None) -> Classification:
-    """Label probabilities for text under each language's adapter, all languages in one batched pass."""
-    if head is None and explorer.backend.classifier_labels() is None:
-        raise ExplorerError(_no_classifier_message(explorer))
-    if head is not None:
-        head = check_head(explorer, head)
-    codes = explorer._languages(languages)
-    ids = explorer._tokenize(text)
-    input_ids, attention = explorer._tensor([ids])
-    with torch.inference_mode():
-        encoded = explorer.backend.encode_adapters(input_ids, attention, codes)
-        if head is None:
-            labels = explorer.backend.classifier_labels()
-            probabilities = explorer.backend.classifier_logits(encoded.last).float().softmax(-1).cpu()
-        else:
-            labels = head.labels
-            keep = _content_mask(explorer, input_ids.expand(len(codes), -1), attention.expand(len(codes), -1))
-            probabilities = head.probabilities(mean_pool(encoded.last.float(), keep))
-    return Classification(
-        model=explorer.name,
-        text=text,
-        labels=list(labels),
-        languages=codes,
-        probabilities={
-            code: {label: float(p) for label, p in zip(labels, row)} for code, row in zip(codes, probabilities)
-        },
-        head="checkpoint" if head is None else head.describe(),
-    )
-
-
-# ----- pooled features ----------------------------------------------------------------------------
-
-
-def _content_mask(explorer: Explorer, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    special = torch.tensor(sorted(explorer._special_ids), device=input_ids.device)
-    return attention.bool() & ~torch.isin(input_ids, special)
-
-
-def pooled_features(
-    explorer: Explorer,
-    token_rows: Sequence[Sequence[int]],
-    row_languages: Sequence[str],
-    *,
-    batch_size: int = 32,
-    progress: Progress | None = None,
-    span: tuple[float, float] = (0.0, 1.0),
-    deadline: float | None = None,
-    grad: bool = False,
-) -> torch.Tensor:
-    """Mean-pooled last hidden states (n, hidden), float32 on the CPU, each row under its own language.
-
-    Rows are sorted by length so that batches carry little padding.
-    """
-    order = sorted(range(len(token_rows)), key=lambda i: len(token_rows[i]))
-    hidden = int(explorer.backend.model.config.hidden_size)
-    out = torch.empty(len(token_rows), hidden)
-    batches = math.ceil(len(order) / batch_size)
-    for number, start in enumerate(range(0, len(order), batch_size), start=1):
-        if deadline is not None and time.monotonic() > deadline:
-            raise ExplorerError(
-                f"Computing sentence features took longer than the {explorer.limits.max_train_seconds:.0f} s allowed "
-                "here; "
-                "nothing was trained. Use fewer or shorter examples."
-            )
-        chosen = order[start : start + batch_size]
-        input_ids, attention = explorer._tensor([list(token_rows[i]) for i in chosen])
-        codes = [row_languages[i] for i in chosen]
-        with torch.inference_mode():
-            encoded = explorer.backend.encode_rows(input_ids, attention, codes)
-            pooled = mean_pool(encoded.last.float(), _content_mask(explorer, input_ids, attention))
-        out[chosen] = pooled.cpu()
-        _report(
-            progress,
-            span[0] + (span[1] - span[0]) * number / batches,
-            f"Sentence features: batch {number} of {batches}",
+    examples = read_labelled_csv(path, explorer.limits, explorer.languages, name="The uploaded file")
+    train, tests = split_by_language(examples, source)
+    if not train and training:
+        raise ExplorerError(
+            f"The uploaded file has no rows in the source language {source} (or without a language) to train on. "
+            "Choose the source language your rows are written in."
         )
-    return out
+    return train, tests
+
+
+def target_languages(explorer: Explorer, chosen: Sequence[str] | str | None) -> list[str]:
+    """The chosen target codes, checked; an empty choice means none."""
+    return explorer.check_languages(chosen) if chosen else []
+
+
+# ----- the probe ------------------------------------------------------------------------------------
 
 
 def _rows(explorer: Explorer, examples: Sequence[Example], what: str) -> list[list[int]]:
     return [
-        explorer._tokenize(example.text, what=f"text in row {number} of the {what}")
+        explorer.tokenize(example.text, what=f"text in row {number} of the {what}")
         for number, example in enumerate(examples, start=1)
     ]
 
@@ -181,11 +128,33 @@ def _training_set(explorer: Explorer, examples, source_language, what: str = "tr
         raise ExplorerError(
             f"All training examples have the label {labels[0]!r}; a classifier needs at least two labels."
         )
-    explorer.backend.ensure_languages([source])
+    explorer.check_languages([source])
     return items, source, labels
 
 
-# ----- the probe ------------------------------------------------------------------------------------
+def _features(
+    explorer: Explorer,
+    token_rows: Sequence[Sequence[int]],
+    row_languages: Sequence[str],
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    span: tuple[float, float] = (0.0, 1.0),
+    deadline: float | None = None,
+) -> torch.Tensor:
+    """explorer.pooled_features with progress reports and the lab's time cap."""
+
+    def on_batch(done: int, total: int) -> None:
+        if deadline is not None and done < total and time.monotonic() > deadline:
+            raise ExplorerError(
+                f"Computing sentence features took longer than the {explorer.limits.max_train_seconds:.0f} s "
+                "allowed here; nothing was trained. Use fewer or shorter examples."
+            )
+        if done:
+            fraction = span[0] + (span[1] - span[0]) * done / total
+            _report(progress, fraction, f"Sentence features: batch {done} of {total}")
+
+    return explorer.pooled_features(token_rows, row_languages, batch_size=batch_size, on_batch=on_batch)
 
 
 def train_probe(
@@ -199,7 +168,11 @@ def train_probe(
     progress: Progress | None = None,
     seed: int = 0,
 ) -> ProbeTraining:
-    """Train a linear softmax head on frozen features computed under the source language's adapter."""
+    """Train a linear softmax head on frozen features computed under the source language's adapter.
+
+    examples: (text, label) rows, Example objects, dicts or a DataFrame. progress: called as
+    progress(fraction, desc=...). Capped by the explorer's limits (examples and seconds).
+    """
     start = time.monotonic()
     deadline = start + float(explorer.limits.max_train_seconds)
     items, source, labels = _training_set(explorer, examples, source_language)
@@ -208,7 +181,7 @@ def train_probe(
     torch.manual_seed(seed)
     rows = _rows(explorer, items, "training examples")
     _report(progress, 0.0, f"Sentence features for {len(items)} examples under {source}")
-    features = pooled_features(
+    features = _features(
         explorer,
         rows,
         [source] * len(rows),
@@ -234,7 +207,6 @@ def train_probe(
         on_step=on_step,
     )
     head = ProbeHead(weight, bias, mean, std, labels, source, explorer.name, FEATURE, len(items))
-    seconds = time.monotonic() - start
     note = (
         f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {len(losses)} steps; the head "
         "is usable but may not be fully trained."
@@ -245,7 +217,7 @@ def train_probe(
     return ProbeTraining(
         head=head,
         losses=losses,
-        seconds=seconds,
+        seconds=time.monotonic() - start,
         feature_seconds=feature_seconds,
         examples=len(items),
         steps=len(losses),
@@ -260,7 +232,7 @@ def train_probe(
 
 def _test_sets(explorer: Explorer, examples, target_languages) -> dict[str, list[Example]]:
     """Test rows grouped by model language code; with target languages given, rows in other languages are left out."""
-    chosen = None if target_languages in (None, "", []) else explorer._languages(target_languages)
+    chosen = None if target_languages in (None, "", []) else explorer.check_languages(target_languages)
     raw: dict[str, list[Example]] = {}
     if isinstance(examples, Mapping):
         for language, rows in examples.items():
@@ -310,8 +282,11 @@ def evaluate_transfer(
     batch_size: int = 32,
     progress: Progress | None = None,
 ) -> TransferResult:
-    """Accuracy per target language with the target's adapter and with the source's adapter, in batched passes."""
-    head = check_head(explorer, head)
+    """Accuracy per target language with the target's adapter (X-MOD's way) and the source's (the baseline).
+
+    examples: rows with a language, or a dict {language: rows}; target_languages: default all given.
+    """
+    head = explorer.check_head(head)
     groups = _test_sets(explorer, examples, target_languages)
     source = head.source_language
     if source not in explorer.languages:
@@ -321,16 +296,15 @@ def evaluate_transfer(
             if example.label not in head.labels:
                 raise ExplorerError(
                     f"Row {number} of the {code} test examples has the label {example.label!r}, which the head does "
-                    "not know "
-                    f"(its labels: {', '.join(head.labels)})."
+                    f"not know (its labels: {', '.join(head.labels)})."
                 )
-    explorer.backend.ensure_languages(sorted(set(groups) | {source}, key=explorer.languages.index))
+    explorer.check_languages(sorted(set(groups) | {source}, key=explorer.languages.index))
     token_rows, row_languages = [], []
     for code, rows in groups.items():
         tokens = _rows(explorer, rows, f"{code} test examples")
         token_rows += tokens + tokens  # each text twice: under the target's adapter, then under the source's
         row_languages += [code] * len(tokens) + [source] * len(tokens)
-    features = pooled_features(explorer, token_rows, row_languages, batch_size=batch_size, progress=progress)
+    features = _features(explorer, token_rows, row_languages, batch_size=batch_size, progress=progress)
     predicted = head.predict(features)
     result_rows, offset = [], 0
     for code, rows in groups.items():
@@ -349,42 +323,34 @@ def evaluate_transfer(
     return TransferResult(model=explorer.name, source_language=source, labels=list(head.labels), rows=result_rows)
 
 
+def run_bundled(explorer: Explorer, source_language: str, target_languages: Sequence[str] | None) -> dict:
+    """The whole lab on the bundled set, keeping nothing: the training summary and transfer table as one dict."""
+    if source_language != BUNDLED_SOURCE:
+        raise ExplorerError(f"The bundled training set is in English: use source_language='{BUNDLED_SOURCE}'.")
+    train, tests = bundled_data(explorer, source_language)
+    targets = target_languages_or_default(explorer, target_languages)
+    missing = [code for code in targets if code not in tests]
+    if missing:
+        raise ExplorerError(f"The bundled test set has no rows in {', '.join(missing)}; it has {', '.join(tests)}.")
+    training = train_probe(explorer, train, source_language)
+    transfer = evaluate_transfer(explorer, training.head, {code: tests[code] for code in targets})
+    return {"training": training.to_dict(), "transfer": transfer.to_dict()}
+
+
+def target_languages_or_default(explorer: Explorer, chosen: Sequence[str] | str | None) -> list[str]:
+    """The chosen target codes, checked; none chosen: the bundled test set's languages."""
+    return target_languages(explorer, chosen) or default_targets(explorer.languages)
+
+
 # ----- fine-tuning a private copy ---------------------------------------------------------------------
 
 
-def free_memory_bytes(device: torch.device) -> int | None:
-    """Free memory on device (None if unknown): CUDA's own count, else MemAvailable from /proc/meminfo."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+@dataclass
+class Finetuned:
+    """What fine-tuning made: the session's private copy of the model, and the head and record of its training."""
 
-
-def _private_copy(explorer: Explorer, name: str) -> Explorer:
-    """A float32 deep copy of the model in a new Explorer: what fine-tuning may change."""
-    from xmod_explorer.backends import AdapterBackend, NativeBackend
-    from xmod_explorer.engine import Explorer
-
-    backend = explorer.backend
-    model = copy.deepcopy(backend.model).to(dtype=torch.float32)
-    if isinstance(backend, NativeBackend):
-        runner = NativeBackend(model, backend.languages)
-    else:
-        runner = AdapterBackend(
-            model, backend.languages, backend.adapter_source, dtype=torch.float32, mlm_head=backend.mlm_head_name
-        )
-        runner.classifier_head = backend.classifier_head
-        runner.task_adapter = backend.task_adapter
-    runner.has_mlm = getattr(backend, "has_mlm", False)
-    loaded = dataclasses.replace(explorer.loaded, backend=runner, dtype=torch.float32)
-    reason = f"a private fine-tuned copy of {explorer.name}"
-    return Explorer(loaded, reason=reason, random_weights=explorer.random_weights, limits=explorer.limits, name=name)
+    explorer: Explorer
+    training: ProbeTraining
 
 
 def finetune(
@@ -397,76 +363,43 @@ def finetune(
     learning_rate: float | None = None,
     progress: Progress | None = None,
     seed: int = 0,
-) -> ProbeTraining:
+) -> Finetuned:
     """The paper's recipe on a private copy: embeddings and language adapters frozen, the source adapter active.
 
-    Native backend: the shared transformer layers are trained (freeze_embeddings_and_language_adapters).
-    Adapters backend: a new task adapter is trained, stacked on the language adapter (Stack(lang, task)).
-    A linear head on pooled features is trained jointly. The result's ``explorer`` is the copy; the model
-    this was called on is not changed.
+    Native backend: the shared transformer layers train (freeze_embeddings_and_language_adapters).
+    Adapters backend: a new task adapter trains, stacked on the language adapter (Stack(lang, task)).
+    A linear head on pooled features trains jointly. The explorer passed in is not changed.
     """
-    from adapters import SeqBnConfig
-
-    from xmod_explorer.backends import NativeBackend
-
     start = time.monotonic()
     deadline = start + float(explorer.limits.max_train_seconds)
     items, source, labels = _training_set(explorer, examples, source_language)
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 100_000:
         raise ExplorerError(f"steps must be a whole number of at least 1; got {steps!r}.")
-    native = isinstance(explorer.backend, NativeBackend)
-    if not native and explorer.backend.task_adapter is not None:
-        raise ExplorerError(
-            "This checkpoint already stacks a task adapter; the lab fine-tunes plain X-MOD checkpoints only."
-        )
-    parameters = list(explorer.backend.model.parameters())
-    copy_bytes = sum(p.numel() for p in parameters) * 4
+    native = explorer.backend.name == "transformers"
+    copy_bytes = sum(p.numel() for p in explorer.backend.model.parameters()) * 4
     # Native: gradients and two Adam moments for the shared layers; a task adapter is small.
     needed = int(copy_bytes * (4 if native else 1.3))
-    free = free_memory_bytes(explorer.loaded.device)
+    free = available_memory_bytes(explorer.loaded.device)
     if free is not None and needed > 0.8 * free:
         raise ExplorerError(
             f"Fine-tuning needs a private copy of the model (about {needed / 2**30:.1f} GiB with the optimizer) and "
-            "only "
-            f"{free / 2**30:.1f} GiB are free here. Train the probe without fine-tuning, or use a machine with more "
-            "memory."
+            f"only {free / 2**30:.1f} GiB are free here. Train the probe without fine-tuning, or use a machine with "
+            "more memory."
         )
     torch.manual_seed(seed)
     _report(progress, 0.0, "Copying the model for this session")
-    tuned = _private_copy(explorer, f"{explorer.name} (fine-tuned on {source})")
-    model = tuned.backend.model
-    if native:
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        model.freeze_embeddings_and_language_adapters()
-        trainable = [
-            p for name, p in model.named_parameters() if p.requires_grad and name.startswith("roberta.encoder.")
-        ]
-        for name, parameter in model.named_parameters():
-            if not name.startswith("roberta.encoder."):
-                parameter.requires_grad_(False)  # heads and pooler: not part of this objective
-        rate = learning_rate or 2e-5
-    else:
-        reduction = max(1, int(model.config.hidden_size) // 48)
-        model.add_adapter(TASK_ADAPTER, config=SeqBnConfig(reduction_factor=reduction))
-        model.to(device=tuned.loaded.device, dtype=torch.float32)
-        tuned.backend.task_adapter = TASK_ADAPTER
-        marker = f".adapters.{TASK_ADAPTER}."
-        trainable = []
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(marker in name)
-            if marker in name:
-                trainable.append(parameter)
-        rate = learning_rate or 1e-3
+    tuned = explorer.private_copy(f"{explorer.name} (fine-tuned on {source})")
+    trainable = tuned.backend.start_finetuning(TASK_ADAPTER)
+    rate = learning_rate or (2e-5 if native else 1e-3)
     rows = _rows(explorer, items, "training examples")
-    initial = pooled_features(tuned, rows, [source] * len(rows), progress=progress, span=(0.0, 0.2), deadline=deadline)
+    initial = _features(tuned, rows, [source] * len(rows), progress=progress, span=(0.0, 0.2), deadline=deadline)
     mean, std = standardiser(initial)
     targets = torch.tensor([labels.index(example.label) for example in items])
     weight = torch.zeros(len(labels), initial.shape[1], requires_grad=True)
     bias = torch.zeros(len(labels), requires_grad=True)
     optimizer = torch.optim.AdamW(
         [
-            {"params": trainable, "lr": rate, "weight_decay": 0.01},
+            {"params": trainable, "lr": rate, "weight_decay": 0.0},
             {"params": [weight, bias], "lr": 1e-2, "weight_decay": 1e-2},
         ]
     )
@@ -474,6 +407,7 @@ def finetune(
     device = tuned.loaded.device
     losses: list[float] = []
     stopped = False
+    model = tuned.backend.model
     model.train()
     try:
         for step in range(1, steps + 1):
@@ -481,10 +415,8 @@ def finetune(
                 stopped = True
                 break
             chosen = torch.randperm(len(rows), generator=generator)[:batch_size].tolist()
-            input_ids, attention = tuned._tensor([rows[i] for i in chosen])
+            pooled = tuned.pooled_batch([rows[i] for i in chosen], [source] * len(chosen), grad=True)
             with torch.enable_grad():
-                encoded = tuned.backend.encode_rows(input_ids, attention, [source] * len(chosen))
-                pooled = mean_pool(encoded.last.float(), _content_mask(tuned, input_ids, attention))
                 logits = ((pooled - mean.to(device)) / std.to(device)) @ weight.to(device).T + bias.to(device)
                 loss = torch.nn.functional.cross_entropy(logits, targets[chosen].to(device))
                 optimizer.zero_grad()
@@ -508,13 +440,13 @@ def finetune(
         len(items),
         "fine-tuned",
     )
-    features = pooled_features(tuned, rows, [source] * len(rows), progress=progress, span=(0.9, 1.0))
+    features = _features(tuned, rows, [source] * len(rows), progress=progress, span=(0.9, 1.0))
     note = (
         f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {len(losses)} steps."
         if stopped
         else ""
     )
-    return ProbeTraining(
+    training = ProbeTraining(
         head=head,
         losses=losses,
         seconds=time.monotonic() - start,
@@ -524,5 +456,5 @@ def finetune(
         train_accuracy=accuracy(head.predict(features), [example.label for example in items]),
         stopped_early=stopped,
         note=note,
-        explorer=tuned,
     )
+    return Finetuned(tuned, training)

@@ -271,7 +271,7 @@ def loss_curve(training: ProbeTraining) -> go.Figure:
     )
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="cross-entropy", rangemode="tozero")
-    kind = "probe" if training.explorer is None else "fine-tuning"
+    kind = "probe" if training.head.encoder == "frozen" else "fine-tuning"
     return _layout(
         figure, f"Training loss ({kind}, {training.examples} examples, {training.seconds:.1f} s)", height=320
     )

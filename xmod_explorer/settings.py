@@ -58,9 +58,9 @@ FLAGS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python app.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python app.py",
+        prog=prog,
         description="X-MOD Explorer: a web app to see what the language adapters of an X-MOD model do. "
         "Every flag can also be set through the environment variable shown.",
     )

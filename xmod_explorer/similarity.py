@@ -6,6 +6,8 @@ dimensions), so every comparison here also offers a centred variant or a shuffle
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -22,6 +24,11 @@ def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
     """All pairwise cosines of the rows of (n, hidden)."""
     unit = torch.nn.functional.normalize(vectors.double(), dim=-1)
     return unit @ unit.T
+
+
+def cross_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cosine of every row of x (n, h) with every row of y (m, h): (n, m)."""
+    return torch.nn.functional.normalize(x.double(), dim=-1) @ torch.nn.functional.normalize(y.double(), dim=-1).T
 
 
 def centred_token_cosine(states: torch.Tensor) -> torch.Tensor:
@@ -91,6 +98,61 @@ def shuffled_cka(x: torch.Tensor, y: torch.Tensor, *, permutations: int = 20, se
     if not orders:
         return float("nan")
     return sum(linear_cka(x, y[order]) for order in orders) / len(orders)
+
+
+def language_groups(codes: Sequence[str]) -> dict[str, list[int]]:
+    """Row indices per language, languages in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for index, code in enumerate(codes):
+        groups.setdefault(code, []).append(index)
+    return groups
+
+
+def language_pair_scores(
+    pooled: torch.Tensor, codes: Sequence[str], *, permutations: int = 20
+) -> tuple[list[LanguagePairScore], int, list[str]]:
+    """Per layer and language pair of a parallel set: matched vs shuffled cosine, CKA vs shuffled CKA.
+
+    pooled: (layers, n, hidden), row i in language codes[i]. A set is parallel when it has two or more
+    languages with the same number (2 or more) of sentences each, the i-th sentences translations of each
+    other. Returns the scores, the sentences per language (0 if not parallel) and notes for the reader.
+    """
+    groups = language_groups(codes)
+    sizes = {len(members) for members in groups.values()}
+    if not (len(groups) >= 2 and len(sizes) == 1 and min(sizes) >= 2):
+        note = (
+            "CKA needs a parallel set: two or more languages with the same number of sentences, "
+            "the i-th sentence of each language a translation of the others."
+        )
+        return [], 0, [note]
+    size = sizes.pop()
+    notes = []
+    if size < 3:
+        notes.append("CKA needs at least 3 sentences per language (with 2 it is always 1); it is left out.")
+    elif size < 4:
+        notes.append(
+            f"CKA from {size} sentences per language uses the biased estimator; 4 or more give the debiased one."
+        )
+    off_diagonal = ~torch.eye(size, dtype=torch.bool)
+    order = list(groups)
+    scores = []
+    for layer, vectors in enumerate(pooled):
+        for i, a in enumerate(order):
+            for b in order[i + 1 :]:
+                x, y = vectors[groups[a]], vectors[groups[b]]
+                between = cross_cosine(x, y)
+                scores.append(
+                    LanguagePairScore(
+                        layer=layer,
+                        language_a=a,
+                        language_b=b,
+                        matched_cosine=float(between.diagonal().mean()),
+                        shuffled_cosine=float(between[off_diagonal].mean()),
+                        cka=linear_cka(x, y) if size >= 3 else math.nan,
+                        shuffled_cka=shuffled_cka(x, y, permutations=permutations) if size >= 3 else math.nan,
+                    )
+                )
+    return scores, size, notes
 
 
 def _nested(tensor: torch.Tensor) -> list:

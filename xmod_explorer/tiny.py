@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from xmod_explorer.mini.tokenizer import train_tokenizer
+from xmod_explorer.mini.tokenizer import counted_tokenizer
 
 # Sentences written for this project, only to give a throwaway tokenizer some pieces to learn.
 SAMPLE_SENTENCES = [
@@ -58,10 +58,42 @@ class TinySpec:
     labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
 
 
-def build_config(spec: TinySpec, vocab_size: int):
-    """XmodConfig for spec."""
+def xmod_config(
+    *,
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    languages: list[str],
+    style: str = "base",
+    adapter_reduction_factor: int = 2,
+    max_position_embeddings: int = 514,
+    **extra,
+):
+    """An XmodConfig of the given shape in one of the published styles (STYLES), with no default language.
+
+    extra: any other XmodConfig field (dropout, initializer_range, type_vocab_size, labels...)."""
     from transformers import XmodConfig
 
+    return XmodConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        layer_norm_eps=1e-5,
+        adapter_reduction_factor=adapter_reduction_factor,
+        languages=list(languages),
+        default_language=None,
+        **STYLES[style],
+        **extra,
+    )
+
+
+def build_config(spec: TinySpec, vocab_size: int):
+    """XmodConfig for spec."""
     extra = {}
     if spec.head == "classification":
         extra = {
@@ -69,19 +101,17 @@ def build_config(spec: TinySpec, vocab_size: int):
             "label2id": {label: i for i, label in enumerate(spec.labels)},
             "architectures": ["XmodForSequenceClassification"],
         }
-    return XmodConfig(
+    return xmod_config(
         vocab_size=vocab_size,
         hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
         intermediate_size=spec.intermediate_size,
-        max_position_embeddings=spec.max_position_embeddings,
-        layer_norm_eps=1e-5,
-        initializer_range=spec.initializer_range,
+        languages=spec.languages,
+        style=spec.style,
         adapter_reduction_factor=spec.adapter_reduction_factor,
-        languages=list(spec.languages),
-        default_language=None,
-        **STYLES[spec.style],
+        max_position_embeddings=spec.max_position_embeddings,
+        initializer_range=spec.initializer_range,
         **extra,
     )
 
@@ -94,7 +124,7 @@ def build_random_checkpoint(folder: str | Path, spec: TinySpec | None = None, to
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
-        tokenizer = train_tokenizer(SAMPLE_SENTENCES * 3, spec.tokenizer_vocab)
+        tokenizer = counted_tokenizer(SAMPLE_SENTENCES * 3, spec.tokenizer_vocab)
     vocab_size = spec.vocab_size or len(tokenizer)
     torch.manual_seed(spec.seed)
     config = build_config(spec, vocab_size)

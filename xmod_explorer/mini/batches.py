@@ -51,17 +51,6 @@ def pack_row(paragraphs: Sequence[np.ndarray], order: np.ndarray, seq_len: int) 
     return row
 
 
-def pad_rows(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad rows to the longest; returns (input_ids, attention_mask)."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-    return ids, attention
-
-
 def packed_inputs(rows: Sequence[Sequence[Sequence[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids, block-diagonal 3-D attention mask, position ids) for rows of packed paragraphs."""
     width = max(sum(len(p) for p in row) for row in rows)

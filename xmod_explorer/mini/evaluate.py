@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XmodForMaskedLM
 
-from xmod_explorer.mini.batches import pad_rows
 from xmod_explorer.mini.corpus import read_split
 from xmod_explorer.mini.mlm import mask_tokens, masked_predictions
 from xmod_explorer.stats import wilson_interval
+from xmod_explorer.tokens import pad_rows
 
 MAX_TOKENS = 128
 MASK_ROUNDS = 2  # each paragraph is masked this many times, with different positions

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import random
 import shutil
 import time
@@ -18,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, XmodConfig, XmodForMaskedLM
 
+from xmod_explorer.machine import describe
 from xmod_explorer.mini.batches import PAD, Batch, balanced_batch, tokenize_paragraphs
 from xmod_explorer.mini.corpus import MINI_LANGUAGES, read_split
 from xmod_explorer.mini.mlm import masked_predictions
 from xmod_explorer.mini.tokenizer import save_tokenizer, train_tokenizer
+from xmod_explorer.tiny import xmod_config
 
 TRAINING_RECORD = "training.json"  # in an exported model folder: the run's settings, machine and final log record
 
@@ -70,27 +69,20 @@ class TrainSettings:
 
 def build_config(settings: TrainSettings, vocab_size: int) -> XmodConfig:
     """An xmod-base-style config (post-norm, adapters reuse the output LayerNorm) at the mini size."""
-    return XmodConfig(
+    return xmod_config(
         vocab_size=vocab_size,
         hidden_size=settings.hidden,
-        num_hidden_layers=settings.layers,
-        num_attention_heads=settings.heads,
+        num_layers=settings.layers,
+        num_heads=settings.heads,
         intermediate_size=settings.ffn,
+        languages=settings.languages,
+        style="base",
         hidden_dropout_prob=settings.dropout,
         attention_probs_dropout_prob=settings.dropout,
-        max_position_embeddings=514,
         type_vocab_size=1,
-        layer_norm_eps=1e-5,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
-        pre_norm=False,
-        adapter_reduction_factor=2,
-        adapter_layer_norm=False,
-        adapter_reuse_layer_norm=True,
-        ln_before_adapter=True,
-        languages=list(settings.languages),
-        default_language=None,
     )
 
 
@@ -273,20 +265,14 @@ def _write_record(log, record: dict, steps: int) -> None:
 
 def describe_machine(settings: TrainSettings) -> dict:
     """CPU, thread count and library versions, for the model card."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    machine = describe()
     return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
+        "cpu": machine["cpu"],
+        "cpu_count": machine["cores"],
         "torch_threads": settings.threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
+        "torch": machine["torch"],
+        "transformers": machine["transformers"],
+        "python": machine["python"],
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 

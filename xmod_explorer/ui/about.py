@@ -1,4 +1,4 @@
-"""Tab 5, About: X-MOD in a few paragraphs, and how to read each tab."""
+"""About tab: X-MOD in a few paragraphs, and how to read each tab."""
 
 from __future__ import annotations
 

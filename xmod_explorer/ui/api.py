@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from xmod_explorer.engine import Explorer
-from xmod_explorer.errors import ExplorerError
-from xmod_explorer.ui.classify import DEFAULT_SET, default_targets, lab_data
+from xmod_explorer import lab
 from xmod_explorer.ui.common import ModelHolder, gpu, ui_errors
-
-
-def run_transfer_lab(explorer: Explorer, source_language: str, target_languages: list[str] | None) -> dict:
-    """The lab on the bundled set, session-free: the training summary and the transfer table as one dict."""
-    if source_language != "en_XX":
-        raise ExplorerError("The bundled training set is in English: use source_language='en_XX'.")
-    train, tests = lab_data(explorer, DEFAULT_SET, None, source_language)
-    targets = explorer._languages(target_languages) if target_languages else default_targets(explorer.languages)
-    missing = [code for code in targets if code not in tests]
-    if missing:
-        raise ExplorerError(f"The bundled test set has no rows in {', '.join(missing)}; it has {', '.join(tests)}.")
-    training = explorer.train_probe(train, source_language)
-    transfer = explorer.evaluate_transfer(training.head, {code: tests[code] for code in targets})
-    return {"training": training.to_dict(), "transfer": transfer.to_dict()}
 
 
 def register_api(holder: ModelHolder) -> None:
@@ -74,7 +58,7 @@ def register_api(holder: ModelHolder) -> None:
             source_language: The adapter used in training; the bundled set needs en_XX.
             target_languages: Languages to test, e.g. ["de_DE", "ja_XX"]; default the bundled test languages.
         """
-        return run_transfer_lab(holder.explorer, source_language, target_languages)
+        return lab.run_bundled(holder.explorer, source_language, target_languages)
 
     def model_info() -> dict:
         """Describe the loaded model: id, backend, device, dtype, parameter count, and languages in model order."""

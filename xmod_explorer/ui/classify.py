@@ -1,4 +1,4 @@
-"""Tab 6, Classify: label probabilities per adapter, and the cross-lingual transfer lab.
+"""Classify tab: label probabilities per adapter, and the cross-lingual transfer lab.
 
 The head a user trains or loads lives only in that user's session (a gr.State), never on the
 shared Explorer, so two users never see or overwrite each other's heads.
@@ -7,29 +7,28 @@ shared Explorer, so two users never see or overwrite each other's heads.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from xmod_explorer import plots
+from xmod_explorer import lab, plots
 from xmod_explorer.classify import ProbeHead, ProbeTraining, TransferResult
-from xmod_explorer.datasets import (
-    SENTIMENT_TARGETS,
-    Example,
-    read_labelled_csv,
-    sentiment_test,
-    sentiment_train,
-    split_by_language,
-)
+from xmod_explorer.datasets import Example
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
-from xmod_explorer.lab import check_head
 from xmod_explorer.languages import display_name, resolve_language
 from xmod_explorer.settings import Settings
-from xmod_explorer.ui.common import ModelHolder, escape, gpu, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.common import (
+    ModelHolder,
+    escape,
+    fresh_folder,
+    gpu,
+    language_dropdown,
+    pick_languages,
+    text_box,
+    ui_errors,
+)
 
 DEFAULT_SET = "Sentiment of software reviews (English training set, bundled)"
 UPLOAD_SET = "My CSV file"
@@ -48,7 +47,6 @@ CSV_HELP = (
     "CSV with a header line `text,label` and optionally `language` (UTF-8; comma, semicolon or tab). Rows in the "
     "source language (or with no language) train the probe; rows in other languages are the test sets."
 )
-_HEADS = Path(tempfile.mkdtemp(prefix="xmod-explorer-heads-"))
 
 
 @dataclass
@@ -59,10 +57,11 @@ class LabSession:
     training: ProbeTraining | None = None
     transfer: TransferResult | None = None
     notes: list[str] = field(default_factory=list)
+    tuned: Explorer | None = None  # this session's fine-tuned copy of the model, if it made one
 
     def explorer_for(self, shared: Explorer) -> Explorer:
-        """A fine-tuned session copy if there is one, else the shared model."""
-        return self.training.explorer if self.training is not None and self.training.explorer is not None else shared
+        """The session's fine-tuned copy if there is one, else the shared model."""
+        return self.tuned if self.tuned is not None else shared
 
 
 @dataclass
@@ -90,36 +89,18 @@ class ClassifyTab:
     session: gr.State
 
 
-def default_targets(languages: list[str]) -> list[str]:
-    """The sentiment test set's languages that the model has (all six for xmod-base and the mini model)."""
-    return [code for code in SENTIMENT_TARGETS if code in languages]
+def default_source(languages: list[str]) -> str:
+    """English when the model has it (the bundled training set is English), else its first language."""
+    return lab.BUNDLED_SOURCE if lab.BUNDLED_SOURCE in languages else languages[0]
 
 
 def lab_data(
     explorer: Explorer, dataset: str, upload: str | None, source: str, *, training: bool = True
 ) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training rows and test rows per language, from the bundled set or the user's CSV."""
+    """Training rows and test rows per language, from the data set the user picked."""
     if dataset == UPLOAD_SET:
-        if not upload:
-            raise ExplorerError(
-                "Choose a CSV file to upload first (columns text,label[,language]), or pick the bundled data set."
-            )
-        examples = read_labelled_csv(upload, explorer.limits, explorer.languages, name="The uploaded file")
-        train, tests = split_by_language(examples, source)
-        if not train and training:
-            raise ExplorerError(
-                f"The uploaded file has no rows in the source language {source} (or without a language) to train on. "
-                "Choose the source language your rows are written in."
-            )
-        return train, tests
-    if source != "en_XX" and training:
-        raise ExplorerError(
-            "The bundled training set is in English: choose en_XX as the source language, or upload a CSV."
-        )
-    tests: dict[str, list[Example]] = {}
-    for example in sentiment_test(explorer.languages):  # the held-out English set counts as a test set too
-        tests.setdefault(example.language, []).append(example)
-    return sentiment_train(), tests
+        return lab.uploaded_data(explorer, upload, source, training=training)
+    return lab.bundled_data(explorer, source, training=training)
 
 
 def transfer_table(result: TransferResult) -> pd.DataFrame:
@@ -132,7 +113,7 @@ def transfer_table(result: TransferResult) -> pd.DataFrame:
 
 def head_file(head: ProbeHead) -> str:
     """Write the head to a fresh .safetensors file for the download button."""
-    folder = Path(tempfile.mkdtemp(dir=_HEADS))
+    folder = fresh_folder()
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"probe-{head.source_language}-{'-'.join(head.labels)}")[:80]
     return str(head.save(folder / f"{stem}.safetensors"))
 
@@ -142,7 +123,7 @@ def summary_markdown(session: LabSession) -> str:
     lines = []
     training, head = session.training, session.head
     if training is not None:
-        kind = "Probe" if training.explorer is None else "Fine-tuned model and head"
+        kind = "Probe" if session.tuned is None else "Fine-tuned model and head"
         lines.append(
             f"**{kind} trained** on {training.examples} examples in {escape(display_name(head.source_language))}: "
             f"{training.steps} steps in {training.seconds:.1f} s (sentence features {training.feature_seconds:.1f} s); "
@@ -169,24 +150,20 @@ def summary_markdown(session: LabSession) -> str:
 def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     explorer = holder.explorer
     has_head = bool(explorer.info().labels)
-    choices = language_choices(explorer)
     gr.Markdown("### Classify a text under several language adapters")
     with gr.Row():
-        text = gr.Textbox(
+        text = text_box(
+            settings,
+            "After the update the program crashes every time I print.",
             label="Text",
-            value="After the update the program crashes every time I print.",
-            lines=2,
-            scale=3,
-            max_length=settings.limits.max_text_chars,
             elem_id="classify-text",
+            scale=3,
         )
         with gr.Column(scale=2):
-            languages = gr.Dropdown(
-                choices=choices,
-                value=pick_languages(explorer, PREFERRED),
-                multiselect=True,
-                filterable=True,
-                max_choices=settings.limits.max_languages,
+            languages = language_dropdown(
+                explorer,
+                settings,
+                pick_languages(explorer, PREFERRED),
                 label="Language adapters",
                 elem_id="classify-languages",
             )
@@ -219,18 +196,18 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
                 f"{settings.limits.max_train_seconds:.0f} s."
             )
         with gr.Column():
-            source = gr.Dropdown(
-                choices=choices,
-                value="en_XX" if "en_XX" in explorer.languages else explorer.languages[0],
+            source = language_dropdown(
+                explorer,
+                settings,
+                default_source(explorer.languages),
                 label="Source language (the adapter used in training)",
                 elem_id="classify-source",
+                multiselect=False,
             )
-            targets = gr.Dropdown(
-                choices=choices,
-                value=default_targets(explorer.languages),
-                multiselect=True,
-                filterable=True,
-                max_choices=settings.limits.max_languages,
+            targets = language_dropdown(
+                explorer,
+                settings,
+                lab.default_targets(explorer.languages),
                 label="Target languages (zero-shot)",
                 elem_id="classify-targets",
             )
@@ -312,15 +289,15 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         notes = [f"No test rows in {', '.join(missing)}; those languages are left out."] if missing else []
         transfer = None
         if present:
-            transfer = explorer.evaluate_transfer(
-                state.head, {code: tests[code] for code in present}, progress=progress
+            transfer = lab.evaluate_transfer(
+                explorer, state.head, {code: tests[code] for code in present}, progress=progress
             )
         else:
             notes.append("No test rows in any chosen target language, so there is nothing to evaluate.")
-        return LabSession(state.head, state.training, transfer, notes)
+        return LabSession(state.head, state.training, transfer, notes, state.tuned)
 
     def outputs_for(state: LabSession) -> dict:
-        finetuned = state.training is not None and state.training.explorer is not None
+        finetuned = state.tuned is not None
         result = {
             tab.summary: summary_markdown(state),
             tab.loss: plots.loss_curve(state.training) if state.training is not None else None,
@@ -334,27 +311,26 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         }
         return result
 
-    def target_codes(explorer: Explorer, chosen) -> list[str]:
-        return explorer._languages(chosen) if chosen else []
-
     @ui_errors
     @gpu
     def train_head(data, path, source_code, chosen, tune, state, progress=gr.Progress()):
         explorer = holder.explorer
         source_code = resolve_language(source_code, explorer.languages)
-        codes = target_codes(explorer, chosen)
+        codes = lab.target_languages(explorer, chosen)
         train_rows, tests = lab_data(explorer, data, path, source_code)
 
         def step(fraction, desc=None):
             progress(0.85 * fraction, desc=desc)
 
+        tuned = None
         if tune and settings.allow_finetune:
-            training = explorer.finetune(train_rows, source_code, progress=step)
+            finetuned = lab.finetune(explorer, train_rows, source_code, progress=step)
+            tuned, training = finetuned.explorer, finetuned.training
         else:
-            training = explorer.train_probe(train_rows, source_code, progress=step)
-        trained = LabSession(training.head, training)
+            training = lab.train_probe(explorer, train_rows, source_code, progress=step)
+        trained = LabSession(training.head, training, tuned=tuned)
         state = evaluation(
-            training.explorer or explorer,
+            tuned or explorer,
             trained,
             tests,
             codes,
@@ -369,7 +345,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         if state.head is None:
             raise ExplorerError("You have no head yet: train a probe, or load a head file first.")
         explorer = state.explorer_for(holder.explorer)
-        codes = target_codes(explorer, chosen)
+        codes = lab.target_languages(explorer, chosen)
         _, tests = lab_data(explorer, data, path, state.head.source_language, training=False)
         return outputs_for(evaluation(explorer, state, tests, codes, progress))
 
@@ -377,7 +353,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     def load_head(path, state):
         if not path:
             return gr.skip()
-        head = check_head(holder.explorer, ProbeHead.load(path, max_bytes=settings.limits.max_upload_bytes))
+        head = holder.explorer.check_head(ProbeHead.load(path, max_bytes=settings.limits.max_upload_bytes))
         return outputs_for(LabSession(head))
 
     classify_outputs = [note, probabilities, probability_table]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import html
 import logging
 import re
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -16,6 +18,7 @@ import pandas as pd
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name
+from xmod_explorer.settings import Settings
 from xmod_explorer.ui import allocator
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,28 @@ def language_choices(explorer: Explorer) -> list[tuple[str, str]]:
     return [(display_name(code), code) for code in explorer.languages]
 
 
+def text_box(settings: Settings, value: str, *, label: str, elem_id: str, scale: int | None = None) -> gr.Textbox:
+    """The text a tab analyses: two lines, capped at the server's character limit."""
+    return gr.Textbox(
+        label=label, value=value, lines=2, scale=scale, max_length=settings.limits.max_text_chars, elem_id=elem_id
+    )
+
+
+def language_dropdown(
+    explorer: Explorer, settings: Settings, value, *, label: str, elem_id: str, multiselect: bool = True
+) -> gr.Dropdown:
+    """A searchable dropdown of the model's languages (names shown, codes sent), capped like the engine."""
+    return gr.Dropdown(
+        choices=language_choices(explorer),
+        value=value,
+        multiselect=multiselect,
+        filterable=True,
+        max_choices=settings.limits.max_languages if multiselect else None,
+        label=label,
+        elem_id=elem_id,
+    )
+
+
 def pick_languages(explorer: Explorer, preferred: list[str], count: int = 4) -> list[str]:
     """The preferred codes the model has, topped up from its own list."""
     chosen = [code for code in preferred if code in explorer.languages][:count]
@@ -90,13 +115,24 @@ def pick_languages(explorer: Explorer, preferred: list[str], count: int = 4) -> 
     return chosen
 
 
-_DOWNLOADS = Path(tempfile.mkdtemp(prefix="xmod-explorer-csv-"))
+_files_root: Path | None = None
+_files_lock = threading.Lock()
+
+
+def fresh_folder() -> Path:
+    """A new empty folder for one download; all of them live under one root, made on first use and
+    removed when the process ends."""
+    global _files_root
+    with _files_lock:
+        if _files_root is None:
+            _files_root = Path(tempfile.mkdtemp(prefix="xmod-explorer-files-"))
+            atexit.register(shutil.rmtree, _files_root, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=_files_root))
 
 
 def csv_file(frame: pd.DataFrame, stem: str) -> str:
     """Write a table to a fresh CSV file for a download button."""
-    folder = Path(tempfile.mkdtemp(dir=_DOWNLOADS))
-    path = folder / f"{stem}.csv"
+    path = fresh_folder() / f"{stem}.csv"
     frame.to_csv(path, index=False)
     return str(path)
 

@@ -1,4 +1,4 @@
-"""Tab 2, Compare adapters: the same text through several adapters, layer by layer."""
+"""Compare adapters tab: the same text through several adapters, layer by layer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import gradio as gr
 from xmod_explorer import plots
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import AdapterComparison
-from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_dropdown, pick_languages, text_box, ui_errors
 
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "ja_XX", "zh_CN"]
 HOW_TO_READ = {
@@ -46,23 +46,16 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
     layers = explorer.info().layers
     chosen = pick_languages(explorer, PREFERRED, count=5)
     with gr.Row():
-        text = gr.Textbox(
+        text = text_box(
+            settings,
+            "Every language adapter sees the same sentence.",
             label="Text (no mask needed)",
-            value="Every language adapter sees the same sentence.",
-            lines=2,
-            scale=3,
-            max_length=settings.limits.max_text_chars,
             elem_id="compare-text",
+            scale=3,
         )
         with gr.Column(scale=2):
-            languages = gr.Dropdown(
-                choices=language_choices(explorer),
-                value=chosen,
-                multiselect=True,
-                filterable=True,
-                max_choices=settings.limits.max_languages,
-                label="Language adapters",
-                elem_id="compare-languages",
+            languages = language_dropdown(
+                explorer, settings, chosen, label="Language adapters", elem_id="compare-languages"
             )
             reference = gr.Dropdown(choices=chosen, value=chosen[0], label="Reference adapter")
     run = gr.Button("Compare", variant="primary", elem_id="compare-run")

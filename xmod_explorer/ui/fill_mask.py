@@ -1,4 +1,4 @@
-"""Tab 1, Fill the mask: one sentence, several language adapters, predictions side by side."""
+"""Fill the mask tab: one sentence, several language adapters, predictions side by side."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from xmod_explorer import plots
 from xmod_explorer.defaults import ASSETS
 from xmod_explorer.masks import MaskPrediction
 from xmod_explorer.settings import Settings
-from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.common import (
+    ModelHolder,
+    csv_file,
+    escape,
+    gpu,
+    language_dropdown,
+    pick_languages,
+    text_box,
+    ui_errors,
+)
 
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ja_XX"]
 EXAMPLE_FILES = [ASSETS / "mini_examples.tsv", ASSETS / "examples" / "fill_mask.tsv"]
@@ -74,20 +83,17 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     examples = read_examples(explorer.languages)
     with gr.Row():
         with gr.Column(scale=3):
-            text = gr.Textbox(
+            text = text_box(
+                settings,
+                examples[0][0] if examples else "The <mask> of the city is very old.",
                 label="Sentence with one or more <mask>",
-                value=examples[0][0] if examples else "The <mask> of the city is very old.",
-                lines=2,
-                max_length=settings.limits.max_text_chars,
                 elem_id="fill-text",
             )
         with gr.Column(scale=2):
-            languages = gr.Dropdown(
-                choices=language_choices(explorer),
-                value=examples[0][1] if examples else defaults,
-                multiselect=True,
-                filterable=True,
-                max_choices=settings.limits.max_languages,
+            languages = language_dropdown(
+                explorer,
+                settings,
+                examples[0][1] if examples else defaults,
                 label="Language adapters (type to search)",
                 elem_id="fill-languages",
             )

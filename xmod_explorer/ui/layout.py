@@ -6,6 +6,7 @@ import logging
 
 import gradio as gr
 
+from xmod_explorer import lab
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
@@ -13,7 +14,7 @@ from xmod_explorer.settings import Settings
 from xmod_explorer.ui import allocator
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
-from xmod_explorer.ui.classify import build_classify_tab, default_targets
+from xmod_explorer.ui.classify import build_classify_tab, default_source
 from xmod_explorer.ui.common import ModelHolder, language_choices, pick_languages, ui_errors
 from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
@@ -93,9 +94,12 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
         if model.load is not None:
 
             @ui_errors
-            def load_model(reference, backend, device, dtype, subset, progress=gr.Progress(track_tqdm=True)):
+            def load_model(reference, backend, device, dtype, subset, progress=gr.Progress()):
                 progress(0, desc="Loading model")
-                new = load_explorer(settings, reference, backend, device, dtype, subset)
+                # Downloads report each file's bytes done of bytes total; the log gets the same lines.
+                new = load_explorer(
+                    settings, reference, backend, device, dtype, subset, lambda part, text: progress(part, desc=text)
+                )
                 holder.swap(new)
                 info = new.info()
                 log.info("now serving %s (%s)", info.model, info.reason)
@@ -113,10 +117,8 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     sentences.table: default_pairs(new.languages),
                     sentences.layer: gr.Slider(maximum=info.layers, value=info.layers),
                     classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
-                    classify.source: gr.Dropdown(
-                        choices=choices, value="en_XX" if "en_XX" in new.languages else new.languages[0]
-                    ),
-                    classify.targets: gr.Dropdown(choices=choices, value=default_targets(new.languages)),
+                    classify.source: gr.Dropdown(choices=choices, value=default_source(new.languages)),
+                    classify.targets: gr.Dropdown(choices=choices, value=lab.default_targets(new.languages)),
                 }
 
             model.load.click(

@@ -1,4 +1,4 @@
-"""Tab 4, Model: what is loaded, and (locally) loading another model or language subset."""
+"""Model tab: what is loaded, and (locally) loading another model or language subset."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from xmod_explorer.engine import Explorer, ModelInfo
+from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui.common import ModelHolder, escape
 
@@ -24,10 +25,14 @@ class ModelTab:
 
 
 def banner_markdown(info: ModelInfo) -> str:
-    """One line, always visible at the top: which model, and why."""
+    """One line, always visible at the top: which model, why, and whose tokenizer."""
+    tokenizer = f" Tokenizer: {escape(info.tokenizer_source)}." if info.tokenizer_source else ""
     if info.random_weights:
-        return f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
-    return f"Model: **{escape(info.model)}** ({escape(info.reason)})."
+        return (
+            f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
+            f"{tokenizer}"
+        )
+    return f"Model: **{escape(info.model)}** ({escape(info.reason)}).{tokenizer}"
 
 
 def summary_markdown(info: ModelInfo) -> str:
@@ -35,6 +40,7 @@ def summary_markdown(info: ModelInfo) -> str:
         ("Model", escape(info.model)),
         ("Why this model", escape(info.reason)),
         ("Folder", escape(info.folder)),
+        ("Tokenizer", escape(info.tokenizer_source or info.tokenizer)),
         ("Backend", f"{info.backend} (checkpoint format: {info.checkpoint_format})"),
         ("Device, dtype", f"{info.device}, {info.dtype}"),
         ("Parameters", f"{info.parameters:,}"),
@@ -78,8 +84,12 @@ def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
     return ModelTab(summary, languages, reference, backend, device, dtype, subset, load)
 
 
-def load_explorer(settings: Settings, reference, backend, device, dtype, subset) -> Explorer:
-    """Load a new Explorer with the app's limits (the caller swaps it in)."""
+def load_explorer(settings: Settings, reference, backend, device, dtype, subset, progress=None) -> Explorer:
+    """Load a new Explorer with the app's limits (the caller swaps it in); progress(fraction, text) shows downloads."""
+
+    def show(event: DownloadProgress) -> None:
+        progress(event.fraction, event.describe())
+
     return Explorer.from_pretrained(
         (reference or "").strip() or None,
         backend=backend or "auto",
@@ -87,4 +97,5 @@ def load_explorer(settings: Settings, reference, backend, device, dtype, subset)
         dtype=dtype or "auto",
         languages=subset or None,
         limits=settings.limits,
+        progress=show if progress is not None else None,
     )

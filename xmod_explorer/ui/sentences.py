@@ -1,4 +1,4 @@
-"""Tab 3, Across languages: each sentence through its own language's adapter, compared per layer."""
+"""Across languages tab: each sentence through its own language's adapter, compared per layer."""
 
 from __future__ import annotations
 

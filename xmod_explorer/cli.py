@@ -1,0 +1,140 @@
+"""Command line: `xmod-explorer` (or `python -m xmod_explorer`) serves the app; its subcommands run one analysis.
+
+xmod-explorer [--model mini] [app flags]          serve the web app (see `xmod-explorer serve --help`)
+xmod-explorer {predict,compare,sentences,info,convert} ...
+
+Each analysis prints a readable table, or the same JSON the web app's API returns with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from xmod_explorer.datasets import read_pairs
+from xmod_explorer.errors import ExplorerError
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local folder, 'mini' or 'random' "
+        "(default: facebook/xmod-base if reachable, else the embedded mini model)",
+    )
+    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "adapters"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--load-languages", default=None, help="load only these adapters (comma-separated codes)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+COMMANDS = ("predict", "compare", "sentences", "info", "convert")
+PROG = "xmod-explorer"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the web app (the default when no command is given)", add_help=False)
+
+    predict = commands.add_parser("predict", help="fill <mask> under several language adapters")
+    predict.add_argument("text")
+    predict.add_argument("--languages", required=True, help="comma-separated codes, e.g. en_XX,de_DE")
+    predict.add_argument("--top-k", type=int, default=5)
+    _model_options(predict)
+
+    compare = commands.add_parser("compare", help="compare hidden states of one text under several adapters")
+    compare.add_argument("text")
+    compare.add_argument("--languages", required=True)
+    compare.add_argument("--reference", default=None, help="language the others are compared to (default: the first)")
+    compare.add_argument(
+        "--layer", type=int, default=None, help="print the similarity matrix of this layer (default: last)"
+    )
+    _model_options(compare)
+
+    sentences = commands.add_parser("sentences", help="compare sentences, each through its own adapter")
+    sentences.add_argument("file", help="CSV or TSV with columns language,text")
+    _model_options(sentences)
+
+    info = commands.add_parser("info", help="what a model holds: languages, size, backend")
+    _model_options(info)
+
+    convert = commands.add_parser("convert", help="convert a native X-MOD checkpoint to the adapters format")
+    convert.add_argument("source", help="native checkpoint: hub id or folder")
+    convert.add_argument("output", help="new folder for the converted checkpoint")
+    convert.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest output difference accepted per language"
+    )
+    convert.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def _explorer(args):
+    from xmod_explorer import Explorer
+
+    return Explorer.from_pretrained(
+        args.model, backend=args.backend, device=args.device, dtype=args.dtype, languages=args.load_languages
+    )
+
+
+def _emit(args, result, table: pd.DataFrame) -> None:
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 100, "display.width", 200):
+            print(table.to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the app, or run the analysis the first argument names; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        from xmod_explorer.ui.server import main as serve
+
+        serve(argv[1:] if argv and argv[0] == "serve" else argv, prog=f"{PROG} [serve]")
+        return 0
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
+    """One analysis command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("xmod_explorer").setLevel(logging.INFO)
+    try:
+        if args.command == "convert":
+            from xmod_explorer.convert import convert
+
+            report = convert(args.source, args.output, tolerance=args.tolerance, overwrite=args.overwrite)
+            worst = max(report.max_abs_diff.values())
+            print(f"converted {len(report.languages)} languages to {Path(args.output)}; largest difference {worst:.2e}")
+            return 0
+        explorer = _explorer(args)
+        if args.command == "predict":
+            result = explorer.predict_masks(args.text, args.languages, args.top_k)
+            _emit(args, result, result.to_wide_frame())
+        elif args.command == "compare":
+            result = explorer.compare_adapters(args.text, args.languages, args.reference)
+            layer = result.layers[-1] if args.layer is None else args.layer
+            if layer not in result.layers:
+                raise ExplorerError(f"--layer must be between 0 and {result.layers[-1]}.")
+            table = pd.DataFrame(result.pooled_cosine[layer].numpy(), index=result.languages, columns=result.languages)
+            _emit(args, result, table.reset_index(names=f"layer {layer}"))
+        elif args.command == "sentences":
+            result = explorer.compare_sentences(read_pairs(args.file))
+            _emit(args, result, result.to_frame())
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+        elif args.command == "info":
+            info = explorer.info()
+            _emit(args, info, info.to_frame())
+        return 0
+    except ExplorerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -49,6 +49,7 @@ RANKS = {
     "mini.train": 2,
     "mini.card": 2,
     "mini.examples": 2,
+    "mini.post_hoc": 2,
     "mini.__main__": 2,
     "mini": 2,
     # reading checkpoints

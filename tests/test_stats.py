@@ -116,3 +116,30 @@ def test_small_samples_are_flagged():
     assert "0.042" in permutation_note(4)
     assert permutation_note(5) is None
     assert sum(1 for _ in itertools.permutations(range(4))) == 24
+
+
+WILSON_CASES = [(0, 1), (1, 1), (0, 10), (10, 10), (3, 7), (1, 300), (299, 300), (512, 2000), (8917, 30000), (7, 11)]
+
+
+@pytest.mark.parametrize(("successes", "trials"), WILSON_CASES)
+@pytest.mark.parametrize("confidence", [0.95, 0.99, 0.8])
+def test_wilson_interval_matches_scipy_at_every_confidence(successes, trials, confidence):
+    expected = scipy_stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    low, high = wilson_interval(successes, trials, confidence)
+    assert low == pytest.approx(float(expected.low), abs=1e-12)
+    assert high == pytest.approx(float(expected.high), abs=1e-12)
+
+
+def test_wilson_interval_narrows_with_more_trials_and_refuses_impossible_counts():
+    for successes, trials in WILSON_CASES:
+        low, high = wilson_interval(successes, trials)
+        assert 0 <= low <= successes / trials <= high <= 1
+    assert (
+        wilson_interval(30, 100)[1] - wilson_interval(30, 100)[0]
+        > wilson_interval(300, 1000)[1] - wilson_interval(300, 1000)[0]
+    )
+    assert all(math.isnan(bound) for bound in wilson_interval(0, 0))
+    with pytest.raises(ValueError):
+        wilson_interval(5, 4)
+    with pytest.raises(ValueError):
+        wilson_interval(-1, 4)

@@ -72,15 +72,22 @@ class ModelInfo:
     labels: list[str] = field(default_factory=list)
     tokenizer: str = ""  # "the checkpoint's own", or the hub id of the tokenizer used instead
     tokenizer_source: str = ""  # where it came from, in words
+    post_hoc_languages: list[str] = field(default_factory=list)  # adapters added after pre-training
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per language: lang id, code, readable name, and whether its adapter is in memory."""
+        """One row per language: lang id, code, readable name, whether its adapter is in memory and added post hoc."""
         return pd.DataFrame(
             [
-                {"lang_id": i, "code": code, "name": display_name(code), "in_memory": code in self.loaded_languages}
+                {
+                    "lang_id": i,
+                    "code": code,
+                    "name": display_name(code),
+                    "in_memory": code in self.loaded_languages,
+                    "added_post_hoc": code in self.post_hoc_languages,
+                }
                 for i, code in enumerate(self.languages)
             ]
         )
@@ -209,6 +216,7 @@ class Explorer:
             labels=list(self.backend.classifier_labels() or []),
             tokenizer=self.loaded.tokenizer_name,
             tokenizer_source=self.loaded.tokenizer_source,
+            post_hoc_languages=[code for code in self.loaded.post_hoc_languages if code in self.languages],
         )
 
     # ----- input checks and encoding: the building blocks the lab and the analyses share ------

@@ -21,8 +21,14 @@ SMALL_SAMPLE = 5  # below this many items per group a permutation test can show 
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (no continuity correction); (nan, nan) without trials."""
-    if trials <= 0:
+    """Wilson score interval for a binomial proportion (no continuity correction); (nan, nan) without trials.
+
+    Better than the normal approximation near 0 and 1 and for small samples. It assumes independent trials:
+    masked tokens of the same paragraph are not quite independent, so for them it is somewhat too narrow.
+    """
+    if trials < 0 or not 0 <= successes <= max(trials, 0):
+        raise ValueError(f"need 0 <= successes <= trials; got {successes} of {trials}")
+    if trials == 0:
         return (math.nan, math.nan)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = successes / trials

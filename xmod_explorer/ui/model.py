@@ -53,6 +53,9 @@ def summary_markdown(info: ModelInfo) -> str:
         ("Languages", f"{len(info.languages)} ({len(info.loaded_languages)} adapters in memory now)"),
         ("Fills masks", "yes" if info.can_fill_masks else "no (no masked-LM head)"),
     ]
+    if info.post_hoc_languages:
+        added = escape(", ".join(info.post_hoc_languages))
+        rows.append(("Added post hoc", f"{added} (adapter trained after pre-training, every other weight frozen)"))
     if info.labels:
         rows.append(("Classifier labels", escape(", ".join(info.labels))))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)

@@ -56,6 +56,7 @@ RANKS = {
     "loading": 3,
     # the engine, and the converter built on the loader
     "engine": 4,
+    "batching": 4,  # many requests through the engine in shared forward passes
     "convert": 4,
     "": 4,  # the package's __init__ re-exports the engine
     # the transfer lab, above the engine

@@ -93,6 +93,17 @@ class ModelInfo:
         )
 
 
+@dataclass(frozen=True)
+class MaskRequest:
+    """A fill-mask request after its checks: the text, language codes, top-k, token ids and mask positions."""
+
+    text: str
+    languages: list[str]
+    top_k: int
+    ids: list[int]
+    positions: list[int]
+
+
 def _guard_device_memory(method):
     """Turn a GPU out-of-memory error into an ExplorerError and free the cache so the next call works."""
 
@@ -352,9 +363,9 @@ class Explorer:
 
     # ----- features ---------------------------------------------------------------------------
 
-    @_guard_device_memory
-    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
-        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+    def check_mask_request(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskRequest:
+        """A fill-mask request checked against this model and the limits: language codes (adapters made ready),
+        top-k, token ids and the mask positions; ExplorerError with a message for anything wrong."""
         if not self.backend.has_mlm:
             raise ExplorerError(
                 "This checkpoint has no masked-LM head, so it cannot fill masks. Load an X-MOD masked-LM."
@@ -372,18 +383,15 @@ class Explorer:
             raise ExplorerError(
                 f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some."
             )
-        input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
-            # The last layer and the vocabulary projection only at mask positions: on xmod-base the
-            # projection over every token would cost more than the whole encoder.
-            encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
-            states = encoded.last.reshape(len(codes) * len(positions), -1)
-            probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
-        probabilities = probabilities.view(len(codes), len(positions), k).cpu()
-        token_ids = token_ids.view(len(codes), len(positions), k).cpu()
-        entropy = entropy.view(len(codes), len(positions)).cpu()
+        return MaskRequest(text, codes, k, ids, positions)
+
+    def _mask_prediction(
+        self, request: MaskRequest, probabilities: torch.Tensor, token_ids: torch.Tensor, entropy: torch.Tensor
+    ) -> MaskPrediction:
+        """The result object from (languages, masks, k) probabilities and ids and (languages, masks) entropy."""
+        codes, ids = request.languages, request.ids
         slots = []
-        for m, position in enumerate(positions):
+        for m, position in enumerate(request.positions):
             predictions = {
                 code: [
                     TokenGuess(readable_token(self.tokenizer, int(t)), int(t), float(p))
@@ -395,7 +403,65 @@ class Explorer:
                 MaskSlot(position, predictions, {code: float(entropy[row, m]) for row, code in enumerate(codes)})
             )
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        return MaskPrediction(model=self.name, text=text, languages=codes, tokens=tokens, masks=slots)
+        return MaskPrediction(model=self.name, text=request.text, languages=codes, tokens=tokens, masks=slots)
+
+    @_guard_device_memory
+    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
+        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+        request = self.check_mask_request(text, languages, top_k)
+        codes, k, positions = request.languages, request.top_k, request.positions
+        input_ids, attention = self.pad([request.ids])
+        with torch.inference_mode():
+            # The last layer and the vocabulary projection only at mask positions: on xmod-base the
+            # projection over every token would cost more than the whole encoder.
+            encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
+            states = encoded.last.reshape(len(codes) * len(positions), -1)
+            probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
+        probabilities = probabilities.view(len(codes), len(positions), k).cpu()
+        token_ids = token_ids.view(len(codes), len(positions), k).cpu()
+        entropy = entropy.view(len(codes), len(positions)).cpu()
+        return self._mask_prediction(request, probabilities, token_ids, entropy)
+
+    @_guard_device_memory
+    def predict_masks_together(self, requests: Sequence[MaskRequest]) -> list[MaskPrediction]:
+        """Several checked fill-mask requests (from check_mask_request) in one forward pass: every (text,
+        language) pair is a row, rows sorted by language and padded to the longest text, one vocabulary
+        projection for every mask of every request; the results split back, one per request, in order.
+        Each equals predict_masks on that request alone (to float rounding: about 1e-6)."""
+        if not requests:
+            return []
+        texts: dict[tuple[int, ...], int] = {}  # identical texts run their shared first layer once
+        rows_text, rows_language, rows_positions = [], [], []
+        for request in requests:
+            index = texts.setdefault(tuple(request.ids), len(texts))
+            for code in request.languages:
+                rows_text.append(index)
+                rows_language.append(code)
+                rows_positions.append(request.positions)
+        input_ids, attention = self.pad([list(ids) for ids in texts])
+        widest = max(len(p) for p in rows_positions)
+        # Rows with fewer masks repeat their first one; those extra states are computed and left unused.
+        positions = torch.tensor([p + [p[0]] * (widest - len(p)) for p in rows_positions], dtype=torch.long)
+        k = max(request.top_k for request in requests)
+        with torch.inference_mode():
+            states = self.backend.encode_texts(input_ids, attention, rows_text, rows_language, positions)
+            wanted = torch.cat([states[row, : len(p)] for row, p in enumerate(rows_positions)])
+            probabilities, token_ids, entropy = top_k_with_entropy(wanted, self.backend.mlm_logits, k)
+        probabilities, token_ids, entropy = probabilities.cpu(), token_ids.cpu(), entropy.cpu()
+        results, start = [], 0
+        for request in requests:
+            count, masks = len(request.languages), len(request.positions)
+            stop = start + count * masks
+            results.append(
+                self._mask_prediction(
+                    request,
+                    probabilities[start:stop, : request.top_k].reshape(count, masks, request.top_k),
+                    token_ids[start:stop, : request.top_k].reshape(count, masks, request.top_k),
+                    entropy[start:stop].reshape(count, masks),
+                )
+            )
+            start = stop
+        return results
 
     @_guard_device_memory
     def compare_adapters(

@@ -41,6 +41,7 @@ RANKS = {
     "tokenizers": 2,
     "datasets": 2,
     "adapter_format": 2,
+    "quantization": 2,  # int8 on the CPU: which Linear layers, through torch's dynamic quantisation
     "backends": 2,
     "mini.batches": 2,
     "mini.corpus": 2,

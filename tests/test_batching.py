@@ -126,7 +126,10 @@ def test_a_failing_shared_pass_reruns_each_request_alone(base_dir):
             raise RuntimeError("this pass cannot take that text")
         return explorer.predict_masks_together(requests)
 
-    batcher = MaskBatcher(explorer, window=0.5, run=run)
+    def alone(explorer, request):
+        return run(explorer, [request])[0]
+
+    batcher = MaskBatcher(explorer, window=0.5, run=run, alone=alone)
     chosen = [MIXED[0], MIXED[2], MIXED[1]]
     start = threading.Barrier(len(chosen))
     outcomes: dict[int, object] = {}

@@ -54,8 +54,8 @@ class MaskBatcher:
 
     explorer: the Explorer to use, or a callable returning the current one (a server that can swap its
     model); requests are only ever batched with others for the same Explorer. run: how a shared pass
-    runs (default: Explorer.predict_masks_together); a server passes one that waits for its memory
-    budget first.
+    runs (default: Explorer.predict_masks_together), and alone: how one request runs by itself (default:
+    Explorer.predict_masks); a server passes ones that wait for its memory budget first.
     """
 
     def __init__(
@@ -65,11 +65,13 @@ class MaskBatcher:
         window: float = WINDOW_SECONDS,
         max_rows: int = MAX_ROWS,
         run: Callable[[Explorer, list[MaskRequest]], list[MaskPrediction]] | None = None,
+        alone: Callable[[Explorer, MaskRequest], MaskPrediction] | None = None,
     ):
         self._source = explorer if callable(explorer) and not isinstance(explorer, Explorer) else lambda: explorer
         self.window = window
         self.max_rows = max_rows
         self._run = run or (lambda explorer, requests: explorer.predict_masks_together(requests))
+        self._alone = alone or (lambda explorer, r: explorer.predict_masks(r.text, r.languages, r.top_k))
         self._waiting: list[_Waiting] = []
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -173,18 +175,17 @@ class MaskBatcher:
                 item.future.set_exception(exc)
         if not ready:
             return
+        if explorer.loaded.quantization or len(ready) == 1:
+            # int8 scales each pass's activations by its largest value, so a request's answer would depend on
+            # the others in its pass: under int8 each runs alone, as does a request with no company.
+            self._each_alone(explorer, ready)
+            return
         try:
             results = self._run(explorer, [request for _, request in ready])
         except Exception:
-            if len(ready) == 1:
-                raise
             # The shared pass failed: run each request alone, so a failure stays with the request that causes it.
             log.warning("a shared pass of %d requests failed; running them one by one", len(ready), exc_info=True)
-            for item, request in ready:
-                try:
-                    item.future.set_result(self._run(explorer, [request])[0])
-                except Exception as exc:
-                    item.future.set_exception(exc)
+            self._each_alone(explorer, ready)
             return
         if len(results) != len(ready):
             raise ExplorerError(f"A shared pass returned {len(results)} results for {len(ready)} requests.")
@@ -192,3 +193,12 @@ class MaskBatcher:
             item.future.set_result(result)
         self.passes += 1
         self.answered += len(ready)
+
+    def _each_alone(self, explorer: Explorer, ready: list[tuple[_Waiting, MaskRequest]]) -> None:
+        for item, request in ready:
+            try:
+                item.future.set_result(self._alone(explorer, request))
+            except Exception as exc:
+                item.future.set_exception(exc)
+            self.passes += 1
+            self.answered += 1

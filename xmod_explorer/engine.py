@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
-from xmod_explorer import defaults
+from xmod_explorer import defaults, quantization
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs, reference_sentences
 from xmod_explorer.errors import ExplorerError
@@ -213,7 +213,9 @@ class Explorer:
             backend=self.backend.name,
             checkpoint_format=self.loaded.checkpoint_format,
             device=str(self.loaded.device),
-            dtype=str(self.loaded.dtype).replace("torch.", ""),
+            dtype=quantization.DESCRIPTION
+            if self.loaded.quantization == quantization.INT8
+            else str(self.loaded.dtype).replace("torch.", ""),
             parameters=sum(p.numel() for p in model.parameters()),
             memory_bytes=sum(t.numel() * t.element_size() for t in tensors),
             layers=int(config.num_hidden_layers),
@@ -344,6 +346,11 @@ class Explorer:
 
     def private_copy(self, name: str) -> Explorer:
         """A float32 deep copy of the model in a new Explorer, for training that must not touch this one."""
+        if self.loaded.quantization:
+            raise ExplorerError(
+                f"This model runs in {self.loaded.quantization}, which cannot be trained. Load it in float32 to "
+                "fine-tune it."
+            )
         loaded = dataclasses.replace(self.loaded, backend=self.backend.private_copy(), dtype=torch.float32)
         reason = f"a private copy of {self.name}"
         return Explorer(loaded, reason=reason, random_weights=self.random_weights, limits=self.limits, name=name)

@@ -43,7 +43,11 @@ FLAGS = {
     ),
     "backend": ("XMOD_BACKEND", "auto, transformers or adapters (default: auto, from the checkpoint)"),
     "device": ("XMOD_DEVICE", "auto, cpu, cuda or mps (default: auto)"),
-    "dtype": ("XMOD_DTYPE", "auto, float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)"),
+    "dtype": (
+        "XMOD_DTYPE",
+        "auto, float32, float16, bfloat16, or int8 on the CPU (feed-forward layers in int8; see the README) "
+        "(default: float16 on GPU, float32 on CPU)",
+    ),
     "languages": ("XMOD_LANGUAGES", "load only these adapters, comma-separated (e.g. en_XX,de_DE,fr_XX)"),
     "host": ("XMOD_HOST", "address to serve on (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
     "port": ("XMOD_PORT", "port to serve on (default 7860)"),

@@ -29,6 +29,7 @@ RANKS = {
     "mini.tokenizer": 0,
     "mini.mlm": 0,
     "compat": 0,  # every difference between transformers versions
+    "streaming_pca": 0,  # 2-D PCA from sums gathered batch by batch (batch mode's maps)
     # where files come from, settings, tiny checkpoints, figures from result objects
     "hub": 1,
     "checks": 1,  # config.json and tokenizer files checked before transformers sees them

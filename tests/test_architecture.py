@@ -51,6 +51,8 @@ RANKS = {
     "mini.examples": 2,
     "mini.__main__": 2,
     "mini": 2,
+    "batch.tables": 2,  # corpus files read row by row, result files written whole, with their metadata
+    "batch.processes": 2,  # which process of how many (torch.distributed, through accelerate)
     # reading checkpoints
     "loading": 3,
     # the engine, and the converter built on the loader
@@ -59,6 +61,10 @@ RANKS = {
     "": 4,  # the package's __init__ re-exports the engine
     # the transfer lab, above the engine
     "lab": 5,
+    # batch mode over a corpus, above the engine beside the lab: operations, blocks, resuming, merging
+    "batch": 5,
+    "batch.operations": 5,
+    "batch.runner": 5,
     # the faces: web app and command line
     "ui": 6,
     "ui.allocator": 6,

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import pca_reference
 
 from xmod_explorer.streaming_pca import CovarianceSums, Extremes
-
-
-def svd_reference(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coordinates (n, 2) and explained shares (2,) from an SVD, each axis's farthest point on its positive side."""
-    x = points.double() - points.double().mean(0)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    coordinates = u[:, :2] * s[:2]
-    for axis in range(2):
-        if coordinates[coordinates[:, axis].abs().argmax(), axis] < 0:
-            coordinates[:, axis] *= -1
-    return coordinates, s[:2] ** 2 / (s**2).sum()
 
 
 def streamed(points: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +28,7 @@ def test_streamed_pca_equals_svd_of_all_points(batch):
     points = torch.randn(200, 48, generator=generator) * torch.linspace(3, 0.1, 48) + 40.0
     points = points.float()
     coordinates, explained = streamed(points, batch)
-    expected_coordinates, expected_explained = svd_reference(points)
+    expected_coordinates, expected_explained = pca_reference(points)
     torch.testing.assert_close(coordinates, expected_coordinates, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(explained, expected_explained, atol=1e-9, rtol=1e-9)
 

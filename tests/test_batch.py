@@ -409,3 +409,23 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(bas
         first.release()
     run("predict", corpus, output, base_dir)
     assert output.exists() and not (tmp_path / ".out.csv.lock").exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_the_corpus_is_read_in_constant_memory(tmp_path, suffix):
+    """Reading 50,000 rows (about 10 MB of text) holds no more than a chunk's worth in memory at once."""
+    import tracemalloc
+
+    from xmod_explorer.batch.tables import Corpus
+
+    rows = [{"text": f"{n} " + "word " * 40 + "<mask>", "languages": "en_XX,de_DE"} for n in range(50_000)]
+    corpus = Corpus(write_corpus(tmp_path / f"corpus{suffix}", rows))
+    del rows
+    tracemalloc.start()
+    try:
+        count = sum(1 for record in corpus.records(("text", "languages")) if record.fields["text"])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 50_000
+    assert peak < 3 * 2**20, f"{peak / 2**20:.1f} MiB"

@@ -76,6 +76,7 @@ class BatchReport:
     blocks: int = 0
     blocks_found_done: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of this process, all its threads: beside seconds, how much of the machine it got
     output: Path | None = None
     result_rows: int = 0
     input_rows: int = 0
@@ -428,6 +429,7 @@ def run_batch(settings: BatchSettings) -> BatchReport:
     _output_paths(settings)
     corpus = Corpus(settings.input)
     check_columns(corpus, type(operation), settings.languages)
+    threads = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     processes = join(settings.device)
@@ -435,6 +437,7 @@ def run_batch(settings: BatchSettings) -> BatchReport:
         return _run(settings, operation, corpus, processes)
     finally:
         processes.close()
+        torch.set_num_threads(threads)  # a library call leaves the caller's setting as it found it
 
 
 def _run(settings: BatchSettings, operation: Operation, corpus: Corpus, processes: Processes) -> BatchReport:
@@ -502,7 +505,7 @@ def _work(
         else None
     )
     done = parts.done()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for number, records in _blocks(corpus.records(INPUT_COLUMNS), settings.block_rows):
         if number % processes.count != processes.rank:
             continue
@@ -528,11 +531,12 @@ def _work(
         report.blocks += 1
         if progress is not None:
             progress.finished(number)
-    report.seconds = time.perf_counter() - start
+    report.seconds, report.cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     rate = report.rows / report.seconds if report.seconds > 0 else 0.0
     print(
         f"rank {processes.rank} of {processes.count}: computed {report.rows:,} rows in {report.blocks:,} blocks in "
-        f"{report.seconds:.1f} s ({rate:,.1f} rows/s); {report.blocks_found_done:,} of its blocks were done already",
+        f"{report.seconds:.2f} s ({rate:,.1f} rows/s, {report.cpu_seconds:.2f} s of CPU); "
+        f"{report.blocks_found_done:,} of its blocks were done already",
         file=sys.stderr,
         flush=True,
     )

@@ -429,3 +429,20 @@ def test_the_corpus_is_read_in_constant_memory(tmp_path, suffix):
         tracemalloc.stop()
     assert count == 50_000
     assert peak < 3 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+
+def test_a_model_from_the_hub_cache_is_recorded_with_its_commit(base_dir, tmp_path, monkeypatch):
+    import shutil
+
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    entry = tmp_path / "hub" / "models--someone--tiny-xmod"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    shutil.copytree(base_dir, entry / "snapshots" / commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    corpus = write_corpus(tmp_path / "corpus.csv", corpus_rows(2))
+    run_batch(BatchSettings("predict", corpus, tmp_path / "out.csv", model="someone/tiny-xmod", progress=False))
+    metadata = json.loads((tmp_path / "out.csv.meta.json").read_text())
+    assert metadata["model"]["name"] == "someone/tiny-xmod"
+    assert metadata["model"]["revision"] == metadata["identity"]["model"]["revision"] == commit

@@ -446,3 +446,14 @@ def test_a_model_from_the_hub_cache_is_recorded_with_its_commit(base_dir, tmp_pa
     metadata = json.loads((tmp_path / "out.csv.meta.json").read_text())
     assert metadata["model"]["name"] == "someone/tiny-xmod"
     assert metadata["model"]["revision"] == metadata["identity"]["model"]["revision"] == commit
+
+
+def test_settings_that_cannot_fit_the_model_are_refused_before_any_row(base_dir, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.csv", corpus_rows(2))
+    with pytest.raises(ExplorerError, match="top_k must be between 1 and"):
+        run("predict", corpus, tmp_path / "out.csv", base_dir, top_k=0)
+    with pytest.raises(ExplorerError, match="--layer must be last, all, or a layer from 0 to 2; got '7'"):
+        run("project", corpus, tmp_path / "out.csv", base_dir, layer="7")
+    assert not (tmp_path / "out.csv.parts").exists()
+    run("predict", corpus, tmp_path / "new" / "folder" / "out.csv", base_dir)  # a new folder is made
+    assert (tmp_path / "new" / "folder" / "out.csv").exists()

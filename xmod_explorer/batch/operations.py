@@ -106,6 +106,9 @@ class Predict(Operation):
         super().__init__(tokens_per_pass=tokens_per_pass, top_k=top_k)
         self.top_k = top_k
 
+    def prepare(self, explorer: Explorer) -> None:
+        explorer.predict_masks_batch([], [], self.top_k)  # no texts: checks top_k and the masked-LM head only
+
     def run(self, explorer: Explorer, items: list[Item]) -> tuple[pa.Table, dict[int, str]]:
         results = explorer.predict_masks_batch(
             [item.text for item in items],

@@ -408,6 +408,7 @@ def _output_paths(settings: BatchSettings) -> None:
         raise ExplorerError("--output must not be the input file.")
     if settings.block_rows < 1 or settings.tokens_per_pass < 1:
         raise ExplorerError("--block-rows and --tokens-per-pass must be at least 1.")
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _operation(settings: BatchSettings) -> Operation:

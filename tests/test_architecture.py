@@ -25,6 +25,7 @@ RANKS = {
     "tokens": 0,
     "masks": 0,
     "similarity": 0,
+    "stats": 0,
     "classify": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,
@@ -49,6 +50,7 @@ RANKS = {
     "mini.train": 2,
     "mini.card": 2,
     "mini.examples": 2,
+    "mini.post_hoc": 2,
     "mini.__main__": 2,
     "mini": 2,
     "batch.tables": 2,  # corpus files read row by row, result files written whole, with their metadata

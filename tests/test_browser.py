@@ -220,8 +220,13 @@ def test_transfer_lab_trains_and_shows_one_row_per_target_language(page):
     page.wait_for_function(f"({script})().length >= {len(targets)}", timeout=30_000)
     rows = page.evaluate(script)
     assert [row[0] for row in rows] == targets  # one row per target language, in the chosen order
-    assert all(0 <= float(row[2]) <= 100 and 0 <= float(row[3]) <= 100 for row in rows)
-    assert "Probe trained" in page.locator("#classify-summary").inner_text()
+    for row in rows:  # language, examples, target %, its interval, source %, its interval, gap, gap p, majority
+        for accuracy, interval in ((row[2], row[3]), (row[4], row[5])):
+            low, high = (float(bound) for bound in interval.split(" to "))
+            assert 0 <= low <= float(accuracy) <= high <= 100
+        assert 0 <= float(row[7]) <= 1
+    summary = page.locator("#classify-summary").inner_text()
+    assert "Probe trained" in summary and f"Transfer to {len(targets)} target languages" in summary
     assert page.locator("#classify-download").is_visible()
     page.click("#classify-run")  # classify with the session's new probe
     page.wait_for_selector("#classify-chart .js-plotly-plot .barlayer", timeout=30_000)

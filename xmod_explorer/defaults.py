@@ -20,6 +20,17 @@ _PACKAGE = Path(__file__).resolve().parent
 ASSETS = _PACKAGE / "assets" if (_PACKAGE / "assets").is_dir() else _PACKAGE.parent / "assets"
 MINI_PATH = ASSETS / "xmod-mini"
 RANDOM_NOTE = "random weights, outputs are meaningless"
+# Shown wherever the embedded model's results could be read as findings about X-MOD itself.
+MINI_NOTE = (
+    "The embedded mini X-MOD was pre-trained only on LibreOffice's help pages (software documentation in 12 "
+    "languages) and has never seen a review: its sentiment results in the transfer lab show how the lab works, "
+    "not what X-MOD can do."
+)
+
+
+def is_mini(folder: str | Path) -> bool:
+    """Whether folder is the embedded mini model (however it was named when loaded)."""
+    return Path(folder).resolve() == MINI_PATH.resolve()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,6 +49,8 @@ class Loaded:
     checkpoint_format: str
     tokenizer_name: str = "the checkpoint's own"
     tokenizer_source: str = ""
+    # Languages whose adapters were trained after pre-training, with the rest frozen (config "post_hoc_languages").
+    post_hoc_languages: list[str] = field(default_factory=list)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -410,4 +412,13 @@ def load_backend(
         checkpoint_format=fmt,
         tokenizer_name=tokenizer.name,
         tokenizer_source=tokenizer.source,
+        post_hoc_languages=post_hoc_languages(config),
     )
+
+
+def post_hoc_languages(config: dict) -> list[str]:
+    """The config's languages marked as added after pre-training (an optional list; anything else is ignored)."""
+    marked = config.get("post_hoc_languages")
+    if not isinstance(marked, list):
+        return []
+    return [code for code in marked if isinstance(code, str) and code in config["languages"]]

@@ -158,10 +158,20 @@ class Compare(Operation):
         (
             "centred_cosine",
             pa.float64(),
-            "per-token cosine after removing the mean state over all tokens and adapters of the text, averaged "
-            "over tokens, -1 to 1",
+            "cosine of the two adapters' mean-pooled states after subtracting the model's centring vector (the "
+            "mean sentence vector of a fixed reference set, per layer; see centring in the metadata), -1 to 1",
         ),
     )
+
+    def __init__(self, *, tokens_per_pass: int = TOKENS_PER_PASS):
+        super().__init__(tokens_per_pass=tokens_per_pass)
+        self.centring = ""
+
+    def prepare(self, explorer: Explorer) -> None:
+        self.centring = explorer.centring().describe()  # what centred_cosine subtracts: the same for every row
+
+    def summary(self) -> dict:
+        return {"centring": self.centring}
 
     def run(self, explorer: Explorer, items: list[Item]) -> tuple[pa.Table, dict[int, str]]:
         results = explorer.compare_adapters_batch(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from xmod_explorer.defaults import MINI_NOTE, is_mini
 from xmod_explorer.engine import Explorer, ModelInfo
 from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.settings import Settings
@@ -25,14 +26,16 @@ class ModelTab:
 
 
 def banner_markdown(info: ModelInfo) -> str:
-    """One line, always visible at the top: which model, why, and whose tokenizer."""
+    """Always visible at the top: which model, why, and whose tokenizer; for the embedded mini model, what it was
+    trained on."""
     tokenizer = f" Tokenizer: {escape(info.tokenizer_source)}." if info.tokenizer_source else ""
     if info.random_weights:
         return (
             f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
             f"{tokenizer}"
         )
-    return f"Model: **{escape(info.model)}** ({escape(info.reason)}).{tokenizer}"
+    line = f"Model: **{escape(info.model)}** ({escape(info.reason)}).{tokenizer}"
+    return f"{line} {MINI_NOTE}" if is_mini(info.folder) else line  # MINI_NOTE is our own words: nothing to escape
 
 
 def summary_markdown(info: ModelInfo) -> str:
@@ -50,6 +53,9 @@ def summary_markdown(info: ModelInfo) -> str:
         ("Languages", f"{len(info.languages)} ({len(info.loaded_languages)} adapters in memory now)"),
         ("Fills masks", "yes" if info.can_fill_masks else "no (no masked-LM head)"),
     ]
+    if info.post_hoc_languages:
+        added = escape(", ".join(info.post_hoc_languages))
+        rows.append(("Added post hoc", f"{added} (adapter trained after pre-training, every other weight frozen)"))
     if info.labels:
         rows.append(("Classifier labels", escape(", ".join(info.labels))))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)

@@ -130,6 +130,8 @@ def test_compare_rows_equal_compare_adapters(base_dir, explorer, tmp_path):
         assert max(abs(g - float(e[3])) for g, e in zip(got.pooled_cosine, expected)) <= 1e-5
         assert max(abs(g - float(e[4])) for g, e in zip(got.centred_cosine, expected)) <= 1e-5
     assert set(results[results.layer == 0].pooled_cosine.round(6)) == {1.0}  # before any adapter: the same state
+    metadata = json.loads(pq.read_metadata(tmp_path / "out.parquet").metadata[b"xmod_explorer"])
+    assert metadata["centring"] == explorer.centring().describe()  # what centred_cosine subtracts, as in the app
 
 
 def test_project_is_the_pca_of_every_points_pooled_states(base_dir, explorer, tmp_path):

@@ -146,3 +146,18 @@ def app_process(
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# ----- maps: a 2-D PCA of all points at once, for checking the streamed one ---------------------------------
+
+
+def pca_reference(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates (n, 2) and explained shares (2,) from an SVD of all centred points, each axis oriented so
+    that the point farthest from the centre along it (the first, on ties) lies on its positive side."""
+    x = points.double() - points.double().mean(0)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    coordinates = u[:, :2] * s[:2]
+    for axis in range(2):
+        if coordinates[coordinates[:, axis].abs().argmax(), axis] < 0:
+            coordinates[:, axis] *= -1
+    return coordinates, s[:2] ** 2 / (s**2).sum()

@@ -38,14 +38,16 @@ from xmod_explorer.similarity import (
     token_cosine,
 )
 from xmod_explorer.stats import PERMUTATIONS
-from xmod_explorer.tokens import content_mask, pad_rows
+from xmod_explorer.tokens import content_mask, length_batches, pad_rows
 
 log = logging.getLogger(__name__)
 
-# Users write the mask in several ways; all mean the tokenizer's own mask token.
 # The most pairings one Across-languages request may test (memory and time grow with it).
 MAX_PERMUTATIONS = 100_000
+# Users write the mask in several ways; all mean the tokenizer's own mask token.
 MASK_SPELLINGS = re.compile(r"<\s*mask\s*>|\[\s*mask\s*\]", re.IGNORECASE)
+# Token positions (rows x padded length) per forward pass when many texts share passes: bounds activation memory.
+TOKENS_PER_PASS = 4096
 
 
 @dataclass
@@ -317,6 +319,36 @@ class Explorer:
                     self._centring = Centring(pooled.double().mean(1), languages, len(rows))
         return self._centring
 
+    def pooled_layers(
+        self,
+        token_rows: Sequence[Sequence[int]],
+        row_languages: Sequence[str],
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> torch.Tensor:
+        """Sentence vectors at every layer, (layers + 1, rows, hidden) float32 on the CPU, embedding output first:
+        the mean over each row's text tokens, each row under its own language's adapter (codes from
+        check_languages, rows from tokenize), in passes of rows of similar length."""
+        self.backend.ensure_languages(sorted(set(row_languages), key=self.languages.index))
+        config = self.backend.model.config
+        out = torch.empty(int(config.num_hidden_layers) + 1, len(token_rows), int(config.hidden_size))
+        with torch.inference_mode():
+            for chosen, input_ids, attention, encoded in self._passes(
+                token_rows, row_languages, tokens_per_pass, all_layers=True
+            ):
+                keep = content_mask(input_ids, attention, self._special_ids)
+                out[:, chosen] = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
+        return out
+
+    def _passes(self, token_rows, row_languages, tokens_per_pass: int, *, all_layers: bool = False):
+        """Forward passes over rows grouped by length (tokens.length_batches): yields (row indices, input_ids,
+        attention_mask, Encoded) per pass. The caller holds inference mode."""
+        for chosen in length_batches([len(row) for row in token_rows], tokens_per_pass):
+            input_ids, attention = self.pad([token_rows[i] for i in chosen])
+            codes = [row_languages[i] for i in chosen]
+            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=all_layers)
+            yield chosen, input_ids, attention, encoded
+
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
         if not isinstance(head, ProbeHead):
@@ -350,18 +382,14 @@ class Explorer:
             raise ExplorerError(f"top_k must be between 1 and {highest}; got {k}.")
         return k
 
-    # ----- features ---------------------------------------------------------------------------
-
-    @_guard_device_memory
-    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
-        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+    def _require_mlm(self) -> None:
         if not self.backend.has_mlm:
             raise ExplorerError(
                 "This checkpoint has no masked-LM head, so it cannot fill masks. Load an X-MOD masked-LM."
             )
-        codes = self.check_languages(languages)
-        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
-        ids = self.tokenize(text)
+
+    def _mask_positions(self, ids: Sequence[int]) -> list[int]:
+        """Where the <mask> tokens are in ids; at least one, at most the limit."""
         positions = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         if not positions:
             raise ExplorerError(
@@ -372,6 +400,18 @@ class Explorer:
             raise ExplorerError(
                 f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some."
             )
+        return positions
+
+    # ----- features ---------------------------------------------------------------------------
+
+    @_guard_device_memory
+    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
+        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+        self._require_mlm()
+        codes = self.check_languages(languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        ids = self.tokenize(text)
+        positions = self._mask_positions(ids)
         input_ids, attention = self.pad([ids])
         with torch.inference_mode():
             # The last layer and the vocabulary projection only at mask positions: on xmod-base the
@@ -379,14 +419,37 @@ class Explorer:
             encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
             states = encoded.last.reshape(len(codes) * len(positions), -1)
             probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
-        probabilities = probabilities.view(len(codes), len(positions), k).cpu()
-        token_ids = token_ids.view(len(codes), len(positions), k).cpu()
-        entropy = entropy.view(len(codes), len(positions)).cpu()
+        shape = (len(codes), len(positions))
+        return self._mask_prediction(
+            text, codes, ids, positions, probabilities.view(*shape, k), token_ids.view(*shape, k), entropy.view(shape)
+        )
+
+    def _mask_prediction(
+        self,
+        text: str,
+        codes: list[str],
+        ids: list[int],
+        positions: list[int],
+        probabilities: torch.Tensor,
+        token_ids: torch.Tensor,
+        entropy: torch.Tensor,
+        names: dict[int, str] | None = None,
+    ) -> MaskPrediction:
+        """A MaskPrediction from top-k results of shape (languages, masks, k) and entropies (languages, masks);
+        names caches readable tokens across calls."""
+        names = {} if names is None else names
+        probabilities, token_ids, entropy = probabilities.cpu(), token_ids.cpu(), entropy.cpu()
+
+        def readable(token: int) -> str:
+            if token not in names:
+                names[token] = readable_token(self.tokenizer, token)
+            return names[token]
+
         slots = []
         for m, position in enumerate(positions):
             predictions = {
                 code: [
-                    TokenGuess(readable_token(self.tokenizer, int(t)), int(t), float(p))
+                    TokenGuess(readable(int(t)), int(t), float(p))
                     for t, p in zip(token_ids[row, m], probabilities[row, m])
                 ]
                 for row, code in enumerate(codes)
@@ -402,16 +465,27 @@ class Explorer:
         self, text: str, languages: Sequence[str] | str, reference: str | None = None
     ) -> AdapterComparison:
         """Run one text through each adapter and compare the hidden states layer by layer."""
-        codes = self.check_languages(languages)
-        reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
-        if reference not in codes:
-            raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
+        codes, reference = self._languages_and_reference(languages, reference)
         ids = self.tokenize(text)
         content = self._content_positions(ids)
         input_ids, attention = self.pad([ids])
         with torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
+        return self._adapter_comparison(text, codes, reference, ids, content, layers)
+
+    def _languages_and_reference(self, languages: Sequence[str] | str, reference: str | None) -> tuple[list[str], str]:
+        codes = self.check_languages(languages)
+        reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
+        if reference not in codes:
+            raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
+        return codes, reference
+
+    def _adapter_comparison(
+        self, text: str, codes: list[str], reference: str, ids: list[int], content: list[int], layers: torch.Tensor
+    ) -> AdapterComparison:
+        """An AdapterComparison from the text's states at its content positions, (layers + 1, adapters, tokens,
+        hidden) float32 on the CPU."""
         ref = codes.index(reference)
         centring = self.centring()
         vectors = layers.mean(2)  # (L+1, k, h) sentence vectors
@@ -486,6 +560,101 @@ class Explorer:
             permutations=plan.count if plan is not None else 0,
             exact_test=plan is not None and plan.exact,
         )
+
+    # ----- many texts at once (batch mode): each text checked alone, forward passes shared ---------------
+
+    @_guard_device_memory
+    def predict_masks_batch(
+        self,
+        texts: Sequence[object],
+        languages: Sequence[Sequence[str] | str],
+        top_k: int = 5,
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> list[MaskPrediction | ExplorerError]:
+        """predict_masks(texts[i], languages[i], top_k) for every i, in input order: the same results, with the
+        (text, language) rows of all texts sharing forward passes. A text that fails its checks gets its
+        ExplorerError in its place, and the others run."""
+        self._require_mlm()
+        self._same_length(texts, languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        results: list = [None] * len(texts)
+        prepared: dict[int, tuple[list[str], list[int], list[int]]] = {}
+        for i, (text, chosen) in enumerate(zip(texts, languages)):
+            try:
+                codes = self.check_languages(chosen)
+                ids = self.tokenize(text)
+                prepared[i] = (codes, ids, self._mask_positions(ids))
+            except ExplorerError as exc:
+                results[i] = exc
+        forward = [(i, code) for i, (codes, _, _) in prepared.items() for code in codes]
+        found: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
+        with torch.inference_mode():
+            for chosen, _, _, encoded in self._passes(
+                [prepared[i][1] for i, _ in forward], [code for _, code in forward], tokens_per_pass
+            ):
+                rows = [forward[j] for j in chosen]
+                states = torch.cat([encoded.last[r, prepared[i][2]] for r, (i, _) in enumerate(rows)])
+                top = [t.cpu() for t in top_k_with_entropy(states, self.backend.mlm_logits, k)]
+                start = 0
+                for i, code in rows:
+                    end = start + len(prepared[i][2])
+                    found[(i, code)] = tuple(t[start:end] for t in top)
+                    start = end
+        names: dict[int, str] = {}
+        for i, (codes, ids, positions) in prepared.items():
+            probabilities, token_ids, entropy = (torch.stack([found[(i, code)][n] for code in codes]) for n in range(3))
+            results[i] = self._mask_prediction(
+                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names
+            )
+        return results
+
+    @_guard_device_memory
+    def compare_adapters_batch(
+        self,
+        texts: Sequence[object],
+        languages: Sequence[Sequence[str] | str],
+        references: Sequence[str | None] | None = None,
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> list[AdapterComparison | ExplorerError]:
+        """compare_adapters(texts[i], languages[i], references[i]) for every i, in input order: the same results,
+        with the (text, language) rows of all texts sharing forward passes. A text that fails its checks gets
+        its ExplorerError in its place, and the others run."""
+        self._same_length(texts, languages)
+        references = [None] * len(texts) if references is None else references
+        self._same_length(texts, references, "references")
+        results: list = [None] * len(texts)
+        prepared: dict[int, tuple[list[str], str, list[int], list[int]]] = {}
+        for i, (text, chosen, reference) in enumerate(zip(texts, languages, references)):
+            try:
+                codes, reference = self._languages_and_reference(chosen, reference)
+                ids = self.tokenize(text)
+                prepared[i] = (codes, reference, ids, self._content_positions(ids))
+            except ExplorerError as exc:
+                results[i] = exc
+        forward = [(i, code) for i, (codes, *_) in prepared.items() for code in codes]
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        with torch.inference_mode():
+            for chosen, _, _, encoded in self._passes(
+                [prepared[i][2] for i, _ in forward], [code for _, code in forward], tokens_per_pass, all_layers=True
+            ):
+                for r, j in enumerate(chosen):
+                    i, code = forward[j]
+                    content = prepared[i][3]
+                    states = pending.setdefault(i, {})
+                    states[code] = torch.stack([layer[r, content].float() for layer in encoded.layers]).cpu()
+                    codes, reference, ids, _ = prepared[i]
+                    if len(states) == len(codes):  # the text's last adapter is done: summarise, free its states
+                        layers = torch.stack([states[c] for c in codes], dim=1)  # (L+1, k, t, h)
+                        del pending[i]
+                        results[i] = self._adapter_comparison(str(texts[i]), codes, reference, ids, content, layers)
+        return results
+
+    @staticmethod
+    def _same_length(texts: Sequence[object], other: Sequence[object], what: str = "languages") -> None:
+        if len(texts) != len(other):
+            raise ExplorerError(f"Give one {what} entry per text: {len(texts)} texts, {len(other)} {what} entries.")
 
     # ----- classification -----------------------------------------------------------------------
 

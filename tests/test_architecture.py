@@ -26,6 +26,10 @@ RANKS = {
     "masks": 0,
     "similarity": 0,
     "classify": 0,
+    "lens": 0,
+    "scoring": 0,
+    "detect": 0,
+    "projection": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,
     # where files come from, settings, tiny checkpoints, figures from result objects

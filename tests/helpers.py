@@ -44,6 +44,22 @@ def reference_predictions(folder, text: str, top_k: int, tokenizer=None) -> dict
     return result
 
 
+def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor, list[int]]:
+    """Every layer's states at the text's tokens (not <s>, </s>) under one language: (layers + 1, tokens, hidden),
+    and the positions of those tokens. The documented way: set_default_language, then XmodModel's forward."""
+    from transformers import AutoTokenizer, XmodForMaskedLM
+
+    model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model.set_default_language(code)
+    encoded = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        states = model.roberta(**encoded, output_hidden_states=True).hidden_states
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}  # <s>, </s>, padding
+    content = [i for i, t in enumerate(encoded.input_ids[0].tolist()) if t not in special]
+    return torch.stack([s[0, content] for s in states]), content
+
+
 def assert_matches_reference(prediction, reference, tolerance=1e-5) -> None:
     """A MaskPrediction equals reference_predictions: same ids in the same order, probabilities within tolerance."""
     for m, slot in enumerate(prediction.masks):

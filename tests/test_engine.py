@@ -6,8 +6,14 @@ import json
 
 import pytest
 import torch
-from helpers import LANGUAGES, assert_matches_reference, assert_same_predictions, reference_predictions
-from transformers import AutoTokenizer, XmodForMaskedLM
+from helpers import (
+    LANGUAGES,
+    assert_matches_reference,
+    assert_same_predictions,
+    reference_hidden_states,
+    reference_predictions,
+)
+from transformers import XmodForMaskedLM
 
 from xmod_explorer import Explorer, ExplorerError
 
@@ -79,18 +85,6 @@ def test_language_subset_equals_full_model(base_dir, backend):
     assert_same_predictions(a, b)
     with pytest.raises(ExplorerError, match="en_XX"):
         subset.predict_masks(ONE_MASK, ["en_XX"])
-
-
-def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor, list[int]]:
-    model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model.set_default_language(code)
-    encoded = tokenizer(text, return_tensors="pt")
-    with torch.no_grad():
-        states = model.roberta(**encoded, output_hidden_states=True).hidden_states
-    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}  # <s>, </s>, padding
-    content = [i for i, t in enumerate(encoded.input_ids[0].tolist()) if t not in special]
-    return torch.stack([s[0, content] for s in states]), content
 
 
 @pytest.mark.parametrize("backend", ["transformers", "adapters"])

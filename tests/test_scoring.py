@@ -153,6 +153,12 @@ def test_detector_maps_to_the_models_codes():
     assert detect("Hello there.", ["xx_YY"]) is None  # no candidate the detector knows
 
 
+def test_detector_chooses_only_among_the_candidates():
+    """Unrestricted, py3langid calls this held-out fragment Occitan; among the model's languages it is Spanish."""
+    guess = detect("Aplica la textura", ["en_XX", "es_XX", "fr_XX", "it_IT"])
+    assert guess.label == "es" and guess.language == "es_XX" and guess.allowed == ["en", "es", "fr", "it"]
+
+
 def heldout() -> list[tuple[str, str]]:
     """The mini model's held-out sentences with their answer filled in: (language, text)."""
     with open(ROOT / "assets" / "mini_heldout.tsv", encoding="utf-8", newline="") as handle:

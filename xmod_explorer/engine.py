@@ -732,7 +732,6 @@ class Explorer:
                 encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
                 pooled = torch.stack([state[:, content].float().mean(1) for state in encoded.layers]).cpu()
             texts = [pairs_or_text] * len(codes)
-            notes.append("Layer 0 is the embedding output, before any adapter: every adapter's point is the same.")
         else:
             kind = "sentences"
             codes, texts, pooled = self._pooled_sentences(pairs_or_text)
@@ -748,6 +747,8 @@ class Explorer:
         else:
             chosen = [self._whole_number(layer, "layer", 0, last)]
         coordinates, explained = project_layers(pooled, chosen, method)
+        if kind == "adapters" and 0 in chosen:
+            notes.append("Layer 0 is the embedding output, before any adapter: every adapter's point is the same.")
         if method == "umap":
             notes.append("UMAP axes have no units and explain no share of variance; only neighbourhoods mean much.")
         return Projection(

@@ -125,6 +125,22 @@ class LogitLens:
             "masks": [mask.to_dict() for mask in self.masks],
         }
 
+    def to_wide_frame(self) -> pd.DataFrame:
+        """Side by side: one row per (mask, layer), one column per language holding its top-1 'token (p)'."""
+        rows = [
+            {
+                "mask": number,
+                "layer": layer,
+                **{
+                    code: f"{guesses[0].token} ({guesses[0].probability:.3f})"
+                    for code, guesses in mask.layers[layer].items()
+                },
+            }
+            for number, mask in enumerate(self.masks, start=1)
+            for layer in range(len(mask.layers))
+        ]
+        return pd.DataFrame(rows, columns=["mask", "layer", *self.languages])
+
     def to_frame(self) -> pd.DataFrame:
         """One row per (mask, layer, language, rank)."""
         columns = ["mask", "position", "layer", "language", "rank", "token", "token_id", "probability"]
@@ -224,6 +240,20 @@ class AdapterMix:
             "mixed": self.mixed,
             "masks": [mask.to_dict() for mask in self.masks],
         }
+
+    def to_wide_frame(self) -> pd.DataFrame:
+        """One row per (mask, alpha), one column per rank holding 'token (p)'."""
+        depth = len(self.masks[0].predictions[0]) if self.masks else 0
+        rows = [
+            {
+                "mask": number,
+                "alpha": alpha,
+                **{f"top {r + 1}": f"{g.token} ({g.probability:.3f})" for r, g in enumerate(mask.predictions[i])},
+            }
+            for number, mask in enumerate(self.masks, start=1)
+            for i, alpha in enumerate(self.alphas)
+        ]
+        return pd.DataFrame(rows, columns=["mask", "alpha", *[f"top {r + 1}" for r in range(depth)]])
 
     def to_frame(self, alpha: float | None = None) -> pd.DataFrame:
         """One row per (mask, alpha, rank); with alpha, only the computed alpha nearest to it."""

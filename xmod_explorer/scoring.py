@@ -123,6 +123,14 @@ class LanguageScores:
             "notes": list(self.notes),
         }
 
+    def to_token_frame(self) -> pd.DataFrame:
+        """One row per scored token, one column per adapter (best first): log p of the token with it masked."""
+        rows = [
+            {"position": i + 1, "token": token, **{code: self.token_log_probs[code][i] for code in self.languages}}
+            for i, token in enumerate(self.tokens)
+        ]
+        return pd.DataFrame(rows, columns=["position", "token", *self.languages])
+
     def to_frame(self) -> pd.DataFrame:
         """One row per adapter, best first."""
         return pd.DataFrame(

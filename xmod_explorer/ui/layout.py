@@ -20,6 +20,10 @@ from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
 from xmod_explorer.ui.fill_mask import PREFERRED as FILL_PREFERRED
 from xmod_explorer.ui.fill_mask import build_fill_mask_tab
+from xmod_explorer.ui.identify import build_identify_tab
+from xmod_explorer.ui.lens import build_lens_tab
+from xmod_explorer.ui.maps import build_map_tab
+from xmod_explorer.ui.mix import build_mix_tab
 from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, summary_markdown
 from xmod_explorer.ui.sentences import build_sentences_tab, default_pairs
 
@@ -57,13 +61,23 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
     with gr.Blocks(title="X-MOD Explorer") as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
         banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Fill the mask", id="fill"):
                 fill = build_fill_mask_tab(holder, settings)
             with gr.Tab("Compare adapters", id="compare"):
                 compare = build_compare_tab(holder, settings)
             with gr.Tab("Across languages", id="sentences"):
                 sentences = build_sentences_tab(holder, settings)
+            # Tabs with their own deep links (?tab=ID&...) and their own updates when another model loads.
+            linked = {}
+            with gr.Tab("Logit lens", id="lens"):
+                linked["lens"] = build_lens_tab(holder, settings)
+            with gr.Tab("Which language?", id="identify"):
+                linked["identify"] = build_identify_tab(holder, settings)
+            with gr.Tab("Mix two adapters", id="mix"):
+                linked["mix"] = build_mix_tab(holder, settings)
+            with gr.Tab("Map", id="map"):
+                linked["map"] = build_map_tab(holder, settings)
             with gr.Tab("Classify", id="classify"):
                 classify = build_classify_tab(holder, settings)
             with gr.Tab("Model", id="model"):
@@ -73,8 +87,11 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
         register_api(holder)
 
         def deep_link(request: gr.Request):
-            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab."""
+            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab; ?tab=ID&... another tab."""
             params = dict(request.query_params) if request is not None else {}
+            if params.get("tab") in linked:
+                name = params["tab"]
+                return {tabs: gr.Tabs(selected=name), **linked[name].from_link(params, holder.explorer, settings)}
             update = {}
             if params.get("text"):
                 update[fill.text] = params["text"][: settings.limits.max_text_chars]
@@ -89,7 +106,10 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 update[fill.top_k] = max(1, min(int(params["top_k"]), settings.limits.max_top_k))
             return update or gr.skip()
 
-        demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
+        linked_fields = [field for tab in linked.values() for field in tab.link_fields()]
+        demo.load(
+            deep_link, None, [fill.text, fill.languages, fill.top_k, tabs, *linked_fields], api_visibility="private"
+        )
 
         if model.load is not None:
 
@@ -107,7 +127,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     banner: banner_markdown(info),
                     model.summary: summary_markdown(info),
                     model.languages: info.to_frame(),
-                    fill.languages: gr.Dropdown(choices=choices, value=fill_codes),
+                    fill.languages: gr.Dropdown(choices=language_choices(new, auto=True), value=fill_codes),
                     compare.languages: gr.Dropdown(choices=choices, value=compare_codes),
                     compare.reference: gr.Dropdown(choices=compare_codes, value=compare_codes[0]),
                     compare.layer: gr.Slider(maximum=info.layers, value=info.layers),
@@ -116,6 +136,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
                     classify.source: gr.Dropdown(choices=choices, value=default_source(new.languages)),
                     classify.targets: gr.Dropdown(choices=choices, value=lab.default_targets(new.languages)),
+                    **{field: update for tab in linked.values() for field, update in tab.model_updates(new).items()},
                 }
 
             model.load.click(
@@ -134,6 +155,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     classify.languages,
                     classify.source,
                     classify.targets,
+                    *[field for tab in linked.values() for field in tab.model_fields()],
                 ],
                 api_visibility="private",
                 concurrency_limit=1,

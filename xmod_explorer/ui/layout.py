@@ -11,7 +11,7 @@ from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
 from xmod_explorer.settings import Settings
-from xmod_explorer.ui import allocator
+from xmod_explorer.ui import allocator, links
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
 from xmod_explorer.ui.classify import build_classify_tab, default_source
@@ -61,7 +61,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
     with gr.Blocks(title="X-MOD Explorer") as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
         banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")
-        with gr.Tabs() as tabs:
+        with gr.Tabs():
             with gr.Tab("Fill the mask", id="fill"):
                 fill = build_fill_mask_tab(holder, settings)
             with gr.Tab("Compare adapters", id="compare"):
@@ -69,14 +69,14 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
             with gr.Tab("Across languages", id="sentences"):
                 sentences = build_sentences_tab(holder, settings)
             # Tabs with their own deep links (?tab=ID&...) and their own updates when another model loads.
-            linked = {}
-            with gr.Tab("Logit lens", id="lens"):
+            linked, items = {}, {}
+            with gr.Tab("Logit lens", id="lens", elem_id="tab-lens") as items["lens"]:
                 linked["lens"] = build_lens_tab(holder, settings)
-            with gr.Tab("Which language?", id="identify"):
+            with gr.Tab("Which language?", id="identify", elem_id="tab-identify") as items["identify"]:
                 linked["identify"] = build_identify_tab(holder, settings)
-            with gr.Tab("Mix two adapters", id="mix"):
+            with gr.Tab("Mix two adapters", id="mix", elem_id="tab-mix") as items["mix"]:
                 linked["mix"] = build_mix_tab(holder, settings)
-            with gr.Tab("Map", id="map"):
+            with gr.Tab("Map", id="map", elem_id="tab-map") as items["map"]:
                 linked["map"] = build_map_tab(holder, settings)
             with gr.Tab("Classify", id="classify"):
                 classify = build_classify_tab(holder, settings)
@@ -90,8 +90,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
             """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab; ?tab=ID&... another tab."""
             params = dict(request.query_params) if request is not None else {}
             if params.get("tab") in linked:
-                name = params["tab"]
-                return {tabs: gr.Tabs(selected=name), **linked[name].from_link(params, holder.explorer, settings)}
+                return gr.skip()  # that tab reads its link itself (links.open_linked_tab)
             update = {}
             if params.get("text"):
                 update[fill.text] = params["text"][: settings.limits.max_text_chars]
@@ -106,10 +105,8 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 update[fill.top_k] = max(1, min(int(params["top_k"]), settings.limits.max_top_k))
             return update or gr.skip()
 
-        linked_fields = [field for tab in linked.values() for field in tab.link_fields()]
-        demo.load(
-            deep_link, None, [fill.text, fill.languages, fill.top_k, tabs, *linked_fields], api_visibility="private"
-        )
+        demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
+        links.open_linked_tab(demo, {name: (items[name], tab) for name, tab in linked.items()}, holder, settings)
 
         if model.load is not None:
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 
@@ -22,6 +23,7 @@ TEXT = "Choose two languages."  # 14 pieces for the tiny models' tokenizer
 BACKENDS = ["transformers", "adapters"]
 
 
+@functools.lru_cache(maxsize=4)  # both backends are checked against the same reference
 def reference_pll(folder, text: str) -> dict[str, list[float]]:
     """{code: [log p of each text token with that token masked]}: one language (set_default_language), one
     masked copy and one full forward at a time, log-softmax over the vocabulary at the masked position."""

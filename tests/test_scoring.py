@@ -126,6 +126,8 @@ def test_scoring_has_its_own_cap(base_dir):
     explorer.limits = dataclasses.replace(explorer.limits, max_score_rows=10)
     with pytest.raises(ExplorerError, match=r"forward rows .* at most 10"):
         explorer.score_languages(TEXT)
+    with pytest.raises(ExplorerError, match=r'"auto" scores the text under every language.*at most 10.*yourself'):
+        explorer.predict_masks("Choose two <mask>.", ["auto"])
 
 
 @pytest.mark.parametrize(

@@ -630,7 +630,13 @@ class Explorer:
             isinstance(item, str) and item.strip().lower() == AUTO for item in items
         ):
             return languages, None
-        best = self.score_languages(text).best
+        try:
+            best = self.score_languages(text).best
+        except ExplorerError as exc:
+            raise ExplorerError(
+                f'"{AUTO}" scores the text under every language of the model, and here that fails: {exc} Or choose '
+                "the adapters yourself instead of auto."
+            ) from None
         return [best if isinstance(item, str) and item.strip().lower() == AUTO else item for item in items], best
 
     @_guard_device_memory

@@ -334,6 +334,11 @@ def test_deep_links_open_each_new_tab_with_its_inputs(browser, app_url, name):
         assert page.locator("#mix-b input").input_value() == "French (fr_XX)"
     if name == "map":
         assert page.locator("#map-mode input[value='One text through many adapters']").is_checked()
+    if name == "lens":  # a link fills only the tab it names
+        page.get_by_role("tab", name="Mix two adapters").click()
+        page.wait_for_selector("#mix-run", state="visible", timeout=30_000)
+        page.wait_for_timeout(1000)
+        assert page.locator("#mix-text textarea").input_value() == "Click the <mask> to save the document."
     page.close()
 
 

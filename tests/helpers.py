@@ -25,14 +25,15 @@ LANGUAGES = ["ru_RU", "en_XX", "ja_XX", "de_DE", "fr_XX"]
 # ----- numbers: the engine against plain transformers ------------------------------------------------
 
 
-def reference_predictions(folder, text: str, top_k: int, tokenizer=None) -> dict:
+def reference_predictions(folder, text: str, top_k: int, tokenizer_folder=None) -> dict:
     """The documented way: set_default_language, full-vocabulary forward, one language at a time.
 
-    Returns {code: [topk per mask position]}; tokenizer: the folder's own when None."""
+    Returns {code: [topk per mask position]}. tokenizer_folder: where the tokenizer is, for checkpoints that ship
+    none (default: folder)."""
     from transformers import AutoTokenizer, XmodForMaskedLM
 
     model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder or folder))
     encoded = tokenizer(text, return_tensors="pt")
     positions = (encoded.input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
     result = {}

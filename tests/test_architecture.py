@@ -25,6 +25,7 @@ RANKS = {
     "tokens": 0,
     "masks": 0,
     "similarity": 0,
+    "stats": 0,
     "classify": 0,
     "lens": 0,
     "scoring": 0,
@@ -32,13 +33,16 @@ RANKS = {
     "projection": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,
+    "compat": 0,  # every difference between transformers versions
     # where files come from, settings, tiny checkpoints, figures from result objects
     "hub": 1,
+    "checks": 1,  # config.json and tokenizer files checked before transformers sees them
     "settings": 1,
     "tiny": 1,
     "plots": 1,
     # defaults and data; the two libraries that run X-MOD; the mini model's own tools
     "defaults": 2,
+    "tokenizers": 2,
     "datasets": 2,
     "adapter_format": 2,
     "backends": 2,
@@ -49,6 +53,7 @@ RANKS = {
     "mini.train": 2,
     "mini.card": 2,
     "mini.examples": 2,
+    "mini.post_hoc": 2,
     "mini.__main__": 2,
     "mini": 2,
     # reading checkpoints

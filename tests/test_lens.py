@@ -16,7 +16,7 @@ from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.lens import mixing_weights
 
 TWO_MASKS = "Der <mask> jeder Sprache sitzt in jeder <mask>."
-BACKENDS = ["transformers", "adapters"]
+BACKENDS = ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -160,11 +160,12 @@ def test_interpolation_ends_are_the_pure_adapters(model_dir, backend):
                 assert a.probability == pytest.approx(b.probability, abs=1e-5)
 
 
+@pytest.mark.adapters_backend
 def test_both_backends_mix_alike(model_dir):
     """Two implementations: transformers' layers with the bottleneck mixed, and the adapters library's Average."""
     native, library = (
         Explorer.from_pretrained(str(model_dir), backend=backend).interpolate(TWO_MASKS, "fr_XX", "en_XX", 7)
-        for backend in BACKENDS
+        for backend in ("transformers", "adapters")
     )
     assert native.alphas == library.alphas == mixing_weights(7)
     for a, b in zip(native.masks, library.masks):
@@ -199,6 +200,7 @@ def test_the_adapters_differ_under_mixing(base_dir):
     )
 
 
+@pytest.mark.adapters_backend
 def test_adapters_backend_in_half_precision_explains_what_to_do(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir), backend="adapters", dtype="bfloat16")
     with pytest.raises(ExplorerError, match="float32"):

@@ -50,7 +50,15 @@ def test_sentence_figures(explorer):
     figure = plots.sentence_heatmap(result, 1)
     assert list(figure.data[0].x) == result.labels
     cka = plots.cka_lines(result)
-    assert len(cka.data) == 4
+    assert len(cka.data) == 4  # per panel: the null band and the statistic
+    band, line = cka.data[0], cka.data[1]
+    scores = result.scores
+    assert list(band.y) == [s.cka_null_high for s in scores] + [s.cka_null_low for s in scores][::-1]
+    assert list(line.y) == [s.cka for s in scores]
+    assert [row[0] for row in line.customdata] == [s.cka_p_value for s in scores]
+    assert list(line.marker.symbol) == ["circle" if s.cka_p_value < 0.05 else "circle-open" for s in scores]
+    cosine_band = cka.data[2]
+    assert list(cosine_band.y)[: len(scores)] == [s.cosine_null_high for s in scores]
 
 
 def test_classification_and_transfer_figures(explorer):
@@ -70,11 +78,15 @@ def test_classification_and_transfer_figures(explorer):
         "m",
         "en_XX",
         ["bad", "good"],
-        [TransferRow("de_DE", 10, 0.8, 0.6, 0.5), TransferRow("ja_XX", 12, 0.7, 0.4, 0.5)],
+        [TransferRow("de_DE", 10, 8, 6, 3, 1, 0.5), TransferRow("ja_XX", 12, 9, 6, 4, 1, 0.5)],
     )
     grouped = plots.transfer_bars(transfer)
-    assert list(grouped.data[0].y) == [0.8, 0.7] and list(grouped.data[1].y) == [0.6, 0.4]
+    assert list(grouped.data[0].y) == [0.8, 0.75] and list(grouped.data[1].y) == [0.6, 0.5]
     assert list(grouped.data[2].y) == [0.5, 0.5] and "en_XX" in grouped.data[1].name
+    low, high = transfer.rows[1].target_adapter_ci  # whiskers reach the Wilson interval
+    assert grouped.data[0].error_y.array[1] == pytest.approx(high - 0.75)
+    assert grouped.data[0].error_y.arrayminus[1] == pytest.approx(0.75 - low)
+    assert f"de_DE p = {transfer.rows[0].gap_p_value:.2f}" in grouped.layout.title.text
     training = lab.train_probe(explorer, [("choose two", "a"), ("compare the model", "b")] * 3, "en_XX", max_steps=5)
     curve = plots.loss_curve(training)
     assert list(curve.data[0].y) == training.losses

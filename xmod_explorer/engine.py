@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,9 +22,10 @@ import torch
 
 from xmod_explorer import defaults
 from xmod_explorer.classify import Classification, ProbeHead
-from xmod_explorer.datasets import as_pairs
+from xmod_explorer.datasets import as_pairs, reference_sentences
 from xmod_explorer.detect import detect
 from xmod_explorer.errors import ExplorerError
+from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
 from xmod_explorer.lens import (
     READOUT_POST_NORM,
@@ -51,18 +53,21 @@ from xmod_explorer.scoring import (
 )
 from xmod_explorer.similarity import (
     AdapterComparison,
+    Centring,
     SentenceComparison,
-    centred_token_cosine,
     cosine_matrix,
     language_pair_scores,
     mean_pool,
     token_cosine,
 )
+from xmod_explorer.stats import PERMUTATIONS
 from xmod_explorer.tokens import content_mask, pad_rows
 
 log = logging.getLogger(__name__)
 
 # Users write the mask in several ways; all mean the tokenizer's own mask token.
+# The most pairings one Across-languages request may test (memory and time grow with it).
+MAX_PERMUTATIONS = 100_000
 MASK_SPELLINGS = re.compile(r"<\s*mask\s*>|\[\s*mask\s*\]", re.IGNORECASE)
 # In predict_masks' languages, this word stands for the adapter that fits the text best (score_languages).
 AUTO = "auto"
@@ -92,15 +97,24 @@ class ModelInfo:
     can_fill_masks: bool
     random_weights: bool = False
     labels: list[str] = field(default_factory=list)
+    tokenizer: str = ""  # "the checkpoint's own", or the hub id of the tokenizer used instead
+    tokenizer_source: str = ""  # where it came from, in words
+    post_hoc_languages: list[str] = field(default_factory=list)  # adapters added after pre-training
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per language: lang id, code, readable name, and whether its adapter is in memory."""
+        """One row per language: lang id, code, readable name, whether its adapter is in memory and added post hoc."""
         return pd.DataFrame(
             [
-                {"lang_id": i, "code": code, "name": display_name(code), "in_memory": code in self.loaded_languages}
+                {
+                    "lang_id": i,
+                    "code": code,
+                    "name": display_name(code),
+                    "in_memory": code in self.loaded_languages,
+                    "added_post_hoc": code in self.post_hoc_languages,
+                }
                 for i, code in enumerate(self.languages)
             ]
         )
@@ -148,6 +162,8 @@ class Explorer:
         # Structural tokens are left out of pooling and token views; <unk> and <mask> stand for text and stay.
         structural = ("bos_token_id", "eos_token_id", "pad_token_id", "cls_token_id", "sep_token_id")
         self._special_ids = {getattr(self.tokenizer, name) for name in structural} - {None}
+        self._centring: Centring | None = None
+        self._centring_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -158,24 +174,35 @@ class Explorer:
         dtype: str = "auto",
         languages: Sequence[str] | str | None = None,
         limits: Limits | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
     ) -> Explorer:
         """Load an X-MOD checkpoint (hub id, local folder, 'mini' or 'random'; None: the default).
 
         backend: 'transformers' (native XmodForMaskedLM), 'adapters' (XmodAdapterModel with one adapter
         per language, loaded on demand) or 'auto' (from the checkpoint). languages: load only these
         adapters. device: auto/cpu/cuda/mps. dtype: auto (float16 on GPU, float32 on CPU) or a name.
-        An explicitly named model that cannot be had is an error, never silently replaced.
+        An explicitly named model that cannot be had is an error, never silently replaced; the default
+        (None) falls back to the embedded mini model whatever goes wrong with it, and says why.
+        progress receives each file's download progress (bytes done of bytes total) while files come
+        from the hub.
         """
+
+        def load(reference: str) -> Loaded:
+            return load_backend(
+                reference, backend=backend, device=device, dtype=dtype, languages=languages, progress=progress
+            )
+
         if model is None:
-            choice = defaults.resolve_default()
+            loaded, choice = defaults.load_default(load)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
         else:
             if not isinstance(model, str) or not model.strip():
                 raise ExplorerError("Name a model: a hub id such as facebook/xmod-base, a local folder, or 'mini'.")
             choice = defaults.resolve_alias(model) or defaults.ModelChoice(
                 model.strip(), f"{model.strip()} asked for by name"
             )
-        log.info("model: %s (%s)", choice.reference, choice.reason)
-        loaded = load_backend(choice.reference, backend=backend, device=device, dtype=dtype, languages=languages)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
+            loaded = load(choice.reference)
         return cls(loaded, reason=choice.reason, random_weights=choice.random_weights, limits=limits, name=choice.name)
 
     # ----- what is loaded -------------------------------------------------------------------
@@ -214,6 +241,9 @@ class Explorer:
             can_fill_masks=bool(self.backend.has_mlm),
             random_weights=self.random_weights,
             labels=list(self.backend.classifier_labels() or []),
+            tokenizer=self.loaded.tokenizer_name,
+            tokenizer_source=self.loaded.tokenizer_source,
+            post_hoc_languages=[code for code in self.loaded.post_hoc_languages if code in self.languages],
         )
 
     # ----- input checks and encoding: the building blocks the lab and the analyses share ------
@@ -288,6 +318,31 @@ class Explorer:
         if on_batch is not None:
             on_batch(total, total)
         return out
+
+    def _pooled_layers(self, token_rows: Sequence[Sequence[int]], row_languages: Sequence[str]) -> torch.Tensor:
+        """One forward pass, each row under its own language's adapter: every layer's sentence vectors
+        (mean over the text's tokens), (layers + 1, rows, hidden) float32 on the CPU."""
+        input_ids, attention = self.pad(token_rows)
+        keep = content_mask(input_ids, attention, self._special_ids)
+        with torch.inference_mode():
+            encoded = self.backend.encode_rows(input_ids, attention, list(row_languages), all_layers=True)
+            return torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
+
+    def centring(self) -> Centring:
+        """The mean sentence vector per layer that every centred cosine subtracts: computed once per loaded model
+        (on first use, thread-safe) from the shipped parallel sentences in this model's languages, each through
+        its own language's adapter, so centred values never depend on what a request selects."""
+        if self._centring is None:
+            with self._centring_lock:
+                if self._centring is None:
+                    pairs = reference_sentences(self.languages)
+                    codes = [code for code, _ in pairs]
+                    rows = [self.tokenize(text, what="reference sentence") for _, text in pairs]
+                    self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
+                    pooled = self._pooled_layers(rows, codes)
+                    languages = sorted(set(codes), key=codes.index)
+                    self._centring = Centring(pooled.double().mean(1), languages, len(rows))
+        return self._centring
 
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
@@ -396,10 +451,14 @@ class Explorer:
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
         ref = codes.index(reference)
-        pooled = torch.stack([cosine_matrix(layer.mean(1)) for layer in layers])
-        centred = torch.stack([centred_token_cosine(layer) for layer in layers])
+        centring = self.centring()
+        vectors = layers.mean(2)  # (L+1, k, h) sentence vectors
+        pooled = torch.stack([cosine_matrix(layer) for layer in vectors])
+        centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(vectors, centring.means)])
         per_token = torch.stack([token_cosine(layer, ref) for layer in layers])
-        per_token_centred = torch.stack([token_cosine(layer, ref, centred=True) for layer in layers])
+        per_token_centred = torch.stack(
+            [token_cosine(layer, ref, centre=mean) for layer, mean in zip(layers, centring.means)]
+        )
         tokens = [readable_token(self.tokenizer, ids[i]) for i in content]
         return AdapterComparison(
             model=self.name,
@@ -411,12 +470,28 @@ class Explorer:
             centred_cosine=centred,
             token_cosine=per_token,
             token_cosine_centred=per_token_centred,
+            centring=centring,
         )
 
     @_guard_device_memory
-    def compare_sentences(self, pairs: Sequence[tuple[str, str]], *, permutations: int = 20) -> SentenceComparison:
+    def compare_sentences(
+        self, pairs: Sequence[tuple[str, str]], *, permutations: int = PERMUTATIONS, seed: int = 0
+    ) -> SentenceComparison:
         """Each sentence through its own language's adapter; cosine per layer, and for parallel sets
-        (same count per language, i-th sentences translations of each other) CKA with shuffled baselines."""
+        (same count per language, i-th sentences translations of each other) CKA and translation-pair
+        cosine per layer and language pair, each with a permutation p-value and null band: every pairing
+        when there are at most `permutations`, else that many random ones drawn with `seed`."""
+        if (
+            not isinstance(permutations, int)
+            or isinstance(permutations, bool)
+            or not PERMUTATIONS <= permutations <= MAX_PERMUTATIONS
+        ):
+            raise ExplorerError(
+                f"permutations must be a whole number from {PERMUTATIONS:,} to {MAX_PERMUTATIONS:,}; "
+                f"got {permutations!r}."
+            )
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ExplorerError(f"seed must be a whole number of 0 or more; got {seed!r}.")
         rows = as_pairs(pairs)
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
@@ -432,17 +507,11 @@ class Explorer:
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        input_ids, attention = self.pad(token_rows)
-        keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode():
-            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=True)
-            pooled = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()  # (L+1, n, h)
+        pooled = self._pooled_layers(token_rows, codes)  # (L+1, n, h)
+        centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
-        centred = torch.stack([cosine_matrix(layer - layer.mean(0, keepdim=True)) for layer in pooled])
-        notes = []
-        if len(rows) < 3:
-            notes.append("With two sentences the centred cosine is always -1; add more rows for it to mean anything.")
-        scores, size, more = language_pair_scores(pooled, codes, permutations=permutations)
+        centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])
+        scores, size, notes, plan = language_pair_scores(pooled, codes, permutations=permutations, seed=seed)
         return SentenceComparison(
             model=self.name,
             pairs=[(code, str(text)) for code, (_, text) in zip(codes, rows)],
@@ -450,7 +519,10 @@ class Explorer:
             centred_cosine=centred,
             parallel_size=size,
             scores=scores,
-            notes=notes + more,
+            notes=notes,
+            centring=centring,
+            permutations=plan.count if plan is not None else 0,
+            exact_test=plan is not None and plan.exact,
         )
 
     # ----- classification -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -15,6 +16,7 @@ from xmod_explorer.masks import MaskPrediction
 from xmod_explorer.projection import Projection
 from xmod_explorer.scoring import LanguageScores
 from xmod_explorer.similarity import AdapterComparison, SentenceComparison
+from xmod_explorer.stats import ALPHA
 
 # Above this many languages, side-by-side bar panels get unreadable; a heatmap scales.
 MAX_BAR_PANELS = 12
@@ -40,14 +42,15 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
     )
     codes = prediction.languages
     if len(codes) > MAX_BAR_PANELS:
-        tokens: list[str] = []
+        # One row per vocabulary id: pieces that read alike stay apart (their labels then show the id).
+        texts: dict[int, str] = {}
         for code in codes:
             for guess in slot.predictions[code]:
-                if _plain(guess.token) not in tokens:
-                    tokens.append(_plain(guess.token))
+                texts.setdefault(guess.token_id, _plain(guess.token))
+        spelled = list(texts.values())
+        tokens = [text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()]
         values = [
-            [next((g.probability for g in slot.predictions[c] if _plain(g.token) == t), None) for c in codes]
-            for t in tokens
+            [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes] for i in texts
         ]
         figure = go.Figure(
             go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)
@@ -155,59 +158,76 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
     return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}")
 
 
+def _translucent(colour: str, alpha: float) -> str:
+    red, green, blue = plotly.colors.hex_to_rgb(colour)
+    return f"rgba({red}, {green}, {blue}, {alpha})"
+
+
+# (statistic, band low, band high, p-value) per panel of the parallel-sentences chart
+PANELS = (
+    ("linear CKA", "cka", "cka_null_low", "cka_null_high", "cka_p_value"),
+    ("cosine of translation pairs", "matched_cosine", "cosine_null_low", "cosine_null_high", "cosine_p_value"),
+)
+
+
 def cka_lines(comparison: SentenceComparison) -> go.Figure:
-    """Per language pair and layer: CKA and matched cosine against their shuffled baselines."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=["linear CKA", "cosine of translation pairs"])
-    pairs = sorted({(s.language_a, s.language_b) for s in comparison.scores})
-    for a, b in pairs:
+    """Per language pair and layer: CKA and translation-pair cosine, each over the 95 % band of its permutation
+    null (random re-pairings of the sentences); a filled marker where p < 0.05, an open one elsewhere."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=[panel[0] for panel in PANELS])
+    colours = plotly.colors.qualitative.Plotly
+    pairs = list(dict.fromkeys((s.language_a, s.language_b) for s in comparison.scores))
+    for number, (a, b) in enumerate(pairs):
         scores = [s for s in comparison.scores if (s.language_a, s.language_b) == (a, b)]
         layers = [s.layer for s in scores]
         name = f"{a}-{b}"
-        figure.add_trace(
-            go.Scatter(x=layers, y=[s.cka for s in scores], name=f"{name}", mode="lines+markers", legendgroup=name),
-            1,
-            1,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=layers,
-                y=[s.shuffled_cka for s in scores],
-                name=f"{name} shuffled",
-                mode="lines",
-                line=dict(dash="dot"),
-                legendgroup=name,
-            ),
-            1,
-            1,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=layers,
-                y=[s.matched_cosine for s in scores],
-                name=f"{name} pairs",
-                mode="lines+markers",
-                legendgroup=name,
-                showlegend=False,
-            ),
-            1,
-            2,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=layers,
-                y=[s.shuffled_cosine for s in scores],
-                name=f"{name} shuffled",
-                mode="lines",
-                line=dict(dash="dot"),
-                legendgroup=name,
-                showlegend=False,
-            ),
-            1,
-            2,
-        )
+        colour = colours[number % len(colours)]
+        for column, (_, value, low, high, p_value) in enumerate(PANELS, start=1):
+            values = [getattr(s, value) for s in scores]
+            if all(math.isnan(v) for v in values):
+                continue  # CKA with fewer than 3 sentences per language
+            lows, highs = [getattr(s, low) for s in scores], [getattr(s, high) for s in scores]
+            figure.add_trace(
+                go.Scatter(
+                    x=layers + layers[::-1],
+                    y=highs + lows[::-1],
+                    fill="toself",
+                    fillcolor=_translucent(colour, 0.15),
+                    line=dict(width=0),
+                    hoverinfo="skip",
+                    name=f"{name} null band",
+                    legendgroup=name,
+                    showlegend=False,
+                ),
+                1,
+                column,
+            )
+            p_values = [getattr(s, p_value) for s in scores]
+            figure.add_trace(
+                go.Scatter(
+                    x=layers,
+                    y=values,
+                    customdata=[[p, lo, hi] for p, lo, hi in zip(p_values, lows, highs)],
+                    hovertemplate=f"{name}, layer %{{x}}: %{{y:.3f}}<br>p = %{{customdata[0]:.3f}}, "
+                    "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
+                    mode="lines+markers",
+                    marker=dict(
+                        symbol=["circle" if p < ALPHA else "circle-open" for p in p_values], size=8, color=colour
+                    ),
+                    line=dict(color=colour),
+                    name=name,
+                    legendgroup=name,
+                    showlegend=column == 1,
+                ),
+                1,
+                column,
+            )
     figure.update_xaxes(title_text="layer", dtick=1)
     size = comparison.parallel_size
-    return _layout(figure, f"Parallel sentences (n = {size} per language): solid = matched, dotted = shuffled baseline")
+    return _layout(
+        figure,
+        f"Parallel sentences (n = {size} per language): lines = translations; bands = 95 % of random re-pairings; "
+        f"filled marker = p < {ALPHA}",
+    )
 
 
 # ----- classification and the transfer lab ---------------------------------------------------------
@@ -239,9 +259,17 @@ def transfer_bars(result: TransferResult) -> go.Figure:
     codes = result.languages
     labelled = len(codes) <= 4  # wider bars have room for their value
     figure = go.Figure()
-    for name, values in (
-        ("target language's adapter (X-MOD)", [row.target_adapter_accuracy for row in result.rows]),
-        (f"source adapter {result.source_language} (baseline)", [row.source_adapter_accuracy for row in result.rows]),
+    for name, values, intervals in (
+        (
+            "target language's adapter (X-MOD)",
+            [row.target_adapter_accuracy for row in result.rows],
+            [row.target_adapter_ci for row in result.rows],
+        ),
+        (
+            f"source adapter {result.source_language} (baseline)",
+            [row.source_adapter_accuracy for row in result.rows],
+            [row.source_adapter_ci for row in result.rows],
+        ),
     ):
         figure.add_trace(
             go.Bar(
@@ -249,8 +277,18 @@ def transfer_bars(result: TransferResult) -> go.Figure:
                 y=values,
                 name=name,
                 text=[f"{v:.0%}" for v in values] if labelled else None,
-                textposition="auto",
-                hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+                textposition="inside",
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[high - value for value, (_, high) in zip(values, intervals)],
+                    arrayminus=[value - low for value, (low, _) in zip(values, intervals)],
+                    color="#444",
+                    thickness=1.5,
+                ),
+                customdata=intervals,
+                hovertemplate="%{x}: %{y:.1%} (95 % interval %{customdata[0]:.1%} to %{customdata[1]:.1%})"
+                "<extra></extra>",
             )
         )
     figure.add_trace(
@@ -265,7 +303,12 @@ def transfer_bars(result: TransferResult) -> go.Figure:
     figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1.05], title_text="accuracy", tickformat=".0%")
     figure.update_xaxes(title_text="target language")
-    return _layout(figure, f"Zero-shot transfer from {result.source_language}: accuracy per language")
+    gaps = ", ".join(f"{row.language} p = {row.gap_p_value:.2f}" for row in result.target_rows)
+    return _layout(
+        figure,
+        f"Zero-shot transfer from {result.source_language}: accuracy per language with 95 % intervals"
+        + (f"<br><sup>gap, exact McNemar: {gaps}</sup>" if gaps else ""),
+    )
 
 
 def loss_curve(training: ProbeTraining) -> go.Figure:

@@ -46,7 +46,8 @@ def reference_predictions(folder, text: str, top_k: int, tokenizer_folder=None) 
 
 
 def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor, list[int]]:
-    """Every layer's states at the text's content positions under code's adapter, and those positions."""
+    """Every layer's states at the text's tokens (not <s>, </s>) under one language: (layers + 1, tokens, hidden),
+    and the positions of those tokens. The documented way: set_default_language, then XmodModel's forward."""
     from transformers import AutoTokenizer, XmodForMaskedLM
 
     model = XmodForMaskedLM.from_pretrained(str(folder)).eval()

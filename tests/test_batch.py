@@ -20,7 +20,6 @@ from helpers import LANGUAGES, pca_reference
 
 from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.batch import BatchSettings, run_batch
-from xmod_explorer.batch.operations import SCORE_MISSING
 from xmod_explorer.tiny import SAMPLE_SENTENCES
 
 LANGUAGE_CHOICES = ["en_XX,de_DE", "ja_XX", "fr_XX,ru_RU,en_XX", "de_DE", "ru_RU,ja_XX"]
@@ -159,9 +158,7 @@ def test_project_is_the_pca_of_every_points_pooled_states(base_dir, explorer, tm
 
 
 def test_project_equals_explorer_project_on_a_sample(base_dir, explorer, tmp_path):
-    """Runs once issue 18's Explorer.project is merged: the app's map of the same sentences, point for point."""
-    if not hasattr(Explorer, "project"):
-        pytest.skip("Explorer.project lands with issue 18")
+    """The app's map of the same sentences, point for point."""
     rows = [{"text": row["text"], "language": row["languages"].split(",")[0]} for row in corpus_rows(30, masks=False)]
     corpus = write_corpus(tmp_path / "corpus.csv", rows)
     run("project", corpus, tmp_path / "map.csv", base_dir, block_rows=4)
@@ -174,15 +171,10 @@ def test_project_equals_explorer_project_on_a_sample(base_dir, explorer, tmp_pat
 
 
 def test_score_rows_equal_score_languages(base_dir, explorer, tmp_path):
-    """Runs once issue 18's Explorer.score_languages is merged; until then batch score says what is missing."""
+    """Each row's ranking equals the app's score_languages for that text and those candidates."""
     rows = [{"text": row["text"], "languages": row["languages"]} for row in corpus_rows(6, masks=False)]
     rows[2]["languages"] = ""  # no languages: every adapter of the model
     corpus = write_corpus(tmp_path / "corpus.tsv", rows)
-    if not hasattr(Explorer, "score_languages"):
-        with pytest.raises(ExplorerError) as missing:
-            run("score", corpus, tmp_path / "scores.csv", base_dir)
-        assert str(missing.value) == SCORE_MISSING
-        pytest.skip("Explorer.score_languages lands with issue 18")
     run("score", corpus, tmp_path / "scores.csv", base_dir, block_rows=4)
     results = read_results(tmp_path / "scores.csv")
     for n, row in enumerate(rows):

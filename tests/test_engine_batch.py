@@ -50,10 +50,23 @@ def test_predict_masks_batch_equals_one_text_at_a_time(explorers, style, tokens_
             continue
         expected = explorer.predict_masks(text, languages, 4).to_dict()
         assert result.to_dict()["tokens"] == expected["tokens"]
+        assert result.languages == expected["languages"] and result.auto_language == expected.get("auto_language")
         assert_same_predictions(result.to_dict(), expected, atol=1e-5)
         for slot, expected_slot in zip(result.masks, expected["masks"]):
             for code, bits in slot.entropy_bits.items():
                 assert bits == pytest.approx(expected_slot["entropy_bits"][code], abs=1e-4)
+
+
+def test_auto_in_a_batch_stands_for_the_same_adapter_as_alone(explorers):
+    """ "auto" (the adapter that fits the text best) is resolved per text, as predict_masks resolves it."""
+    explorer = explorers["base"]
+    texts = ["Der <mask> wählt seinen eigenen Adapter.", "Le <mask> partage tous les autres poids."]
+    rows = [["auto", "en_XX"], "auto"]
+    for text, languages, result in zip(texts, rows, explorer.predict_masks_batch(texts, rows, top_k=3)):
+        expected = explorer.predict_masks(text, languages, 3)
+        assert result.auto_language == expected.auto_language is not None
+        assert result.languages == expected.languages
+        assert_same_predictions(result.to_dict(), expected.to_dict(), atol=1e-5)
 
 
 @pytest.mark.parametrize("style", ["base", "prenorm"])

@@ -42,13 +42,3 @@ def test_no_spread_maps_every_point_to_zero():
     assert explained.tolist() == pytest.approx([1.0, 0.0])
     # Both points are equally far from the centre: the first one goes on the positive side.
     assert coordinates[:, 1].abs().max() == 0 and coordinates[:, 0].tolist() == pytest.approx([1.5, -1.5])
-
-
-def test_streamed_pca_equals_the_projection_module():
-    """Runs once issue 18's projection.py (Explorer.project's PCA) is merged: the same map, point for point."""
-    projection = pytest.importorskip("xmod_explorer.projection")
-    points = torch.randn(60, 16, generator=torch.Generator().manual_seed(1)) + 5
-    coordinates, explained = streamed(points, 9)
-    expected_coordinates, expected_explained = projection.pca_2d(points)
-    torch.testing.assert_close(coordinates, expected_coordinates, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(explained, expected_explained, atol=1e-9, rtol=1e-9)

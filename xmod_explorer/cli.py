@@ -1,7 +1,7 @@
 """Command line: `xmod-explorer` (or `python -m xmod_explorer`) serves the app; its subcommands run one analysis.
 
 xmod-explorer [--model mini] [app flags]          serve the web app (see `xmod-explorer serve --help`)
-xmod-explorer {predict,compare,sentences,info,convert} ...
+xmod-explorer {predict,compare,sentences,lens,identify,mix,map,info,convert} ...
 xmod-explorer batch {predict,compare,score,project} --input CORPUS --output RESULTS   every row of a corpus
 
 Each analysis prints a readable table, or the same JSON the web app's API returns with --json.
@@ -36,7 +36,7 @@ def _model_options(parser: argparse.ArgumentParser, *, json: bool = True) -> Non
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-COMMANDS = ("predict", "compare", "sentences", "info", "convert", "batch")
+COMMANDS = ("predict", "compare", "sentences", "lens", "identify", "mix", "map", "info", "convert", "batch")
 PROG = "xmod-explorer"
 
 
@@ -63,6 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
     sentences = commands.add_parser("sentences", help="compare sentences, each through its own adapter")
     sentences.add_argument("file", help="CSV or TSV with columns language,text")
     _model_options(sentences)
+
+    lens = commands.add_parser("lens", help="read each <mask> at every layer under several adapters (logit lens)")
+    lens.add_argument("text")
+    lens.add_argument("--languages", required=True, help="comma-separated codes, e.g. en_XX,de_DE")
+    lens.add_argument("--top-k", type=int, default=5, help="candidates per layer in --json (the table shows top-1)")
+    _model_options(lens)
+
+    identify = commands.add_parser("identify", help="which adapter fits a text (pseudo-log-likelihood)")
+    identify.add_argument("text")
+    identify.add_argument("--languages", default=None, help="candidate codes (default: every language of the model)")
+    _model_options(identify)
+
+    mix = commands.add_parser("mix", help="fill <mask> with two adapters mixed in every layer, alpha from 0 to 1")
+    mix.add_argument("text")
+    mix.add_argument("--a", required=True, help="the adapter at alpha = 0, e.g. en_XX")
+    mix.add_argument("--b", required=True, help="the adapter at alpha = 1, e.g. de_DE")
+    mix.add_argument("--steps", type=int, default=11)
+    mix.add_argument("--top-k", type=int, default=3)
+    _model_options(mix)
+
+    map_ = commands.add_parser("map", help="2-D map of pooled states: sentences from a file, or one text's adapters")
+    map_.add_argument("file", nargs="?", default=None, help="CSV or TSV with columns language,text")
+    map_.add_argument("--text", default=None, help="instead of a file: one text through --languages")
+    map_.add_argument("--languages", default=None, help="adapters for --text (default: every language)")
+    map_.add_argument("--layer", type=int, default=None, help="one layer (default: every layer)")
+    map_.add_argument("--method", default="pca", choices=["pca", "umap"], help="umap needs umap-learn")
+    _model_options(map_)
 
     info = commands.add_parser("info", help="what a model holds: languages, size, backend")
     _model_options(info)
@@ -194,6 +221,27 @@ def run(argv: list[str]) -> int:
             _emit(args, result, table.reset_index(names=f"layer {layer}"))
         elif args.command == "sentences":
             result = explorer.compare_sentences(read_pairs(args.file))
+            _emit(args, result, result.to_frame())
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+        elif args.command == "lens":
+            result = explorer.logit_lens(args.text, args.languages, args.top_k)
+            _emit(args, result, result.to_wide_frame())
+        elif args.command == "identify":
+            result = explorer.score_languages(args.text, args.languages)
+            _emit(args, result, result.to_frame())
+            guess = result.detector
+            if guess is not None:
+                print(f"note: {guess.detector} guesses {guess.language or guess.label}", file=sys.stderr)
+            print(f"note: cost {result.cost.describe()}", file=sys.stderr)
+        elif args.command == "mix":
+            result = explorer.interpolate(args.text, args.a, args.b, args.steps, args.top_k)
+            _emit(args, result, result.to_wide_frame())
+        elif args.command == "map":
+            if (args.file is None) == (args.text is None):
+                raise ExplorerError("Give either a file of language,text rows or --text (with --languages), not both.")
+            source = read_pairs(args.file) if args.file is not None else args.text
+            result = explorer.project(source, layer=args.layer, method=args.method, languages=args.languages)
             _emit(args, result, result.to_frame())
             for note in result.notes:
                 print(f"note: {note}", file=sys.stderr)

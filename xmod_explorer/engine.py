@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -22,12 +23,34 @@ import torch
 from xmod_explorer import defaults
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs, reference_sentences
+from xmod_explorer.detect import detect
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
+from xmod_explorer.lens import (
+    READOUT_POST_NORM,
+    READOUT_PRE_NORM,
+    AdapterMix,
+    LensMask,
+    LogitLens,
+    MixMask,
+    TrackedToken,
+    first_appearances,
+    mixing_weights,
+    vocabulary_readout,
+)
 from xmod_explorer.limits import Limits
 from xmod_explorer.loading import Loaded, load_backend
 from xmod_explorer.masks import MaskPrediction, MaskSlot, TokenGuess, readable_token, top_k_with_entropy
+from xmod_explorer.projection import METHODS, Projection, project_layers, umap_available
+from xmod_explorer.scoring import (
+    LanguageScores,
+    ScoringCost,
+    masked_copies,
+    rank_scores,
+    rows_per_pass,
+    token_log_probs,
+)
 from xmod_explorer.similarity import (
     AdapterComparison,
     Centring,
@@ -48,6 +71,10 @@ MAX_PERMUTATIONS = 100_000
 MASK_SPELLINGS = re.compile(r"<\s*mask\s*>|\[\s*mask\s*\]", re.IGNORECASE)
 # Token positions (rows x padded length) per forward pass when many texts share passes: bounds activation memory.
 TOKENS_PER_PASS = 4096
+# In predict_masks' languages, this word stands for the adapter that fits the text best (score_languages).
+AUTO = "auto"
+# Mixing weights between two adapters: at least both ends, at most one per hundredth.
+MAX_MIX_STEPS = 101
 
 
 @dataclass
@@ -408,6 +435,7 @@ class Explorer:
     def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
         """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
         self._require_mlm()
+        languages, auto_language = self._resolve_auto(text, languages)
         codes = self.check_languages(languages)
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
         ids = self.tokenize(text)
@@ -421,7 +449,14 @@ class Explorer:
             probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
         shape = (len(codes), len(positions))
         return self._mask_prediction(
-            text, codes, ids, positions, probabilities.view(*shape, k), token_ids.view(*shape, k), entropy.view(shape)
+            text,
+            codes,
+            ids,
+            positions,
+            probabilities.view(*shape, k),
+            token_ids.view(*shape, k),
+            entropy.view(shape),
+            auto_language=auto_language,
         )
 
     def _mask_prediction(
@@ -434,9 +469,10 @@ class Explorer:
         token_ids: torch.Tensor,
         entropy: torch.Tensor,
         names: dict[int, str] | None = None,
+        auto_language: str | None = None,
     ) -> MaskPrediction:
         """A MaskPrediction from top-k results of shape (languages, masks, k) and entropies (languages, masks);
-        names caches readable tokens across calls."""
+        names caches readable tokens across calls; auto_language is the adapter "auto" stood for, if any."""
         names = {} if names is None else names
         probabilities, token_ids, entropy = probabilities.cpu(), token_ids.cpu(), entropy.cpu()
 
@@ -458,7 +494,9 @@ class Explorer:
                 MaskSlot(position, predictions, {code: float(entropy[row, m]) for row, code in enumerate(codes)})
             )
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        return MaskPrediction(model=self.name, text=text, languages=codes, tokens=tokens, masks=slots)
+        return MaskPrediction(
+            model=self.name, text=text, languages=codes, tokens=tokens, masks=slots, auto_language=auto_language
+        )
 
     @_guard_device_memory
     def compare_adapters(
@@ -580,10 +618,12 @@ class Explorer:
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
         results: list = [None] * len(texts)
         prepared: dict[int, tuple[list[str], list[int], list[int]]] = {}
+        autos: dict[int, str | None] = {}
         for i, (text, chosen) in enumerate(zip(texts, languages)):
             try:
-                codes = self.check_languages(chosen)
                 ids = self.tokenize(text)
+                chosen, autos[i] = self._resolve_auto(str(text), chosen)
+                codes = self.check_languages(chosen)
                 prepared[i] = (codes, ids, self._mask_positions(ids))
             except ExplorerError as exc:
                 results[i] = exc
@@ -605,7 +645,7 @@ class Explorer:
         for i, (codes, ids, positions) in prepared.items():
             probabilities, token_ids, entropy = (torch.stack([found[(i, code)][n] for code in codes]) for n in range(3))
             results[i] = self._mask_prediction(
-                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names
+                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names, autos[i]
             )
         return results
 
@@ -693,4 +733,281 @@ class Explorer:
                 code: {label: float(p) for label, p in zip(labels, row)} for code, row in zip(codes, probabilities)
             },
             head="checkpoint" if head is None else head.describe(),
+        )
+
+    # ----- beyond the anchors: logit lens, which adapter fits, mixing two adapters, a map ------------
+
+    def _guesses(self, probabilities: torch.Tensor, token_ids: torch.Tensor, names: dict[int, str]) -> list[TokenGuess]:
+        """TokenGuess objects for one row of top-k results; names caches readable tokens across rows."""
+        guesses = []
+        for token, p in zip(token_ids.tolist(), probabilities.tolist()):
+            if token not in names:
+                names[token] = readable_token(self.tokenizer, token)
+            guesses.append(TokenGuess(names[token], token, float(p)))
+        return guesses
+
+    def _whole_number(self, value: object, what: str, low: int, high: int) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
+            or not low <= int(value) <= high
+        ):
+            raise ExplorerError(f"{what} must be a whole number between {low} and {high}; got {value!r}.")
+        return int(value)
+
+    @_guard_device_memory
+    def logit_lens(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> LogitLens:
+        """Every <mask> read through the model's own masked-LM head at every layer, under each adapter.
+
+        Layer 0 is the embedding output (before any adapter, so the same for all); the last layer is exactly
+        what predict_masks returns. Pre-norm checkpoints: every layer but the last goes through the encoder's
+        closing LayerNorm first, as the last one does (`readout` in the result says which rule applied)."""
+        self._require_mlm()
+        codes = self.check_languages(languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        ids = self.tokenize(text)
+        positions = self._mask_positions(ids)
+        input_ids, attention = self.pad([ids])
+        with torch.inference_mode():
+            encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
+            last = len(encoded.layers) - 1
+            # (layers, adapters, masks, hidden); the last layer already carries the closing LayerNorm.
+            states = torch.stack(
+                [
+                    layer[:, positions] if index == last else self.backend.final_norm(layer[:, positions])
+                    for index, layer in enumerate(encoded.layers)
+                ]
+            )
+            count, adapters, masks, hidden = states.shape
+            _, final_ids, _ = vocabulary_readout(states[last].reshape(-1, hidden), self.backend.mlm_logits, 1)
+            tracked = final_ids.reshape(1, adapters * masks, 1).expand(count, -1, -1).reshape(-1, 1)
+            top_p, top_ids, final_p = vocabulary_readout(
+                states.reshape(-1, hidden), self.backend.mlm_logits, k, tracked
+            )
+        top_p = top_p.view(count, adapters, masks, k).cpu()
+        top_ids = top_ids.view(count, adapters, masks, k).cpu()
+        final_p = final_p.view(count, adapters, masks).cpu()
+        names: dict[int, str] = {}
+        lens_masks = []
+        for m, position in enumerate(positions):
+            layers = [
+                {code: self._guesses(top_p[layer, a, m], top_ids[layer, a, m], names) for a, code in enumerate(codes)}
+                for layer in range(count)
+            ]
+            lens_masks.append(
+                LensMask(
+                    position=position,
+                    layers=layers,
+                    final={code: layers[last][code][0] for code in codes},
+                    final_probability={code: [float(v) for v in final_p[:, a, m]] for a, code in enumerate(codes)},
+                )
+            )
+        pre_norm = bool(self.backend.model.config.pre_norm)
+        return LogitLens(
+            model=self.name,
+            text=text,
+            languages=codes,
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            readout=READOUT_PRE_NORM if pre_norm else READOUT_POST_NORM,
+            masks=lens_masks,
+        )
+
+    @_guard_device_memory
+    def score_languages(self, text: str, languages: Sequence[str] | str | None = None) -> LanguageScores:
+        """Rank adapters by the pseudo-log-likelihood of text under each (Salazar et al., 2020): each token
+        masked in turn, log p of the original token summed. None: every language of the model.
+
+        One forward row per (adapter, scored token), batched and chunked; <mask> tokens in the text stay masked
+        and are not scored. Beside it, py3langid's guess among the same languages (None if not installed)."""
+        self._require_mlm()
+        if languages is None or (isinstance(languages, (str, list, tuple)) and not languages):
+            codes = list(self.languages)
+            self.backend.ensure_languages(codes)
+        else:
+            codes = self.check_languages(languages)
+        ids = self.tokenize(text)
+        scored = [i for i in self._content_positions(ids) if ids[i] != self.tokenizer.mask_token_id]
+        if not scored:
+            raise ExplorerError("The text has no words to score, only masks and special tokens. Type a sentence.")
+        rows = len(codes) * len(scored)
+        if rows > self.limits.max_score_rows:
+            raise ExplorerError(
+                f"Scoring this text costs {rows:,} forward rows ({len(scored)} tokens x {len(codes)} adapters); at "
+                f"most {self.limits.max_score_rows:,} are accepted here. Choose fewer languages or a shorter text."
+            )
+        copies = masked_copies(ids, scored, self.tokenizer.mask_token_id)
+        count = len(scored)
+        per_pass = rows_per_pass(len(ids))
+        log_probs = torch.empty(rows)
+        passes = 0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            # Rows adapter by adapter, so that each pass holds few languages (one adapter call per language).
+            for first in range(0, rows, per_pass):
+                chosen = range(first, min(rows, first + per_pass))
+                input_ids, attention = self.pad([copies[row % count] for row in chosen])
+                encoded = self.backend.encode_rows(input_ids, attention, [codes[row // count] for row in chosen])
+                at = torch.tensor([scored[row % count] for row in chosen], device=encoded.last.device)
+                states = encoded.last[torch.arange(len(chosen), device=at.device), at]
+                targets = torch.tensor([ids[scored[row % count]] for row in chosen])
+                log_probs[first : first + len(chosen)] = token_log_probs(states, self.backend.mlm_logits, targets).cpu()
+                passes += 1
+        seconds = time.perf_counter() - start
+        per_token = log_probs.view(len(codes), count)
+        cost = ScoringCost(forward_rows=rows, forward_passes=passes, tokens_per_row=len(ids), seconds=seconds)
+        return LanguageScores(
+            model=self.name,
+            text=text,
+            tokens=[readable_token(self.tokenizer, ids[i]) for i in scored],
+            scores=rank_scores({code: float(per_token[a].double().sum()) for a, code in enumerate(codes)}, count),
+            token_log_probs={code: [float(v) for v in per_token[a]] for a, code in enumerate(codes)},
+            cost=cost,
+            detector=detect(MASK_SPELLINGS.sub(" ", text), codes),
+        )
+
+    def _resolve_auto(self, text: str, languages: object) -> tuple[object, str | None]:
+        """languages with the word "auto" replaced by the adapter that fits text best (and that adapter)."""
+        items = [part for part in languages.split(",") if part.strip()] if isinstance(languages, str) else languages
+        if not isinstance(items, (list, tuple)) or not any(
+            isinstance(item, str) and item.strip().lower() == AUTO for item in items
+        ):
+            return languages, None
+        try:
+            best = self.score_languages(text).best
+        except ExplorerError as exc:
+            raise ExplorerError(
+                f'"{AUTO}" scores the text under every language of the model, and here that fails: {exc} Or choose '
+                "the adapters yourself instead of auto."
+            ) from None
+        return [best if isinstance(item, str) and item.strip().lower() == AUTO else item for item in items], best
+
+    @_guard_device_memory
+    def interpolate(self, text: str, a: str, b: str, steps: int = 11, top_k: int = 5) -> AdapterMix:
+        """Fill every <mask> with two adapters mixed in every layer, at steps weights alpha from 0 (a) to 1 (b):
+        each language adapter's output becomes (1 - alpha) * adapter a + alpha * adapter b (see AdapterMix.mixed)."""
+        self._require_mlm()
+        code_a, code_b = (resolve_language(code, self.languages) for code in (a, b))
+        if code_a == code_b:
+            raise ExplorerError(f"Choose two different adapters to mix; both are {code_a}.")
+        self.check_languages([code_a, code_b])
+        count = self._whole_number(steps, "steps", 2, MAX_MIX_STEPS)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        ids = self.tokenize(text)
+        positions = self._mask_positions(ids)
+        alphas = mixing_weights(count)
+        input_ids, attention = self.pad([ids])
+        masks = len(positions)
+        with torch.inference_mode():
+            encoded = self.backend.encode_mixed(input_ids, attention, code_a, code_b, alphas, positions=positions)
+            states = encoded.last.reshape(count * masks, -1)
+            top_p, top_ids, _ = vocabulary_readout(states, self.backend.mlm_logits, k)
+            top_p, top_ids = top_p.view(count, masks, k).cpu(), top_ids.view(count, masks, k).cpu()
+            # Follow every token that is top-1 at some alpha, per mask, across all alphas.
+            followed = [first_appearances([[int(top_ids[i, m, 0])] for i in range(count)]) for m in range(masks)]
+            width = max(len(ids_) for ids_ in followed)
+            padded = torch.tensor([ids_ + ids_[:1] * (width - len(ids_)) for ids_ in followed])  # (masks, width)
+            _, _, kept = vocabulary_readout(
+                states, self.backend.mlm_logits, 1, padded.repeat(count, 1).to(states.device)
+            )
+        kept = kept.view(count, masks, width).cpu()
+        names: dict[int, str] = {}
+        mix_masks = []
+        for m, position in enumerate(positions):
+            predictions = [self._guesses(top_p[i, m], top_ids[i, m], names) for i in range(count)]
+            tracked = [
+                TrackedToken(names[token], token, [float(kept[i, m, j]) for i in range(count)])
+                for j, token in enumerate(followed[m])
+            ]
+            mix_masks.append(MixMask(position=position, predictions=predictions, tracked=tracked))
+        return AdapterMix(
+            model=self.name,
+            text=text,
+            language_a=code_a,
+            language_b=code_b,
+            alphas=alphas,
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            masks=mix_masks,
+        )
+
+    def _pooled_sentences(self, pairs: object) -> tuple[list[str], list[str], torch.Tensor]:
+        """Rows of (language, sentence), each through its own adapter: codes, texts and the mean over text tokens
+        at every layer (layers + 1, n, hidden), float32 on the CPU, in batches of sentences."""
+        rows = as_pairs(pairs)
+        if len(rows) > self.limits.max_sentences:
+            raise ExplorerError(
+                f"At most {self.limits.max_sentences} sentences at once here; you gave {len(rows)}. Remove some rows."
+            )
+        codes, token_rows = [], []
+        for number, (code, text) in enumerate(rows, start=1):
+            try:
+                codes.append(resolve_language(code, self.languages))
+                token_rows.append(self.tokenize(text, what=f"sentence in row {number}"))
+            except ExplorerError as exc:
+                raise ExplorerError(f"Row {number}: {exc}") from None
+        self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
+        batches = []
+        with torch.inference_mode():
+            for first in range(0, len(rows), 32):
+                input_ids, attention = self.pad(token_rows[first : first + 32])
+                keep = content_mask(input_ids, attention, self._special_ids)
+                encoded = self.backend.encode_rows(input_ids, attention, codes[first : first + 32], all_layers=True)
+                batches.append(torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu())
+        return codes, [str(text) for _, text in rows], torch.cat(batches, dim=1)
+
+    @_guard_device_memory
+    def project(
+        self,
+        pairs_or_text: object,
+        layer: int | None = None,
+        method: str = "pca",
+        languages: Sequence[str] | str | None = None,
+    ) -> Projection:
+        """A 2-D map of mean-pooled states: (language, sentence) rows each through its own adapter, or one text
+        through many adapters (languages; None: every language of the model). layer None: every layer.
+        method: "pca" (deterministic) or "umap" (needs umap-learn)."""
+        if method not in METHODS:
+            raise ExplorerError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+        if method == "umap" and not umap_available():
+            raise ExplorerError("UMAP needs the umap-learn package (pip install umap-learn); PCA works without it.")
+        notes = []
+        if isinstance(pairs_or_text, str):
+            kind = "adapters"
+            codes = self.check_languages(self.languages if languages in (None, "", []) else languages)
+            ids = self.tokenize(pairs_or_text)
+            content = self._content_positions(ids)
+            input_ids, attention = self.pad([ids])
+            with torch.inference_mode():
+                encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
+                pooled = torch.stack([state[:, content].float().mean(1) for state in encoded.layers]).cpu()
+            texts = [pairs_or_text] * len(codes)
+        else:
+            kind = "sentences"
+            codes, texts, pooled = self._pooled_sentences(pairs_or_text)
+        least = 4 if method == "umap" else 3
+        if len(codes) < least:
+            raise ExplorerError(
+                f"A 2-D map needs at least {least} points for {method.upper()}; there are {len(codes)}. "
+                + ("Choose more languages." if kind == "adapters" else "Add sentences.")
+            )
+        last = pooled.shape[0] - 1
+        if layer is None or layer == "":
+            chosen = list(range(last + 1))
+        else:
+            chosen = [self._whole_number(layer, "layer", 0, last)]
+        coordinates, explained = project_layers(pooled, chosen, method)
+        if kind == "adapters" and 0 in chosen:
+            notes.append("Layer 0 is the embedding output, before any adapter: every adapter's point is the same.")
+        if method == "umap":
+            notes.append("UMAP axes have no units and explain no share of variance; only neighbourhoods mean much.")
+        return Projection(
+            model=self.name,
+            method=method,
+            kind=kind,
+            layers=chosen,
+            languages=codes,
+            texts=texts,
+            coordinates=coordinates,
+            explained_variance=explained,
+            notes=notes,
         )

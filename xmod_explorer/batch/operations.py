@@ -194,14 +194,8 @@ class Compare(Operation):
         return _table(rows, self.schema()), failures
 
 
-SCORE_MISSING = (
-    "batch score needs Explorer.score_languages (pseudo-log-likelihood per adapter), which this version of "
-    "xmod-explorer does not have yet; it comes with the analyses of issue 18."
-)
-
-
 class Score(Operation):
-    """Wired to Explorer.score_languages(text, languages=None), which lands with issue 18."""
+    """Explorer.score_languages(text, languages=None), row by row."""
 
     name = "score"
     help = "rank each row's candidate adapters by pseudo-log-likelihood (no languages: every adapter)"
@@ -215,10 +209,6 @@ class Score(Operation):
         ("pseudo_perplexity", pa.float64(), "exp(-per_token), from 1 (certain) up"),
         ("tokens", pa.int32(), "how many tokens were scored (each masked in turn; <mask> tokens are not scored)"),
     )
-
-    def prepare(self, explorer: Explorer) -> None:
-        if not hasattr(explorer, "score_languages"):
-            raise ExplorerError(SCORE_MISSING)
 
     def run(self, explorer: Explorer, items: list[Item]) -> tuple[pa.Table, dict[int, str]]:
         # Each text is already many forward rows (scored tokens x adapters), which score_languages batches.

@@ -216,6 +216,95 @@ def bench_compare(shape: Shape, model, text: str, explorer: Explorer) -> list[Ti
     return results
 
 
+def bench_score(shape: Shape, text: str, explorer: Explorer, model=None) -> list[Timing]:
+    """Pseudo-log-likelihood of the sentence (its mask filled in) under K adapters: the engine (batched rows of
+    (adapter, masked token), chunked), and for small K the plain way: one full forward per masked token per
+    language with set_default_language. Timing.k is K; the rows are K x scored tokens."""
+    sentence = text.replace("<mask>", "file")
+    tokenizer = explorer.tokenizer
+    ids = tokenizer(sentence, return_tensors="pt").input_ids
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+    scored = [i for i, token in enumerate(ids[0].tolist()) if token not in special]
+    results = []
+    for k in shape.ks:
+        codes = shape.languages[:k]
+
+        def engine():
+            explorer.score_languages(sentence, codes)
+
+        @torch.inference_mode()
+        def loop():
+            for code in codes:
+                model.set_default_language(code)
+                for position in scored:
+                    masked = ids.clone()
+                    masked[0, position] = tokenizer.mask_token_id
+                    model(input_ids=masked).logits[0, position].log_softmax(-1)[ids[0, position]]
+
+        repeats = max(2, shape.repeats - 2) if k == 81 and shape.name != "quick" else shape.repeats
+        median, runs = median_time(engine, repeats)
+        results.append(Timing("score_languages/engine", k, median, runs))
+        if model is not None and k <= 8:
+            median, runs = median_time(loop, max(1, repeats - 2), warmup=0)
+            results.append(Timing("score_languages/loop", k, median, runs))
+    results.append(Timing("score_languages/scored_tokens", None, float(len(scored)), []))
+    if model is not None:
+        model.config.default_language = None
+    return results
+
+
+def score_report(shape: Shape, timings: list[Timing]) -> list[str]:
+    """Markdown rows for the pseudo-log-likelihood cases, if the run measured them."""
+    table = {(t.case, t.k): t.median_s for t in timings}
+    if ("score_languages/scored_tokens", None) not in table:
+        return []
+    tokens = int(table[("score_languages/scored_tokens", None)])
+    lines = [
+        "",
+        f"Which adapter fits (`score_languages`, pseudo-log-likelihood of the {TARGET_TOKENS}-token sentence with its "
+        f"mask filled in: {tokens} scored tokens, so K x {tokens} forward rows):",
+        "",
+        "| K | forward rows | one forward per row (s) | engine (s) | engine per row (ms) | loop / engine |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in shape.ks:
+        engine = table[("score_languages/engine", k)]
+        loop = table.get(("score_languages/loop", k))
+        rows = k * tokens
+        shown = f"{loop:.2f}" if loop is not None else ""
+        ratio = f"{loop / engine:.1f}x" if loop is not None else ""
+        lines.append(f"| {k} | {rows:,} | {shown} | {engine:.2f} | {1000 * engine / rows:.1f} | {ratio} |")
+    mini = [t for t in timings if t.case == "mini/score_languages"]
+    if mini:
+        lines.append(
+            f"Embedded mini model: `score_languages` over its {mini[0].k} languages, median per held-out sentence "
+            f"(answer filled in): {mini[0].median_s:.2f} s."
+        )
+    return lines
+
+
+def bench_mini_score(repeats: int) -> list[Timing]:
+    """The embedded model: score_languages over all its languages, per held-out sentence (median of one sentence per
+    language)."""
+    import csv
+
+    from xmod_explorer.defaults import ASSETS, mini_available
+
+    if not mini_available():
+        return []
+    explorer = Explorer.from_pretrained("mini")
+    with open(ASSETS / "mini_heldout.tsv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    sentences = [row["text"].replace("<mask>", row["answer"]) for row in rows]
+    explorer.score_languages(sentences[0])  # warm-up
+    runs = []
+    for sentence in sentences[::4]:  # one per language (the file holds four per language, grouped)
+        start = time.perf_counter()
+        explorer.score_languages(sentence)
+        runs.append(time.perf_counter() - start)
+    return [Timing("mini/score_languages", len(explorer.languages), statistics.median(runs), runs)]
+
+
 def bench_load(shape: Shape, folder: Path) -> list[Timing]:
     """Explorer.from_pretrained against two ways of just reading the weights file."""
     from safetensors.torch import load_file
@@ -388,6 +477,7 @@ def report(shape: Shape, timings: list[Timing], memory: dict, machine: dict, wei
             f"{mini['mini/predict_masks'].median_s * 1000:.0f} ms; `python app.py` to its first answer "
             f"{mini['mini/app_first_answer'].median_s:.1f} s."
         )
+    lines += score_report(shape, timings)
     cuda = [t for t in timings if t.case.startswith("cuda_")]
     if cuda:
         lines += [
@@ -434,12 +524,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny shape: checks the benchmark runs, in seconds")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 5, quick 3)")
     parser.add_argument("--out", default=None, help="JSON file to write (default benchmarks/results/<shape>.json)")
+    parser.add_argument(
+        "--only-score",
+        action="store_true",
+        help="only the pseudo-log-likelihood cases (default output benchmarks/results/<shape>-score.json)",
+    )
     args = parser.parse_args(argv)
     shape = QUICK if args.quick else FULL
     if args.repeats:
         shape.repeats = args.repeats
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     host = machine.describe()
+    if args.only_score:
+        return main_score(shape, host, args.out)
     with tempfile.TemporaryDirectory(prefix="xmod-bench-") as tmp:
         folder, text = build_model(shape, Path(tmp) / "model")
         print(f"built {shape.name} in {folder}; text: {text!r}", file=sys.stderr)
@@ -447,6 +544,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = reference_model(folder)
         timings = bench_masks(shape, model, text, explorer)
         timings += bench_compare(shape, model, text, explorer)
+        timings += bench_score(shape, text, explorer, model)
         del explorer, model
         gc.collect()
         timings += bench_load(shape, folder)
@@ -454,7 +552,7 @@ def main(argv: list[str] | None = None) -> dict:
         memory = {"all": peak_memory(folder, text, None), "subset": peak_memory(folder, text, shape.languages[:5])}
         timings += bench_cuda(shape, folder, text)
     if not args.quick:
-        timings += bench_mini(shape.repeats)
+        timings += bench_mini(shape.repeats) + bench_mini_score(shape.repeats)
     table, summary = report(shape, timings, memory, host, weights_gib)
     print(table)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{shape.name}.json"
@@ -462,6 +560,30 @@ def main(argv: list[str] | None = None) -> dict:
     summary["markdown"] = table
     out.write_text(json.dumps(summary, indent=2))
     print(f"\nwrote {out}", file=sys.stderr)
+    return summary
+
+
+def main_score(shape: Shape, host: dict, out: str | None) -> dict:
+    """The pseudo-log-likelihood cases alone, written to their own JSON."""
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="xmod-bench-") as tmp:
+        folder, text = build_model(shape, Path(tmp) / "model")
+        explorer = Explorer.from_pretrained(str(folder))
+        timings = bench_score(shape, text, explorer, reference_model(folder))
+    if shape.name != "quick":
+        timings += bench_mini_score(shape.repeats)
+    host = {**host, "load_average_before": load_before, "load_average_after": os.getloadavg()}
+    header = (
+        f"Shape: {shape.name} ({shape.layers} x {shape.hidden}, vocab {shape.vocab:,}, {len(shape.languages)} "
+        f"languages); {host['threads']} torch threads on {host['cpu']}; median of repeats after a warm-up."
+    )
+    table = "\n".join([header, *score_report(shape, timings)])
+    print(table)
+    path = Path(out) if out else ROOT / "benchmarks" / "results" / f"{shape.name}-score.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"shape": asdict(shape), "machine": host, "timings": [asdict(t) for t in timings], "markdown": table}
+    path.write_text(json.dumps(summary, indent=2))
+    print(f"\nwrote {path}", file=sys.stderr)
     return summary
 
 

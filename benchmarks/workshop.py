@@ -169,7 +169,7 @@ def run_phase(url: str, users: list, batch: str) -> tuple[Phase, dict]:
         thread.join()
     wall = time.perf_counter() - began
     latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))] if latencies else float("nan")
+    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))] if latencies else float("nan")
     phase = Phase(
         batch=batch,
         requests=len(latencies),
@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
-    from benchmarks.bench import FULL, QUICK as QUICK_SHAPE, build_model
+    from benchmarks.bench import FULL, build_model
+    from benchmarks.bench import QUICK as QUICK_SHAPE
 
     scenario = QUICK if args.quick else Scenario()
     shape = QUICK_SHAPE if args.quick else FULL

@@ -46,7 +46,8 @@ def reference_predictions(folder, text: str, top_k: int, tokenizer_folder=None) 
 
 
 def reference_hidden_states(folder, text: str, code: str) -> tuple[torch.Tensor, list[int]]:
-    """Every layer's states at the text's content positions under code's adapter, and those positions."""
+    """Every layer's states at the text's tokens (not <s>, </s>) under one language: (layers + 1, tokens, hidden),
+    and the positions of those tokens. The documented way: set_default_language, then XmodModel's forward."""
     from transformers import AutoTokenizer, XmodForMaskedLM
 
     model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
@@ -146,3 +147,18 @@ def app_process(
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# ----- maps: a 2-D PCA of all points at once, for checking the streamed one ---------------------------------
+
+
+def pca_reference(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates (n, 2) and explained shares (2,) from an SVD of all centred points, each axis oriented so
+    that the point farthest from the centre along it (the first, on ties) lies on its positive side."""
+    x = points.double() - points.double().mean(0)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    coordinates = u[:, :2] * s[:2]
+    for axis in range(2):
+        if coordinates[coordinates[:, axis].abs().argmax(), axis] < 0:
+            coordinates[:, axis] *= -1
+    return coordinates, s[:2] ** 2 / (s**2).sum()

@@ -40,6 +40,7 @@ def test_endpoints_are_named(local_app):
     client, _ = local_app
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/predict_masks", "/compare_adapters", "/compare_sentences", "/model_info"} <= names
+    assert {"/logit_lens", "/score_languages", "/interpolate", "/project"} <= names
 
 
 def test_predict_masks_endpoint_returns_engine_numbers(local_app):
@@ -57,6 +58,58 @@ def test_compare_endpoints_return_engine_numbers(local_app):
     pairs = [["en_XX", "Choose two languages."], ["de_DE", "Wähle zwei Sprachen."], ["fr_XX", "Choisis deux langues."]]
     got = client.predict(pairs, api_name="/compare_sentences")
     assert got == explorer.compare_sentences(pairs).to_dict()
+
+
+def test_lens_scoring_mixing_and_map_endpoints_return_engine_numbers(local_app):
+    client, explorer = local_app
+    text = "Der <mask> jeder Sprache sitzt in jeder <mask>."
+    assert client.predict(text, ["de_DE", "ja_XX"], 3, api_name="/logit_lens") == json_ready(
+        explorer.logit_lens(text, ["de_DE", "ja_XX"], 3).to_dict()
+    )
+    got = client.predict("Choose two languages.", ["de_DE", "en_XX"], api_name="/score_languages")
+    expected = explorer.score_languages("Choose two languages.", ["de_DE", "en_XX"]).to_dict()
+    got["cost"].pop("seconds"), expected["cost"].pop("seconds")
+    assert got == json_ready(expected)
+    everything = client.predict("Choose two languages.", api_name="/score_languages")
+    assert sorted(everything["languages"]) == sorted(LANGUAGES)  # no languages: every adapter
+    assert client.predict(text, "en_XX", "ru_RU", 4, 2, api_name="/interpolate") == json_ready(
+        explorer.interpolate(text, "en_XX", "ru_RU", 4, 2).to_dict()
+    )
+    pairs = [["en_XX", "Choose two."], ["de_DE", "Wähle zwei."], ["fr_XX", "Choisis deux."]]
+    assert client.predict(pairs, api_name="/project") == explorer.project(pairs).to_dict()
+    one_text = client.predict(text="Choose two.", languages=["en_XX", "de_DE", "fr_XX"], layer=1, api_name="/project")
+    assert one_text == explorer.project("Choose two.", layer=1, languages=["en_XX", "de_DE", "fr_XX"]).to_dict()
+    auto = client.predict("Choose two <mask>.", ["auto"], 2, api_name="/predict_masks")
+    assert auto["languages"] == [auto["auto_language"]] == [explorer.score_languages("Choose two <mask>.").best]
+
+
+def json_ready(data: dict) -> dict:
+    """What a dict looks like after a trip through JSON (tuples become lists)."""
+    import json
+
+    return json.loads(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "args, api_name, message",
+    [
+        (("No mask.", ["en_XX"], 3), "/logit_lens", "<mask>"),
+        (("", None), "/score_languages", "empty"),
+        (("A <mask>.", "en_XX", "en_XX", 5, 3), "/interpolate", "two different adapters"),
+        (("A <mask>.", "en_XX", "de_DE", 500, 3), "/interpolate", "steps"),
+        (([["en_XX", "One."]], "", None, None, "pca"), "/project", "at least 3 points"),
+        (([["en_XX", "One."], ["de_DE", "Zwei."], ["fr_XX", "Trois."]], "", None, 9, "pca"), "/project", "layer"),
+    ],
+)
+def test_new_endpoints_refuse_bad_input_with_a_message(local_app, args, api_name, message):
+    client, _ = local_app
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name=api_name)
+
+
+def test_public_mode_caps_scoring(public_app):
+    with pytest.raises(AppError, match="forward rows"):
+        public_app.predict("Choose two languages. " * 16, api_name="/score_languages")  # 5 x 208 rows
 
 
 def test_model_info_endpoint(local_app, base_dir):

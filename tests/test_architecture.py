@@ -27,9 +27,14 @@ RANKS = {
     "similarity": 0,
     "stats": 0,
     "classify": 0,
+    "lens": 0,
+    "scoring": 0,
+    "detect": 0,
+    "projection": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,
     "compat": 0,  # every difference between transformers versions
+    "streaming_pca": 0,  # 2-D PCA from sums gathered batch by batch (batch mode's maps)
     # where files come from, settings, tiny checkpoints, figures from result objects
     "hub": 1,
     "checks": 1,  # config.json and tokenizer files checked before transformers sees them
@@ -53,6 +58,8 @@ RANKS = {
     "mini.post_hoc": 2,
     "mini.__main__": 2,
     "mini": 2,
+    "batch.tables": 2,  # corpus files read row by row, result files written whole, with their metadata
+    "batch.processes": 2,  # which process of how many (torch.distributed, through accelerate)
     # reading checkpoints
     "loading": 3,
     # the engine, and the converter built on the loader
@@ -62,6 +69,10 @@ RANKS = {
     "": 4,  # the package's __init__ re-exports the engine
     # the transfer lab, above the engine
     "lab": 5,
+    # batch mode over a corpus, above the engine beside the lab: operations, blocks, resuming, merging
+    "batch": 5,
+    "batch.operations": 5,
+    "batch.runner": 5,
     # the faces: web app and command line
     "ui": 6,
     "ui.allocator": 6,
@@ -72,6 +83,11 @@ RANKS = {
     "ui.compare": 6,
     "ui.sentences": 6,
     "ui.classify": 6,
+    "ui.links": 6,
+    "ui.lens": 6,
+    "ui.identify": 6,
+    "ui.mix": 6,
+    "ui.maps": 6,
     "ui.model": 6,
     "ui.layout": 6,
     "ui.server": 6,

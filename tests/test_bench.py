@@ -42,6 +42,10 @@ def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
             assert (f"predict_masks/{case}", k) in cases
     for k in (8, 81):
         assert ("compare_adapters/engine", k) in cases and ("compare_adapters/encoder_floor", k) in cases
+    for k in (1, 8, 81):
+        assert ("score_languages/engine", k) in cases
+    assert ("score_languages/loop", 8) in cases and ("score_languages/loop", 81) not in cases
+    assert "| 81 | " in result["markdown"] and "score_languages" in result["markdown"]
     assert all(t["median_s"] > 0 for t in result["timings"])
     assert all(value > 0 for value in result["ratios"].values()), result["ratios"]
     for run in result["memory_bytes"].values():

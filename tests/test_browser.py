@@ -269,3 +269,128 @@ def test_model_tab_shows_download_progress_per_file(browser, tmp_path, tokenizer
         emulator.close()
     log = tmp_path / "app.log"
     assert re.search(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB", log.read_text())  # the log says it too
+
+
+# ----- the logit lens, which language, mixing two adapters, the map ------------------------------------------
+
+
+def test_logit_lens_tab_shows_the_grid_and_the_lines(page):
+    page.get_by_role("tab", name="Logit lens").click()
+    page.locator("#lens-text textarea").fill("Click the <mask> to save the document.")
+    choose_languages(page, "#lens-languages", ["English", "German", "Japanese"])
+    page.click("#lens-run")
+    page.wait_for_selector("#lens-grid .js-plotly-plot .heatmaplayer", timeout=60_000)
+    page.wait_for_selector("#lens-lines .js-plotly-plot .scatterlayer", timeout=30_000)
+    labels = [tick.text_content() for tick in page.locator("#lens-grid .xtick text").all()]
+    assert labels == ["en_XX", "de_DE", "ja_XX"]
+    assert "Mask 1" in page.locator("#lens-summary").inner_text()
+    page.wait_for_function("document.querySelectorAll('#lens-table th').length >= 5", timeout=30_000)
+    screenshot(page, "logit_lens")
+    assert page.errors == []
+
+
+def test_which_language_tab_ranks_the_adapters_and_fill_the_mask_uses_auto(page):
+    page.get_by_role("tab", name="Which language?").click()
+    page.locator("#identify-text textarea").fill("Klicken Sie auf die Schaltfläche, um das Dokument zu speichern.")
+    page.click("#identify-run")
+    page.wait_for_selector("#identify-chart .js-plotly-plot .barlayer", timeout=60_000)
+    summary = page.locator("#identify-summary").inner_text()
+    assert "forward rows" in summary and "py3langid" in summary
+    screenshot(page, "which_language")
+    page.get_by_role("tab", name="Fill the mask").click()
+    page.locator("#fill-text textarea").fill("Klicken Sie auf die <mask>, um das Dokument zu speichern.")
+    box = page.locator("#fill-languages")
+    while box.locator(".token-remove").count():
+        box.locator(".token-remove").first.click()
+    box.locator("input").click()
+    box.locator("input").fill("auto")
+    page.get_by_role("option", name="auto: ").first.click()
+    page.click("#fill-run")
+    page.wait_for_function("document.querySelector('#fill-summary').innerText.includes('auto')", timeout=60_000)
+    chosen = page.locator("#fill-summary").inner_text().split("auto chose ")[1].split(":")[0].strip()
+    best = summary.split("with the ")[1].split(" adapter")[0].strip()
+    assert chosen == best
+    assert page.errors == []
+
+
+def test_mix_tab_and_its_alpha_slider(page):
+    page.get_by_role("tab", name="Mix two adapters").click()
+    page.locator("#mix-text textarea").fill("Click the <mask> to save the document.")
+    page.click("#mix-run")
+    page.wait_for_selector("#mix-chart .js-plotly-plot .scatterlayer", timeout=60_000)
+    assert "alone says" in page.locator("#mix-summary").inner_text()
+    script = (
+        """() => [...document.querySelectorAll('#mix-table [data-row][data-col="0"]')].map(c => c.textContent.trim())"""
+    )
+    page.wait_for_function(f"({script})().length > 0", timeout=30_000)
+    assert set(page.evaluate(script)) == {"0"}
+    number = page.locator("#mix-alpha input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    page.wait_for_function(f"({script})().every(v => v === '1')", timeout=30_000)
+    screenshot(page, "mix_adapters")
+    assert page.errors == []
+
+
+def test_map_tab_draws_each_layer(page):
+    page.get_by_role("tab", name="Map").click()
+    page.click("#map-run")
+    page.wait_for_selector("#map-chart .js-plotly-plot .scatterlayer", timeout=60_000)
+    legend = [item.text_content() for item in page.locator("#map-chart .legendtext").all()]
+    assert len(legend) >= 3 and all(len(code) == 5 and "_" in code for code in legend)
+    assert "of the variance" in page.locator("#map-notes").inner_text()
+    number = page.locator("#map-layer input[type=number]")
+    number.fill("0")
+    number.press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#map-chart .gtitle').textContent.startsWith('Layer 0')", timeout=30_000
+    )
+    screenshot(page, "map")
+    assert page.errors == []
+
+
+LINKS = {
+    "lens": ("?tab=lens&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#lens-text", "#lens-run"),
+    "identify": ("?tab=identify&text=Bonjour+tout+le+monde.&languages=fr_XX,de_DE", "#identify-text", "#identify-run"),
+    "mix": ("?tab=mix&text=Die+<mask>+ist+neu.&a=de_DE&b=fr_XX&steps=5", "#mix-text", "#mix-run"),
+    "map": ("?tab=map&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&layer=2", "#map-text", "#map-run"),
+}
+
+
+@pytest.mark.parametrize("name", list(LINKS))
+def test_deep_links_open_each_new_tab_with_its_inputs(browser, app_url, name):
+    query, text_box, button = LINKS[name]
+    page = browser.new_page()
+    page.goto(f"{app_url}/{query}")
+    page.wait_for_selector(f"{button}", state="visible", timeout=30_000)  # the tab is open
+    expected = query.split("text=")[1].split("&")[0].replace("+", " ")
+    page.wait_for_function(f"document.querySelector('{text_box} textarea').value === {expected!r}", timeout=30_000)
+    if name in ("lens", "identify", "map"):
+        tokens = page.locator(f"#{name}-languages .token").all_inner_texts()
+        assert [token.split("(")[-1].rstrip(")") for token in tokens] == query.split("languages=")[1].split("&")[
+            0
+        ].split(",")
+    if name == "mix":
+        assert page.locator("#mix-a input").input_value() == "German (de_DE)"
+        assert page.locator("#mix-b input").input_value() == "French (fr_XX)"
+    if name == "map":
+        assert page.locator("#map-mode input[value='One text through many adapters']").is_checked()
+    if name == "lens":  # a link fills only the tab it names
+        page.get_by_role("tab", name="Mix two adapters").click()
+        page.wait_for_selector("#mix-run", state="visible", timeout=30_000)
+        page.wait_for_timeout(1000)
+        assert page.locator("#mix-text textarea").input_value() == "Click the <mask> to save the document."
+    page.close()
+
+
+def test_a_hostile_deep_link_is_dropped_with_a_fixed_message(browser, app_url):
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.dismiss())
+    payload = '<img src=x onerror="window.__xss=1">'
+    page.goto(f"{app_url}/?tab=mix&a={payload}&b=fr_XX&text={payload}")
+    page.locator(".toast-body", has_text="The link's a parameter was not used").first.wait_for(timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#mix-text textarea').value.includes('onerror')", timeout=30_000
+    )  # the text arrives as text, in a text box
+    assert page.evaluate("window.__xss") is None and page.locator("img[src='x']").count() == 0
+    page.close()

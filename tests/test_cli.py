@@ -94,3 +94,33 @@ def test_convert_refuses_a_result_that_differs(base_dir, tmp_path):
     with pytest.raises(ExplorerError, match="Nothing was written"):
         convert(str(base_dir), out, tolerance=-1.0)
     assert not out.exists() and not out.with_name("refused.partial").exists()
+
+
+def test_lens_identify_mix_and_map_commands_print_engine_numbers(base_dir, tmp_path):
+    explorer = Explorer.from_pretrained(str(base_dir))
+    model = ["--model", str(base_dir), "--json"]
+    text = "Der <mask> jeder Sprache."
+    lens = cli("lens", text, "--languages", "de_DE,ja_XX", "--top-k", "2", *model)
+    assert lens.returncode == 0, lens.stderr
+    assert json.loads(lens.stdout) == json.loads(json.dumps(explorer.logit_lens(text, "de_DE,ja_XX", 2).to_dict()))
+    identify = cli("identify", "Choose two languages.", "--languages", "en_XX,de_DE", *model)
+    assert identify.returncode == 0, identify.stderr
+    expected = explorer.score_languages("Choose two languages.", "en_XX,de_DE")
+    got = json.loads(identify.stdout)
+    assert got["languages"] == expected.languages
+    assert got["token_log_probs"] == json.loads(json.dumps(expected.to_dict()))["token_log_probs"]
+    assert "forward rows" in identify.stderr
+    mix = cli("mix", text, "--a", "en_XX", "--b", "ja_XX", "--steps", "3", *model)
+    assert mix.returncode == 0, mix.stderr
+    expected = explorer.interpolate(text, "en_XX", "ja_XX", 3, 3)
+    assert json.loads(mix.stdout) == json.loads(json.dumps(expected.to_dict()))
+    table = tmp_path / "pairs.csv"
+    table.write_text("language,text\nen_XX,Choose two.\nde_DE,Wähle zwei.\nfr_XX,Choisis deux.\n", encoding="utf-8")
+    mapped = cli("map", str(table), "--layer", "2", *model)
+    assert mapped.returncode == 0, mapped.stderr
+    expected = explorer.project([("en_XX", "Choose two."), ("de_DE", "Wähle zwei."), ("fr_XX", "Choisis deux.")], 2)
+    assert json.loads(mapped.stdout) == expected.to_dict()
+    readable = cli("map", "--text", "Choose two.", "--languages", "en_XX,de_DE,fr_XX", "--model", str(base_dir))
+    assert readable.returncode == 0 and "layer" in readable.stdout and "Layer 0" in readable.stderr
+    both = cli("map", str(table), "--text", "Choose two.", "--model", str(base_dir))
+    assert both.returncode == 2 and "either a file" in both.stderr

@@ -90,3 +90,43 @@ def test_classification_and_transfer_figures(explorer):
     training = lab.train_probe(explorer, [("choose two", "a"), ("compare the model", "b")] * 3, "en_XX", max_steps=5)
     curve = plots.loss_curve(training)
     assert list(curve.data[0].y) == training.losses
+
+
+def test_language_colours_are_stable_and_distinct():
+    from xmod_explorer.languages import LANGUAGE_NAMES
+
+    mini = ["en_XX", "ru_RU", "ja_XX", "fr_XX", "de_DE", "ko_KR", "es_XX", "fi_FI", "zh_CN", "el_GR", "it_IT", "hi_IN"]
+    colours = plots.language_colours(mini)
+    assert len(set(colours.values())) == len(mini)  # one chart, no two languages alike
+    assert plots.language_colours(["de_DE", "en_XX"])["de_DE"] == plots.language_colours(["en_XX", "de_DE"])["de_DE"]
+    assert plots.language_colours(["de_DE"])["de_DE"] == colours["de_DE"]
+    assert set(plots.language_colours(list(LANGUAGE_NAMES)).values()) <= set(plots.PALETTE)
+
+
+def test_lens_figures_show_each_layer_and_adapter(explorer):
+    lens = explorer.logit_lens("One <mask> here.", ["en_XX", "de_DE", "ja_XX"], 2)
+    grid = plots.lens_grid(lens, 1)
+    mask = lens.masks[0]
+    assert list(grid.data[0].x) == ["en_XX", "de_DE", "ja_XX"] and len(grid.data[0].y) == len(lens.layers)
+    assert list(grid.data[0].z[-1]) == [1, 1, 1]  # the last layer is every adapter's final answer
+    assert grid.data[0].z[0][1] == int(mask.agrees_with_final(0)["de_DE"])
+    lines = plots.lens_final_probability(lens, 1)
+    assert list(lines.data[1].y) == mask.final_probability["de_DE"]
+    assert lines.data[1].line.color == plots.language_colours(lens.languages)["de_DE"]
+
+
+def test_score_mix_and_map_figures(explorer):
+    scores = explorer.score_languages("Choose two languages.", ["en_XX", "de_DE", "ja_XX"])
+    bars = plots.language_score_bars(scores)
+    assert list(bars.data[0].y) == scores.languages and list(bars.data[0].x) == [s.per_token for s in scores.scores]
+    mix = explorer.interpolate("One <mask> here.", "en_XX", "ja_XX", steps=5, top_k=2)
+    lines = plots.mix_lines(mix, 1, alpha=0.5)
+    assert [trace.name for trace in lines.data] == [plots._plain(t.token) for t in mix.masks[0].tracked]
+    assert list(lines.data[0].x) == mix.alphas
+    pairs = [("en_XX", "<b>Choose</b> two."), ("de_DE", "Wähle zwei."), ("fr_XX", "Choisis deux."), ("en_XX", "Hi.")]
+    projection = explorer.project(pairs, layer=2)
+    scatter = plots.projection_scatter(projection, 2)
+    assert [trace.name for trace in scatter.data] == ["en_XX", "de_DE", "fr_XX"]
+    assert list(scatter.data[0].x) == [float(projection.coordinates[0, i, 0]) for i in (0, 3)]
+    assert "&lt;b&gt;Choose" in scatter.data[0].hovertext[0]  # sentences are escaped in hover text
+    assert "of the variance" in scatter.layout.xaxis.title.text

@@ -79,6 +79,24 @@ class Backend(Protocol):
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor: ...
 
+    def final_norm(self, states: torch.Tensor) -> torch.Tensor:
+        """The encoder's closing LayerNorm (pre-norm models) applied to states; post-norm: states unchanged."""
+        ...
+
+    def encode_mixed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        language_a: str,
+        language_b: str,
+        alphas: Sequence[float],
+        *,
+        positions: Sequence[int],
+    ) -> Encoded:
+        """One text (a single row) with every layer's language adapter output mixed, one output row per
+        alpha: (1 - alpha) * adapter a + alpha * adapter b. ``last`` holds only the token positions given."""
+        ...
+
     def classifier_labels(self) -> list[str] | None: ...
 
     def classifier_logits(self, states: torch.Tensor) -> torch.Tensor: ...
@@ -193,9 +211,50 @@ def _attention_and_feed_forward(
 
 def _shared_prefix_of_first_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """XmodLayer.forward up to (not including) its language adapter: attention, feed-forward, residual."""
-    intermediate, residual = _attention_and_feed_forward(layer, hidden, mask)
+    return _before_adapter(layer, hidden, mask)
+
+
+def _before_adapter(
+    layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, positions: Sequence[int] | None = None
+) -> torch.Tensor:
+    """XmodLayer.forward up to its language adapter (XmodOutput.forward before lang_adapter), for every
+    position or, with positions, at those only (every token still feeds keys and values)."""
+    if positions is None:
+        intermediate, residual = _attention_and_feed_forward(layer, hidden, mask)
+    else:
+        intermediate, residual = _attention_and_feed_forward(layer, hidden[:, list(positions)], mask, context=hidden)
     output = layer.output
     return output.dropout(output.dense(intermediate)) + residual
+
+
+def _mixed_language_adapter(
+    layer: nn.Module, hidden: torch.Tensor, language_a: str, language_b: str, alphas: torch.Tensor
+) -> torch.Tensor:
+    """XmodOutput.lang_adapter, then the layer's closing LayerNorm, with the adapter module's output mixed per row.
+
+    What is mixed is the bottleneck's output, A(x) = dense2(act(dense1(x))): it becomes (1 - alpha) * A_a(x) +
+    alpha * A_b(x). Its input x (after the shared LayerNorm, where the checkpoint puts one before the adapter),
+    the residual added to it and every LayerNorm stay as the library computes them. Mirrors transformers 4.57
+    step for step, so alpha 0 and 1 give the pure adapters exactly.
+    """
+    output = layer.output
+    if output.adapter_layer_norm is not None:
+        normed = output.adapter_layer_norm(hidden)
+    elif output.adapter_reuse_layer_norm:
+        normed = output.LayerNorm(hidden)
+    else:
+        normed = hidden
+    residual = normed if output.ln_before_adapter else hidden
+    weight = alphas.to(hidden.dtype).view(-1, 1, 1)
+    adapters = output.adapter_modules
+    mixed = (1 - weight) * adapters[language_a](normed) + weight * adapters[language_b](normed)
+    out = output.dropout(mixed) + residual
+    return out if layer.pre_norm else output.LayerNorm(out)
+
+
+def _final_norm(encoder: nn.Module, states: torch.Tensor) -> torch.Tensor:
+    """XmodEncoder's closing LayerNorm, which pre-norm checkpoints apply after their last layer."""
+    return encoder.encoder.LayerNorm(states) if encoder.encoder.is_pre_norm else states
 
 
 def _layer_at_positions(
@@ -369,12 +428,44 @@ class NativeBackend:
             for layer in layers[1:-1]:
                 hidden = compat.layer_output(layer(hidden, lang_ids, mask))
             states = _layer_at_positions(layers[-1], hidden, lang_ids, mask, sorted_positions)
-            if self.encoder.encoder.is_pre_norm:
-                states = self.encoder.encoder.LayerNorm(states)
+            states = _final_norm(self.encoder, states)
         inverse = [0] * len(order)
         for place, row in enumerate(order):
             inverse[row] = place
         return states.index_select(0, torch.tensor(inverse, device=device))
+
+    def encode_mixed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        language_a: str,
+        language_b: str,
+        alphas: Sequence[float],
+        *,
+        positions: Sequence[int],
+    ) -> Encoded:
+        """One text through every layer with its adapter output mixed (one row per alpha), in one pass.
+
+        As in encode_adapters, the embeddings and layer 0 before its adapter run once, and the last layer
+        only at positions. Each layer is transformers' own modules, with lang_adapter's bottleneck mixed."""
+        count = len(alphas)
+        weights = torch.tensor(list(alphas), dtype=torch.float32, device=input_ids.device)
+        mask = self.encoder.get_extended_attention_mask(attention_mask, input_ids.shape)
+        layers = self.encoder.encoder.layer
+        embedded = self.encoder.embeddings(input_ids=input_ids)
+        first_only = positions if len(layers) == 1 else None
+        hidden = _before_adapter(layers[0], embedded, mask, first_only).expand(count, -1, -1)
+        hidden = _mixed_language_adapter(layers[0], hidden, language_a, language_b, weights)
+        for index, layer in enumerate(layers[1:], start=1):
+            at = positions if index == len(layers) - 1 else None
+            hidden = _mixed_language_adapter(
+                layer, _before_adapter(layer, hidden, mask, at), language_a, language_b, weights
+            )
+        return Encoded(_final_norm(self.encoder, hidden))
+
+    def final_norm(self, states: torch.Tensor) -> torch.Tensor:
+        """The encoder's closing LayerNorm (pre-norm models) applied to states; post-norm: states unchanged."""
+        return _final_norm(self.encoder, states)
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits for hidden states of shape (n, hidden)."""
@@ -566,6 +657,42 @@ class AdapterBackend:
         )
         index = positions.to(input_ids.device).unsqueeze(-1).expand(-1, -1, encoded.last.shape[-1])
         return encoded.last.gather(1, index)
+
+    def encode_mixed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        language_a: str,
+        language_b: str,
+        alphas: Sequence[float],
+        *,
+        positions: Sequence[int],
+    ) -> Encoded:
+        """The library's own Average block, one pass per alpha.
+
+        Average returns the mean over its branches of weight x branch output, where a branch's output is the
+        adapter's bottleneck output plus the shared residual. With weights that sum to 1 (its default) that
+        halves the layer's output for two branches; weights 2(1 - alpha) and 2 alpha, not normalised, give
+        (1 - alpha) * A_a(x) + alpha * A_b(x) + residual exactly. Nested in Parallel or BatchSplit (one pass
+        for all alphas) it applies the first adapter's LayerNorm twice in adapters 1.3.0, hence the loop.
+        """
+        from adapters.composition import Average
+
+        if self.dtype != torch.float32:
+            raise ExplorerError(
+                "Mixing adapters with the adapters backend needs float32: the library's Average block weighs "
+                f"its branches in float32, which {str(self.dtype).replace('torch.', '')} layers refuse. Load the "
+                "model with dtype='float32', or with backend='transformers'."
+            )
+        rows = []
+        for alpha in alphas:
+            setup = Average(language_a, language_b, weights=[2 * (1 - alpha), 2 * alpha], normalize_weights=False)
+            rows.append(self._run(setup, input_ids, attention_mask, False).last_hidden_state[:, list(positions)])
+        return Encoded(torch.cat(rows))
+
+    def final_norm(self, states: torch.Tensor) -> torch.Tensor:
+        """The encoder's closing LayerNorm (pre-norm models) applied to states; post-norm: states unchanged."""
+        return _final_norm(self.encoder, states)
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor:
         """Apply the masked-LM prediction head's layers to hidden states of shape (n, hidden)."""

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -22,12 +23,34 @@ import torch
 from xmod_explorer import defaults, quantization
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs, reference_sentences
+from xmod_explorer.detect import detect
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
+from xmod_explorer.lens import (
+    READOUT_POST_NORM,
+    READOUT_PRE_NORM,
+    AdapterMix,
+    LensMask,
+    LogitLens,
+    MixMask,
+    TrackedToken,
+    first_appearances,
+    mixing_weights,
+    vocabulary_readout,
+)
 from xmod_explorer.limits import Limits
 from xmod_explorer.loading import Loaded, load_backend
 from xmod_explorer.masks import MaskPrediction, MaskSlot, TokenGuess, readable_token, top_k_with_entropy
+from xmod_explorer.projection import METHODS, Projection, project_layers, umap_available
+from xmod_explorer.scoring import (
+    LanguageScores,
+    ScoringCost,
+    masked_copies,
+    rank_scores,
+    rows_per_pass,
+    token_log_probs,
+)
 from xmod_explorer.similarity import (
     AdapterComparison,
     Centring,
@@ -38,14 +61,20 @@ from xmod_explorer.similarity import (
     token_cosine,
 )
 from xmod_explorer.stats import PERMUTATIONS
-from xmod_explorer.tokens import content_mask, pad_rows
+from xmod_explorer.tokens import content_mask, length_batches, pad_rows
 
 log = logging.getLogger(__name__)
 
-# Users write the mask in several ways; all mean the tokenizer's own mask token.
 # The most pairings one Across-languages request may test (memory and time grow with it).
 MAX_PERMUTATIONS = 100_000
+# Users write the mask in several ways; all mean the tokenizer's own mask token.
 MASK_SPELLINGS = re.compile(r"<\s*mask\s*>|\[\s*mask\s*\]", re.IGNORECASE)
+# Token positions (rows x padded length) per forward pass when many texts share passes: bounds activation memory.
+TOKENS_PER_PASS = 4096
+# In predict_masks' languages, this word stands for the adapter that fits the text best (score_languages).
+AUTO = "auto"
+# Mixing weights between two adapters: at least both ends, at most one per hundredth.
+MAX_MIX_STEPS = 101
 
 
 @dataclass
@@ -95,13 +124,15 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class MaskRequest:
-    """A fill-mask request after its checks: the text, language codes, top-k, token ids and mask positions."""
+    """A fill-mask request after its checks: the text, language codes, top-k, token ids and mask positions,
+    and the adapter that "auto" stood for, if any."""
 
     text: str
     languages: list[str]
     top_k: int
     ids: list[int]
     positions: list[int]
+    auto_language: str | None = None
 
 
 def _guard_device_memory(method):
@@ -330,6 +361,36 @@ class Explorer:
                     self._centring = Centring(pooled.double().mean(1), languages, len(rows))
         return self._centring
 
+    def pooled_layers(
+        self,
+        token_rows: Sequence[Sequence[int]],
+        row_languages: Sequence[str],
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> torch.Tensor:
+        """Sentence vectors at every layer, (layers + 1, rows, hidden) float32 on the CPU, embedding output first:
+        the mean over each row's text tokens, each row under its own language's adapter (codes from
+        check_languages, rows from tokenize), in passes of rows of similar length."""
+        self.backend.ensure_languages(sorted(set(row_languages), key=self.languages.index))
+        config = self.backend.model.config
+        out = torch.empty(int(config.num_hidden_layers) + 1, len(token_rows), int(config.hidden_size))
+        with torch.inference_mode():
+            for chosen, input_ids, attention, encoded in self._passes(
+                token_rows, row_languages, tokens_per_pass, all_layers=True
+            ):
+                keep = content_mask(input_ids, attention, self._special_ids)
+                out[:, chosen] = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
+        return out
+
+    def _passes(self, token_rows, row_languages, tokens_per_pass: int, *, all_layers: bool = False):
+        """Forward passes over rows grouped by length (tokens.length_batches): yields (row indices, input_ids,
+        attention_mask, Encoded) per pass. The caller holds inference mode."""
+        for chosen in length_batches([len(row) for row in token_rows], tokens_per_pass):
+            input_ids, attention = self.pad([token_rows[i] for i in chosen])
+            codes = [row_languages[i] for i in chosen]
+            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=all_layers)
+            yield chosen, input_ids, attention, encoded
+
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
         if not isinstance(head, ProbeHead):
@@ -368,18 +429,14 @@ class Explorer:
             raise ExplorerError(f"top_k must be between 1 and {highest}; got {k}.")
         return k
 
-    # ----- features ---------------------------------------------------------------------------
-
-    def check_mask_request(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskRequest:
-        """A fill-mask request checked against this model and the limits: language codes (adapters made ready),
-        top-k, token ids and the mask positions; ExplorerError with a message for anything wrong."""
+    def _require_mlm(self) -> None:
         if not self.backend.has_mlm:
             raise ExplorerError(
                 "This checkpoint has no masked-LM head, so it cannot fill masks. Load an X-MOD masked-LM."
             )
-        codes = self.check_languages(languages)
-        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
-        ids = self.tokenize(text)
+
+    def _mask_positions(self, ids: Sequence[int]) -> list[int]:
+        """Where the <mask> tokens are in ids; at least one, at most the limit."""
         positions = [i for i, token in enumerate(ids) if token == self.tokenizer.mask_token_id]
         if not positions:
             raise ExplorerError(
@@ -390,18 +447,78 @@ class Explorer:
             raise ExplorerError(
                 f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some."
             )
-        return MaskRequest(text, codes, k, ids, positions)
+        return positions
+
+    # ----- features ---------------------------------------------------------------------------
+
+    def check_mask_request(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskRequest:
+        """A fill-mask request checked against this model and the limits: language codes ("auto" resolved,
+        adapters made ready), top-k, token ids and mask positions; ExplorerError with a message for anything
+        wrong."""
+        self._require_mlm()
+        languages, auto_language = self._resolve_auto(text, languages)
+        codes = self.check_languages(languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        ids = self.tokenize(text)
+        return MaskRequest(text, codes, k, ids, self._mask_positions(ids), auto_language)
+
+    @_guard_device_memory
+    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
+        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+        request = self.check_mask_request(text, languages, top_k)
+        codes, k, ids, positions, auto_language = (
+            request.languages,
+            request.top_k,
+            request.ids,
+            request.positions,
+            request.auto_language,
+        )
+        input_ids, attention = self.pad([ids])
+        with torch.inference_mode():
+            # The last layer and the vocabulary projection only at mask positions: on xmod-base the
+            # projection over every token would cost more than the whole encoder.
+            encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
+            states = encoded.last.reshape(len(codes) * len(positions), -1)
+            probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
+        shape = (len(codes), len(positions))
+        return self._mask_prediction(
+            text,
+            codes,
+            ids,
+            positions,
+            probabilities.view(*shape, k),
+            token_ids.view(*shape, k),
+            entropy.view(shape),
+            auto_language=auto_language,
+        )
 
     def _mask_prediction(
-        self, request: MaskRequest, probabilities: torch.Tensor, token_ids: torch.Tensor, entropy: torch.Tensor
+        self,
+        text: str,
+        codes: list[str],
+        ids: list[int],
+        positions: list[int],
+        probabilities: torch.Tensor,
+        token_ids: torch.Tensor,
+        entropy: torch.Tensor,
+        names: dict[int, str] | None = None,
+        auto_language: str | None = None,
     ) -> MaskPrediction:
-        """The result object from (languages, masks, k) probabilities and ids and (languages, masks) entropy."""
-        codes, ids = request.languages, request.ids
+        """A MaskPrediction from top-k results of shape (languages, masks, k) and entropies (languages, masks);
+        names caches readable tokens across calls; auto_language is the adapter "auto" stood for, if any."""
+        names = {} if names is None else names
+        probabilities, token_ids, entropy = probabilities.cpu(), token_ids.cpu(), entropy.cpu()
+
+        def readable(token: int) -> str:
+            if token not in names:
+                names[token] = readable_token(self.tokenizer, token)
+            return names[token]
+
         slots = []
-        for m, position in enumerate(request.positions):
+        for m, position in enumerate(positions):
             predictions = {
                 code: [
-                    TokenGuess(readable_token(self.tokenizer, int(t)), int(t), float(p))
+                    TokenGuess(readable(int(t)), int(t), float(p))
                     for t, p in zip(token_ids[row, m], probabilities[row, m])
                 ]
                 for row, code in enumerate(codes)
@@ -410,31 +527,16 @@ class Explorer:
                 MaskSlot(position, predictions, {code: float(entropy[row, m]) for row, code in enumerate(codes)})
             )
         tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        return MaskPrediction(model=self.name, text=request.text, languages=codes, tokens=tokens, masks=slots)
-
-    @_guard_device_memory
-    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
-        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
-        request = self.check_mask_request(text, languages, top_k)
-        codes, k, positions = request.languages, request.top_k, request.positions
-        input_ids, attention = self.pad([request.ids])
-        with torch.inference_mode():
-            # The last layer and the vocabulary projection only at mask positions: on xmod-base the
-            # projection over every token would cost more than the whole encoder.
-            encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
-            states = encoded.last.reshape(len(codes) * len(positions), -1)
-            probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
-        probabilities = probabilities.view(len(codes), len(positions), k).cpu()
-        token_ids = token_ids.view(len(codes), len(positions), k).cpu()
-        entropy = entropy.view(len(codes), len(positions)).cpu()
-        return self._mask_prediction(request, probabilities, token_ids, entropy)
+        return MaskPrediction(
+            model=self.name, text=text, languages=codes, tokens=tokens, masks=slots, auto_language=auto_language
+        )
 
     @_guard_device_memory
     def predict_masks_together(self, requests: Sequence[MaskRequest]) -> list[MaskPrediction]:
         """Several checked fill-mask requests (from check_mask_request) in one forward pass: every (text,
-        language) pair is a row, rows sorted by language and padded to the longest text, one vocabulary
-        projection for every mask of every request; the results split back, one per request, in order.
-        Each equals predict_masks on that request alone (to float rounding: about 1e-6)."""
+        language) pair is a row, rows sorted by language and padded to the longest text, the last layer and
+        one vocabulary projection only at the masks; the results split back, one per request, in order.
+        Each equals predict_masks on that request alone (to float rounding, about 1e-6)."""
         if not requests:
             return []
         texts: dict[tuple[int, ...], int] = {}  # identical texts run their shared first layer once
@@ -453,18 +555,24 @@ class Explorer:
         with torch.inference_mode():
             states = self.backend.encode_texts(input_ids, attention, rows_text, rows_language, positions)
             wanted = torch.cat([states[row, : len(p)] for row, p in enumerate(rows_positions)])
-            probabilities, token_ids, entropy = top_k_with_entropy(wanted, self.backend.mlm_logits, k)
-        probabilities, token_ids, entropy = probabilities.cpu(), token_ids.cpu(), entropy.cpu()
-        results, start = [], 0
+            probabilities, token_ids, entropy = (
+                t.cpu() for t in top_k_with_entropy(wanted, self.backend.mlm_logits, k)
+            )
+        results, start, names = [], 0, {}
         for request in requests:
-            count, masks = len(request.languages), len(request.positions)
+            count, masks, top = len(request.languages), len(request.positions), request.top_k
             stop = start + count * masks
             results.append(
                 self._mask_prediction(
-                    request,
-                    probabilities[start:stop, : request.top_k].reshape(count, masks, request.top_k),
-                    token_ids[start:stop, : request.top_k].reshape(count, masks, request.top_k),
+                    request.text,
+                    request.languages,
+                    request.ids,
+                    request.positions,
+                    probabilities[start:stop, :top].reshape(count, masks, top),
+                    token_ids[start:stop, :top].reshape(count, masks, top),
                     entropy[start:stop].reshape(count, masks),
+                    names,
+                    request.auto_language,
                 )
             )
             start = stop
@@ -475,16 +583,27 @@ class Explorer:
         self, text: str, languages: Sequence[str] | str, reference: str | None = None
     ) -> AdapterComparison:
         """Run one text through each adapter and compare the hidden states layer by layer."""
-        codes = self.check_languages(languages)
-        reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
-        if reference not in codes:
-            raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
+        codes, reference = self._languages_and_reference(languages, reference)
         ids = self.tokenize(text)
         content = self._content_positions(ids)
         input_ids, attention = self.pad([ids])
         with torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
+        return self._adapter_comparison(text, codes, reference, ids, content, layers)
+
+    def _languages_and_reference(self, languages: Sequence[str] | str, reference: str | None) -> tuple[list[str], str]:
+        codes = self.check_languages(languages)
+        reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
+        if reference not in codes:
+            raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
+        return codes, reference
+
+    def _adapter_comparison(
+        self, text: str, codes: list[str], reference: str, ids: list[int], content: list[int], layers: torch.Tensor
+    ) -> AdapterComparison:
+        """An AdapterComparison from the text's states at its content positions, (layers + 1, adapters, tokens,
+        hidden) float32 on the CPU."""
         ref = codes.index(reference)
         centring = self.centring()
         vectors = layers.mean(2)  # (L+1, k, h) sentence vectors
@@ -560,6 +679,103 @@ class Explorer:
             exact_test=plan is not None and plan.exact,
         )
 
+    # ----- many texts at once (batch mode): each text checked alone, forward passes shared ---------------
+
+    @_guard_device_memory
+    def predict_masks_batch(
+        self,
+        texts: Sequence[object],
+        languages: Sequence[Sequence[str] | str],
+        top_k: int = 5,
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> list[MaskPrediction | ExplorerError]:
+        """predict_masks(texts[i], languages[i], top_k) for every i, in input order: the same results, with the
+        (text, language) rows of all texts sharing forward passes. A text that fails its checks gets its
+        ExplorerError in its place, and the others run."""
+        self._require_mlm()
+        self._same_length(texts, languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        results: list = [None] * len(texts)
+        prepared: dict[int, tuple[list[str], list[int], list[int]]] = {}
+        autos: dict[int, str | None] = {}
+        for i, (text, chosen) in enumerate(zip(texts, languages)):
+            try:
+                ids = self.tokenize(text)
+                chosen, autos[i] = self._resolve_auto(str(text), chosen)
+                codes = self.check_languages(chosen)
+                prepared[i] = (codes, ids, self._mask_positions(ids))
+            except ExplorerError as exc:
+                results[i] = exc
+        forward = [(i, code) for i, (codes, _, _) in prepared.items() for code in codes]
+        found: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
+        with torch.inference_mode():
+            for chosen, _, _, encoded in self._passes(
+                [prepared[i][1] for i, _ in forward], [code for _, code in forward], tokens_per_pass
+            ):
+                rows = [forward[j] for j in chosen]
+                states = torch.cat([encoded.last[r, prepared[i][2]] for r, (i, _) in enumerate(rows)])
+                top = [t.cpu() for t in top_k_with_entropy(states, self.backend.mlm_logits, k)]
+                start = 0
+                for i, code in rows:
+                    end = start + len(prepared[i][2])
+                    found[(i, code)] = tuple(t[start:end] for t in top)
+                    start = end
+        names: dict[int, str] = {}
+        for i, (codes, ids, positions) in prepared.items():
+            probabilities, token_ids, entropy = (torch.stack([found[(i, code)][n] for code in codes]) for n in range(3))
+            results[i] = self._mask_prediction(
+                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names, autos[i]
+            )
+        return results
+
+    @_guard_device_memory
+    def compare_adapters_batch(
+        self,
+        texts: Sequence[object],
+        languages: Sequence[Sequence[str] | str],
+        references: Sequence[str | None] | None = None,
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> list[AdapterComparison | ExplorerError]:
+        """compare_adapters(texts[i], languages[i], references[i]) for every i, in input order: the same results,
+        with the (text, language) rows of all texts sharing forward passes. A text that fails its checks gets
+        its ExplorerError in its place, and the others run."""
+        self._same_length(texts, languages)
+        references = [None] * len(texts) if references is None else references
+        self._same_length(texts, references, "references")
+        results: list = [None] * len(texts)
+        prepared: dict[int, tuple[list[str], str, list[int], list[int]]] = {}
+        for i, (text, chosen, reference) in enumerate(zip(texts, languages, references)):
+            try:
+                codes, reference = self._languages_and_reference(chosen, reference)
+                ids = self.tokenize(text)
+                prepared[i] = (codes, reference, ids, self._content_positions(ids))
+            except ExplorerError as exc:
+                results[i] = exc
+        forward = [(i, code) for i, (codes, *_) in prepared.items() for code in codes]
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        with torch.inference_mode():
+            for chosen, _, _, encoded in self._passes(
+                [prepared[i][2] for i, _ in forward], [code for _, code in forward], tokens_per_pass, all_layers=True
+            ):
+                for r, j in enumerate(chosen):
+                    i, code = forward[j]
+                    content = prepared[i][3]
+                    states = pending.setdefault(i, {})
+                    states[code] = torch.stack([layer[r, content].float() for layer in encoded.layers]).cpu()
+                    codes, reference, ids, _ = prepared[i]
+                    if len(states) == len(codes):  # the text's last adapter is done: summarise, free its states
+                        layers = torch.stack([states[c] for c in codes], dim=1)  # (L+1, k, t, h)
+                        del pending[i]
+                        results[i] = self._adapter_comparison(str(texts[i]), codes, reference, ids, content, layers)
+        return results
+
+    @staticmethod
+    def _same_length(texts: Sequence[object], other: Sequence[object], what: str = "languages") -> None:
+        if len(texts) != len(other):
+            raise ExplorerError(f"Give one {what} entry per text: {len(texts)} texts, {len(other)} {what} entries.")
+
     # ----- classification -----------------------------------------------------------------------
 
     @_guard_device_memory
@@ -597,4 +813,281 @@ class Explorer:
                 code: {label: float(p) for label, p in zip(labels, row)} for code, row in zip(codes, probabilities)
             },
             head="checkpoint" if head is None else head.describe(),
+        )
+
+    # ----- beyond the anchors: logit lens, which adapter fits, mixing two adapters, a map ------------
+
+    def _guesses(self, probabilities: torch.Tensor, token_ids: torch.Tensor, names: dict[int, str]) -> list[TokenGuess]:
+        """TokenGuess objects for one row of top-k results; names caches readable tokens across rows."""
+        guesses = []
+        for token, p in zip(token_ids.tolist(), probabilities.tolist()):
+            if token not in names:
+                names[token] = readable_token(self.tokenizer, token)
+            guesses.append(TokenGuess(names[token], token, float(p)))
+        return guesses
+
+    def _whole_number(self, value: object, what: str, low: int, high: int) -> int:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
+            or not low <= int(value) <= high
+        ):
+            raise ExplorerError(f"{what} must be a whole number between {low} and {high}; got {value!r}.")
+        return int(value)
+
+    @_guard_device_memory
+    def logit_lens(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> LogitLens:
+        """Every <mask> read through the model's own masked-LM head at every layer, under each adapter.
+
+        Layer 0 is the embedding output (before any adapter, so the same for all); the last layer is exactly
+        what predict_masks returns. Pre-norm checkpoints: every layer but the last goes through the encoder's
+        closing LayerNorm first, as the last one does (`readout` in the result says which rule applied)."""
+        self._require_mlm()
+        codes = self.check_languages(languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        ids = self.tokenize(text)
+        positions = self._mask_positions(ids)
+        input_ids, attention = self.pad([ids])
+        with torch.inference_mode():
+            encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
+            last = len(encoded.layers) - 1
+            # (layers, adapters, masks, hidden); the last layer already carries the closing LayerNorm.
+            states = torch.stack(
+                [
+                    layer[:, positions] if index == last else self.backend.final_norm(layer[:, positions])
+                    for index, layer in enumerate(encoded.layers)
+                ]
+            )
+            count, adapters, masks, hidden = states.shape
+            _, final_ids, _ = vocabulary_readout(states[last].reshape(-1, hidden), self.backend.mlm_logits, 1)
+            tracked = final_ids.reshape(1, adapters * masks, 1).expand(count, -1, -1).reshape(-1, 1)
+            top_p, top_ids, final_p = vocabulary_readout(
+                states.reshape(-1, hidden), self.backend.mlm_logits, k, tracked
+            )
+        top_p = top_p.view(count, adapters, masks, k).cpu()
+        top_ids = top_ids.view(count, adapters, masks, k).cpu()
+        final_p = final_p.view(count, adapters, masks).cpu()
+        names: dict[int, str] = {}
+        lens_masks = []
+        for m, position in enumerate(positions):
+            layers = [
+                {code: self._guesses(top_p[layer, a, m], top_ids[layer, a, m], names) for a, code in enumerate(codes)}
+                for layer in range(count)
+            ]
+            lens_masks.append(
+                LensMask(
+                    position=position,
+                    layers=layers,
+                    final={code: layers[last][code][0] for code in codes},
+                    final_probability={code: [float(v) for v in final_p[:, a, m]] for a, code in enumerate(codes)},
+                )
+            )
+        pre_norm = bool(self.backend.model.config.pre_norm)
+        return LogitLens(
+            model=self.name,
+            text=text,
+            languages=codes,
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            readout=READOUT_PRE_NORM if pre_norm else READOUT_POST_NORM,
+            masks=lens_masks,
+        )
+
+    @_guard_device_memory
+    def score_languages(self, text: str, languages: Sequence[str] | str | None = None) -> LanguageScores:
+        """Rank adapters by the pseudo-log-likelihood of text under each (Salazar et al., 2020): each token
+        masked in turn, log p of the original token summed. None: every language of the model.
+
+        One forward row per (adapter, scored token), batched and chunked; <mask> tokens in the text stay masked
+        and are not scored. Beside it, py3langid's guess among the same languages (None if not installed)."""
+        self._require_mlm()
+        if languages is None or (isinstance(languages, (str, list, tuple)) and not languages):
+            codes = list(self.languages)
+            self.backend.ensure_languages(codes)
+        else:
+            codes = self.check_languages(languages)
+        ids = self.tokenize(text)
+        scored = [i for i in self._content_positions(ids) if ids[i] != self.tokenizer.mask_token_id]
+        if not scored:
+            raise ExplorerError("The text has no words to score, only masks and special tokens. Type a sentence.")
+        rows = len(codes) * len(scored)
+        if rows > self.limits.max_score_rows:
+            raise ExplorerError(
+                f"Scoring this text costs {rows:,} forward rows ({len(scored)} tokens x {len(codes)} adapters); at "
+                f"most {self.limits.max_score_rows:,} are accepted here. Choose fewer languages or a shorter text."
+            )
+        copies = masked_copies(ids, scored, self.tokenizer.mask_token_id)
+        count = len(scored)
+        per_pass = rows_per_pass(len(ids))
+        log_probs = torch.empty(rows)
+        passes = 0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            # Rows adapter by adapter, so that each pass holds few languages (one adapter call per language).
+            for first in range(0, rows, per_pass):
+                chosen = range(first, min(rows, first + per_pass))
+                input_ids, attention = self.pad([copies[row % count] for row in chosen])
+                encoded = self.backend.encode_rows(input_ids, attention, [codes[row // count] for row in chosen])
+                at = torch.tensor([scored[row % count] for row in chosen], device=encoded.last.device)
+                states = encoded.last[torch.arange(len(chosen), device=at.device), at]
+                targets = torch.tensor([ids[scored[row % count]] for row in chosen])
+                log_probs[first : first + len(chosen)] = token_log_probs(states, self.backend.mlm_logits, targets).cpu()
+                passes += 1
+        seconds = time.perf_counter() - start
+        per_token = log_probs.view(len(codes), count)
+        cost = ScoringCost(forward_rows=rows, forward_passes=passes, tokens_per_row=len(ids), seconds=seconds)
+        return LanguageScores(
+            model=self.name,
+            text=text,
+            tokens=[readable_token(self.tokenizer, ids[i]) for i in scored],
+            scores=rank_scores({code: float(per_token[a].double().sum()) for a, code in enumerate(codes)}, count),
+            token_log_probs={code: [float(v) for v in per_token[a]] for a, code in enumerate(codes)},
+            cost=cost,
+            detector=detect(MASK_SPELLINGS.sub(" ", text), codes),
+        )
+
+    def _resolve_auto(self, text: str, languages: object) -> tuple[object, str | None]:
+        """languages with the word "auto" replaced by the adapter that fits text best (and that adapter)."""
+        items = [part for part in languages.split(",") if part.strip()] if isinstance(languages, str) else languages
+        if not isinstance(items, (list, tuple)) or not any(
+            isinstance(item, str) and item.strip().lower() == AUTO for item in items
+        ):
+            return languages, None
+        try:
+            best = self.score_languages(text).best
+        except ExplorerError as exc:
+            raise ExplorerError(
+                f'"{AUTO}" scores the text under every language of the model, and here that fails: {exc} Or choose '
+                "the adapters yourself instead of auto."
+            ) from None
+        return [best if isinstance(item, str) and item.strip().lower() == AUTO else item for item in items], best
+
+    @_guard_device_memory
+    def interpolate(self, text: str, a: str, b: str, steps: int = 11, top_k: int = 5) -> AdapterMix:
+        """Fill every <mask> with two adapters mixed in every layer, at steps weights alpha from 0 (a) to 1 (b):
+        each language adapter's output becomes (1 - alpha) * adapter a + alpha * adapter b (see AdapterMix.mixed)."""
+        self._require_mlm()
+        code_a, code_b = (resolve_language(code, self.languages) for code in (a, b))
+        if code_a == code_b:
+            raise ExplorerError(f"Choose two different adapters to mix; both are {code_a}.")
+        self.check_languages([code_a, code_b])
+        count = self._whole_number(steps, "steps", 2, MAX_MIX_STEPS)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        ids = self.tokenize(text)
+        positions = self._mask_positions(ids)
+        alphas = mixing_weights(count)
+        input_ids, attention = self.pad([ids])
+        masks = len(positions)
+        with torch.inference_mode():
+            encoded = self.backend.encode_mixed(input_ids, attention, code_a, code_b, alphas, positions=positions)
+            states = encoded.last.reshape(count * masks, -1)
+            top_p, top_ids, _ = vocabulary_readout(states, self.backend.mlm_logits, k)
+            top_p, top_ids = top_p.view(count, masks, k).cpu(), top_ids.view(count, masks, k).cpu()
+            # Follow every token that is top-1 at some alpha, per mask, across all alphas.
+            followed = [first_appearances([[int(top_ids[i, m, 0])] for i in range(count)]) for m in range(masks)]
+            width = max(len(ids_) for ids_ in followed)
+            padded = torch.tensor([ids_ + ids_[:1] * (width - len(ids_)) for ids_ in followed])  # (masks, width)
+            _, _, kept = vocabulary_readout(
+                states, self.backend.mlm_logits, 1, padded.repeat(count, 1).to(states.device)
+            )
+        kept = kept.view(count, masks, width).cpu()
+        names: dict[int, str] = {}
+        mix_masks = []
+        for m, position in enumerate(positions):
+            predictions = [self._guesses(top_p[i, m], top_ids[i, m], names) for i in range(count)]
+            tracked = [
+                TrackedToken(names[token], token, [float(kept[i, m, j]) for i in range(count)])
+                for j, token in enumerate(followed[m])
+            ]
+            mix_masks.append(MixMask(position=position, predictions=predictions, tracked=tracked))
+        return AdapterMix(
+            model=self.name,
+            text=text,
+            language_a=code_a,
+            language_b=code_b,
+            alphas=alphas,
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            masks=mix_masks,
+        )
+
+    def _pooled_sentences(self, pairs: object) -> tuple[list[str], list[str], torch.Tensor]:
+        """Rows of (language, sentence), each through its own adapter: codes, texts and the mean over text tokens
+        at every layer (layers + 1, n, hidden), float32 on the CPU, in batches of sentences."""
+        rows = as_pairs(pairs)
+        if len(rows) > self.limits.max_sentences:
+            raise ExplorerError(
+                f"At most {self.limits.max_sentences} sentences at once here; you gave {len(rows)}. Remove some rows."
+            )
+        codes, token_rows = [], []
+        for number, (code, text) in enumerate(rows, start=1):
+            try:
+                codes.append(resolve_language(code, self.languages))
+                token_rows.append(self.tokenize(text, what=f"sentence in row {number}"))
+            except ExplorerError as exc:
+                raise ExplorerError(f"Row {number}: {exc}") from None
+        self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
+        batches = []
+        with torch.inference_mode():
+            for first in range(0, len(rows), 32):
+                input_ids, attention = self.pad(token_rows[first : first + 32])
+                keep = content_mask(input_ids, attention, self._special_ids)
+                encoded = self.backend.encode_rows(input_ids, attention, codes[first : first + 32], all_layers=True)
+                batches.append(torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu())
+        return codes, [str(text) for _, text in rows], torch.cat(batches, dim=1)
+
+    @_guard_device_memory
+    def project(
+        self,
+        pairs_or_text: object,
+        layer: int | None = None,
+        method: str = "pca",
+        languages: Sequence[str] | str | None = None,
+    ) -> Projection:
+        """A 2-D map of mean-pooled states: (language, sentence) rows each through its own adapter, or one text
+        through many adapters (languages; None: every language of the model). layer None: every layer.
+        method: "pca" (deterministic) or "umap" (needs umap-learn)."""
+        if method not in METHODS:
+            raise ExplorerError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+        if method == "umap" and not umap_available():
+            raise ExplorerError("UMAP needs the umap-learn package (pip install umap-learn); PCA works without it.")
+        notes = []
+        if isinstance(pairs_or_text, str):
+            kind = "adapters"
+            codes = self.check_languages(self.languages if languages in (None, "", []) else languages)
+            ids = self.tokenize(pairs_or_text)
+            content = self._content_positions(ids)
+            input_ids, attention = self.pad([ids])
+            with torch.inference_mode():
+                encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
+                pooled = torch.stack([state[:, content].float().mean(1) for state in encoded.layers]).cpu()
+            texts = [pairs_or_text] * len(codes)
+        else:
+            kind = "sentences"
+            codes, texts, pooled = self._pooled_sentences(pairs_or_text)
+        least = 4 if method == "umap" else 3
+        if len(codes) < least:
+            raise ExplorerError(
+                f"A 2-D map needs at least {least} points for {method.upper()}; there are {len(codes)}. "
+                + ("Choose more languages." if kind == "adapters" else "Add sentences.")
+            )
+        last = pooled.shape[0] - 1
+        if layer is None or layer == "":
+            chosen = list(range(last + 1))
+        else:
+            chosen = [self._whole_number(layer, "layer", 0, last)]
+        coordinates, explained = project_layers(pooled, chosen, method)
+        if kind == "adapters" and 0 in chosen:
+            notes.append("Layer 0 is the embedding output, before any adapter: every adapter's point is the same.")
+        if method == "umap":
+            notes.append("UMAP axes have no units and explain no share of variance; only neighbourhoods mean much.")
+        return Projection(
+            model=self.name,
+            method=method,
+            kind=kind,
+            layers=chosen,
+            languages=codes,
+            texts=texts,
+            coordinates=coordinates,
+            explained_variance=explained,
+            notes=notes,
         )

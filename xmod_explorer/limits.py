@@ -17,6 +17,8 @@ class Limits:
     max_train_examples: int
     max_train_seconds: float
     max_upload_bytes: int
+    # Pseudo-log-likelihood costs one forward row per (adapter, scored token): 81 adapters x 12 tokens is 972.
+    max_score_rows: int = 200_000
 
     @classmethod
     def local(cls) -> Limits:
@@ -29,6 +31,7 @@ class Limits:
             max_train_examples=20_000,
             max_train_seconds=1800.0,
             max_upload_bytes=50 * 1024 * 1024,
+            max_score_rows=200_000,
         )
 
     @classmethod
@@ -42,4 +45,5 @@ class Limits:
             max_train_examples=600,
             max_train_seconds=90.0,
             max_upload_bytes=1024 * 1024,
+            max_score_rows=1_000,
         )

@@ -84,7 +84,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if name == "auto":
         return torch.float32 if device.type == "cpu" else torch.float16
     if name not in DTYPES:
-        raise ExplorerError(f"Unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}.")
+        raise ExplorerError(f"Unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}, or {INT8} on the CPU.")
     return DTYPES[name]
 
 

@@ -72,13 +72,14 @@ class MaskAgreement:
 
 @dataclass
 class MaskPrediction:
-    """Result of Explorer.predict_masks."""
+    """Result of Explorer.predict_masks. auto_language: the adapter that "auto" stood for, if it was asked for."""
 
     model: str
     text: str
     languages: list[str]
     tokens: list[str]
     masks: list[MaskSlot]
+    auto_language: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -87,6 +88,7 @@ class MaskPrediction:
             "languages": list(self.languages),
             "tokens": list(self.tokens),
             "masks": [slot.to_dict() for slot in self.masks],
+            "auto_language": self.auto_language,
         }
 
     def to_frame(self) -> pd.DataFrame:

@@ -10,7 +10,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from xmod_explorer.classify import Classification, ProbeTraining, TransferResult
+from xmod_explorer.languages import EXTRA_NAMES, LANGUAGE_NAMES
+from xmod_explorer.lens import AdapterMix, LogitLens
 from xmod_explorer.masks import MaskPrediction
+from xmod_explorer.projection import Projection
+from xmod_explorer.scoring import LanguageScores
 from xmod_explorer.similarity import AdapterComparison, SentenceComparison
 from xmod_explorer.stats import ALPHA
 
@@ -318,3 +322,174 @@ def loss_curve(training: ProbeTraining) -> go.Figure:
     return _layout(
         figure, f"Training loss ({kind}, {training.examples} examples, {training.seconds:.1f} s)", height=320
     )
+
+
+# ----- one colour per language; the logit lens, language scores, mixing, maps ---------------------------
+
+# Okabe & Ito's colour-blind-safe eight, then Paul Tol's muted scheme: the one place to change the palette.
+PALETTE = [
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+    "#000000",
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+]
+
+
+def language_colours(codes: list[str]) -> dict[str, str]:
+    """A colour per language code: the same language gets the same colour in every chart (its place in
+    xmod-base's language order picks it), unless two languages of one chart would share one."""
+    order = [*LANGUAGE_NAMES, *EXTRA_NAMES]
+    colours: dict[str, str] = {}
+    for code in codes:
+        start = order.index(code) if code in order else len(order) + len(colours)
+        taken = set(colours.values())
+        choices = [PALETTE[(start + step) % len(PALETTE)] for step in range(len(PALETTE))]
+        colours[code] = next((c for c in choices if c not in taken), choices[0])
+    return colours
+
+
+def lens_grid(lens: LogitLens, mask_number: int = 1) -> go.Figure:
+    """Layers x adapters: each cell the top-1 token there, coloured by whether it is already that adapter's final
+    answer."""
+    mask = lens.masks[mask_number - 1]
+    codes = lens.languages
+    agree = [[1 if mask.agrees_with_final(layer)[code] else 0 for code in codes] for layer in lens.layers]
+    tops = [mask.top_tokens(layer) for layer in lens.layers]
+    text = [[_plain(tops[layer][code].token) for code in codes] for layer in lens.layers]
+    hover = [
+        [
+            f"{code}, layer {layer}<br>top-1: {_plain(tops[layer][code].token)} ({tops[layer][code].probability:.3f})"
+            f"<br>final answer {_plain(mask.final[code].token)}: {mask.final_probability[code][layer]:.3f}"
+            for code in codes
+        ]
+        for layer in lens.layers
+    ]
+    figure = go.Figure(
+        go.Heatmap(
+            z=agree,
+            x=codes,
+            y=[f"layer {layer}" for layer in lens.layers],
+            text=text,
+            texttemplate="%{text}",
+            hovertext=hover,
+            hoverinfo="text",
+            zmin=0,
+            zmax=1,
+            colorscale=[[0, "#DDDDDD"], [0.5, "#DDDDDD"], [0.5, "#44AA99"], [1, "#44AA99"]],
+            showscale=False,
+            xgap=2,
+            ygap=2,
+        )
+    )
+    divergence = mask.divergence_layer()
+    where = "never" if divergence is None else f"first at layer {divergence}"
+    title = f"Mask {mask_number}: top-1 per layer (green = already the adapter's final answer); adapters differ {where}"
+    return _layout(figure, title, height=max(320, 42 * len(lens.layers) + 140))
+
+
+def lens_final_probability(lens: LogitLens, mask_number: int = 1) -> go.Figure:
+    """Per adapter: the probability of its own final answer at every layer."""
+    mask = lens.masks[mask_number - 1]
+    colours = language_colours(lens.languages)
+    figure = go.Figure()
+    for code in lens.languages:
+        figure.add_trace(
+            go.Scatter(
+                x=lens.layers,
+                y=mask.final_probability[code],
+                mode="lines+markers",
+                name=f"{code}: {_plain(mask.final[code].token)}",
+                line=dict(color=colours[code]),
+            )
+        )
+    figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
+    figure.update_yaxes(title_text="probability of the final answer", rangemode="tozero")
+    return _layout(figure, f"Mask {mask_number}: each adapter's final answer, layer by layer", height=380)
+
+
+def language_score_bars(scores: LanguageScores) -> go.Figure:
+    """Pseudo-log-likelihood per token of each adapter, best at the top."""
+    colours = language_colours(scores.languages)
+    figure = go.Figure(
+        go.Bar(
+            x=[score.per_token for score in scores.scores],
+            y=[score.language for score in scores.scores],
+            orientation="h",
+            marker=dict(color=[colours[code] for code in scores.languages]),
+            text=[f"{score.per_token:.2f}" for score in scores.scores],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.3f} nats per token<extra></extra>",
+        )
+    )
+    figure.update_yaxes(autorange="reversed", title_text="language adapter")
+    figure.update_xaxes(title_text="pseudo-log-likelihood per token (nats; closer to 0 = fits better)")
+    title = f"Which adapter fits: {scores.best} ({len(scores.tokens)} tokens scored)"
+    return _layout(figure, title, height=max(320, 26 * len(scores.scores) + 140))
+
+
+def mix_lines(mix: AdapterMix, mask_number: int = 1, alpha: float | None = None) -> go.Figure:
+    """Probability of every token that is top-1 at some alpha, across alpha; a line marks the chosen alpha."""
+    mask = mix.masks[mask_number - 1]
+    figure = go.Figure()
+    for index, token in enumerate(mask.tracked):
+        figure.add_trace(
+            go.Scatter(
+                x=mix.alphas,
+                y=token.probabilities,
+                mode="lines+markers",
+                name=_plain(token.token),
+                line=dict(color=PALETTE[index % len(PALETTE)]),
+            )
+        )
+    if alpha is not None:
+        figure.add_vline(x=mix.alphas[mix.nearest(alpha)], line=dict(dash="dot", color="grey"))
+    figure.update_xaxes(title_text=f"alpha (0 = {mix.language_a} only, 1 = {mix.language_b} only)", range=[-0.02, 1.02])
+    figure.update_yaxes(title_text="probability", rangemode="tozero")
+    return _layout(figure, f"Mask {mask_number}: mixing {mix.language_a} into {mix.language_b}", height=400)
+
+
+def projection_scatter(projection: Projection, layer: int) -> go.Figure:
+    """The points of one layer, a colour per language, the text under the pointer."""
+    index = projection.at(layer)
+    points = projection.coordinates[index]
+    colours = language_colours(list(dict.fromkeys(projection.languages)))
+    figure = go.Figure()
+    for code, colour in colours.items():
+        members = [i for i, c in enumerate(projection.languages) if c == code]
+        figure.add_trace(
+            go.Scatter(
+                x=[float(points[i, 0]) for i in members],
+                y=[float(points[i, 1]) for i in members],
+                mode="markers",
+                name=code,
+                marker=dict(color=colour, size=11, line=dict(width=1, color="white")),
+                hovertext=[f"{code}: {_plain(_shorten(projection.texts[i]))}" for i in members],
+                hoverinfo="text",
+            )
+        )
+    if projection.explained_variance is not None:
+        share = projection.explained_variance[index]
+        figure.update_xaxes(title_text=f"PC 1 ({float(share[0]):.0%} of the variance)")
+        figure.update_yaxes(title_text=f"PC 2 ({float(share[1]):.0%} of the variance)")
+    else:
+        figure.update_xaxes(title_text="UMAP 1")
+        figure.update_yaxes(title_text="UMAP 2")
+    what = "sentences, each through its own adapter" if projection.kind == "sentences" else "one text, many adapters"
+    return _layout(figure, f"Layer {layer}: {what} ({projection.method.upper()})", height=520)
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

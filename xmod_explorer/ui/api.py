@@ -65,9 +65,65 @@ def register_api(holder: ModelHolder) -> None:
         """
         return lab.run_bundled(holder.explorer, source_language, target_languages)
 
+    def logit_lens(text: str, languages: list[str], top_k: int = 5) -> dict:
+        """Read every <mask> through the model's masked-LM head at every layer, under each chosen adapter.
+
+        Args:
+            text: A sentence containing one or more <mask> tokens.
+            languages: Language adapter codes, e.g. ["en_XX", "de_DE"].
+            top_k: How many candidates per mask, layer and language.
+        Returns per mask the top-k at each layer (0 = embeddings; the last equals predict_masks), each adapter's
+        final answer and its probability at every layer, and the first layer where the adapters' top words differ.
+        """
+        return holder.explorer.logit_lens(text, languages, top_k).to_dict()
+
+    def score_languages(text: str, languages: list[str] | None = None) -> dict:
+        """Rank language adapters by how well the model, wearing each, predicts the text's own tokens
+        (pseudo-log-likelihood per token), with the cost and py3langid's guess among the same languages.
+
+        Args:
+            text: Any text.
+            languages: Candidate adapter codes; empty or omitted: every language of the model.
+        """
+        return holder.explorer.score_languages(text, languages or None).to_dict()
+
+    def interpolate(text: str, language_a: str, language_b: str, steps: int = 11, top_k: int = 5) -> dict:
+        """Fill every <mask> with two adapters mixed in every layer: (1 - alpha) * adapter a + alpha * adapter b,
+        at steps values of alpha from 0 (a alone) to 1 (b alone).
+
+        Args:
+            text: A sentence containing one or more <mask> tokens.
+            language_a: The adapter at alpha = 0, e.g. "en_XX".
+            language_b: The adapter at alpha = 1, e.g. "de_DE".
+            steps: How many alphas, evenly spaced (2 to 101).
+            top_k: How many candidates per mask and alpha.
+        """
+        return holder.explorer.interpolate(text, language_a, language_b, steps, top_k).to_dict()
+
+    def project(
+        sentences: list[list[str]] | None = None,
+        text: str = "",
+        languages: list[str] | None = None,
+        layer: int | None = None,
+        method: str = "pca",
+    ) -> dict:
+        """A 2-D map of mean-pooled hidden states per layer: [language, sentence] rows each through its own
+        adapter, or (with text and no sentences) one text through many adapters.
+
+        Args:
+            sentences: Rows of [language code, sentence], e.g. [["en_XX", "Hello."], ["de_DE", "Hallo."], ...].
+            text: One text to send through many adapters (used when sentences is empty).
+            languages: The adapters for text; empty: every language of the model.
+            layer: One layer (0 = embeddings); omitted: every layer.
+            method: "pca" (deterministic) or "umap" (needs umap-learn on the server).
+        """
+        source = sentences if sentences else text
+        return holder.explorer.project(source, layer=layer, method=method, languages=languages or None).to_dict()
+
     def model_info() -> dict:
         """Describe the loaded model: id, backend, device, dtype, parameter count, and languages in model order."""
         return holder.explorer.info().to_dict()
 
-    for fn in (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab, model_info):
+    endpoints = (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab, model_info)
+    for fn in (*endpoints, logit_lens, score_languages, interpolate, project):
         gr.api(ui_errors(gpu(fn), escape_html=False), api_name=fn.__name__)

@@ -77,9 +77,13 @@ class ModelHolder:
         del old
 
 
-def language_choices(explorer: Explorer) -> list[tuple[str, str]]:
-    """Dropdown choices: readable label shown, code sent."""
-    return [(display_name(code), code) for code in explorer.languages]
+# The engine reads "auto" in predict_masks' languages as the adapter that fits the text best.
+AUTO_CHOICE = ("auto: the adapter that fits the text best", "auto")
+
+
+def language_choices(explorer: Explorer, *, auto: bool = False) -> list[tuple[str, str]]:
+    """Dropdown choices: readable label shown, code sent; with auto, the "auto" choice first."""
+    return [AUTO_CHOICE] * auto + [(display_name(code), code) for code in explorer.languages]
 
 
 def text_box(settings: Settings, value: str, *, label: str, elem_id: str, scale: int | None = None) -> gr.Textbox:
@@ -90,11 +94,18 @@ def text_box(settings: Settings, value: str, *, label: str, elem_id: str, scale:
 
 
 def language_dropdown(
-    explorer: Explorer, settings: Settings, value, *, label: str, elem_id: str, multiselect: bool = True
+    explorer: Explorer,
+    settings: Settings,
+    value,
+    *,
+    label: str,
+    elem_id: str,
+    multiselect: bool = True,
+    auto: bool = False,
 ) -> gr.Dropdown:
     """A searchable dropdown of the model's languages (names shown, codes sent), capped like the engine."""
     return gr.Dropdown(
-        choices=language_choices(explorer),
+        choices=language_choices(explorer, auto=auto),
         value=value,
         multiselect=multiselect,
         filterable=True,

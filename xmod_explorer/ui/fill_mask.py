@@ -67,6 +67,11 @@ def read_examples(languages: list[str]) -> list[list]:
 def summary_markdown(prediction: MaskPrediction) -> str:
     """A short agreement summary per mask; every token is escaped."""
     lines = []
+    if prediction.auto_language:
+        lines.append(
+            f"**auto** chose **{escape(prediction.auto_language)}**: the adapter under which the model finds the text "
+            "most likely (pseudo-log-likelihood; see the Which language? tab)."
+        )
     for number, agreement in enumerate(prediction.agreement(), start=1):
         verdict = "all adapters agree" if agreement.all_agree else "the adapters disagree"
         if agreement.look_alike:
@@ -100,8 +105,9 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
                 explorer,
                 settings,
                 examples[0][1] if examples else defaults,
-                label="Language adapters (type to search)",
+                label="Language adapters (type to search; auto = the one that fits the text best)",
                 elem_id="fill-languages",
+                auto=True,
             )
             top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k")
     run = gr.Button("Predict", variant="primary", elem_id="fill-run")

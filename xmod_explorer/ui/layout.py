@@ -11,7 +11,7 @@ from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
 from xmod_explorer.settings import Settings
-from xmod_explorer.ui import allocator
+from xmod_explorer.ui import allocator, links
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
 from xmod_explorer.ui.classify import build_classify_tab, default_source
@@ -20,6 +20,10 @@ from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
 from xmod_explorer.ui.fill_mask import PREFERRED as FILL_PREFERRED
 from xmod_explorer.ui.fill_mask import build_fill_mask_tab
+from xmod_explorer.ui.identify import build_identify_tab
+from xmod_explorer.ui.lens import build_lens_tab
+from xmod_explorer.ui.maps import build_map_tab
+from xmod_explorer.ui.mix import build_mix_tab
 from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, summary_markdown
 from xmod_explorer.ui.sentences import build_sentences_tab, default_pairs
 
@@ -64,6 +68,16 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 compare = build_compare_tab(holder, settings)
             with gr.Tab("Across languages", id="sentences"):
                 sentences = build_sentences_tab(holder, settings)
+            # Tabs with their own deep links (?tab=ID&...) and their own updates when another model loads.
+            linked, items = {}, {}
+            with gr.Tab("Logit lens", id="lens", elem_id="tab-lens") as items["lens"]:
+                linked["lens"] = build_lens_tab(holder, settings)
+            with gr.Tab("Which language?", id="identify", elem_id="tab-identify") as items["identify"]:
+                linked["identify"] = build_identify_tab(holder, settings)
+            with gr.Tab("Mix two adapters", id="mix", elem_id="tab-mix") as items["mix"]:
+                linked["mix"] = build_mix_tab(holder, settings)
+            with gr.Tab("Map", id="map", elem_id="tab-map") as items["map"]:
+                linked["map"] = build_map_tab(holder, settings)
             with gr.Tab("Classify", id="classify"):
                 classify = build_classify_tab(holder, settings)
             with gr.Tab("Model", id="model"):
@@ -73,8 +87,10 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
         register_api(holder)
 
         def deep_link(request: gr.Request):
-            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab."""
+            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab; ?tab=ID&... another tab."""
             params = dict(request.query_params) if request is not None else {}
+            if params.get("tab") in linked:
+                return gr.skip()  # that tab reads its link itself (links.open_linked_tab)
             update = {}
             if params.get("text"):
                 update[fill.text] = params["text"][: settings.limits.max_text_chars]
@@ -90,6 +106,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
             return update or gr.skip()
 
         demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
+        links.open_linked_tab(demo, {name: (items[name], tab) for name, tab in linked.items()}, holder, settings)
 
         if model.load is not None:
 
@@ -110,7 +127,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     banner: banner_markdown(info),
                     model.summary: summary_markdown(info),
                     model.languages: info.to_frame(),
-                    fill.languages: gr.Dropdown(choices=choices, value=fill_codes),
+                    fill.languages: gr.Dropdown(choices=language_choices(new, auto=True), value=fill_codes),
                     compare.languages: gr.Dropdown(choices=choices, value=compare_codes),
                     compare.reference: gr.Dropdown(choices=compare_codes, value=compare_codes[0]),
                     compare.layer: gr.Slider(maximum=info.layers, value=info.layers),
@@ -119,6 +136,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
                     classify.source: gr.Dropdown(choices=choices, value=default_source(new.languages)),
                     classify.targets: gr.Dropdown(choices=choices, value=lab.default_targets(new.languages)),
+                    **{field: update for tab in linked.values() for field, update in tab.model_updates(new).items()},
                 }
 
             model.load.click(
@@ -137,6 +155,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     classify.languages,
                     classify.source,
                     classify.targets,
+                    *[field for tab in linked.values() for field in tab.model_fields()],
                 ],
                 api_visibility="private",
                 concurrency_limit=1,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from xmod_explorer.limits import Limits
 
 TRUE = {"1", "true", "yes", "on"}
+SWITCH = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Settings:
     public: bool = False
     allow_finetune: bool = False
     mcp: bool = False
+    batch: bool = True  # gather concurrent fill-mask requests into shared forward passes
     limits: Limits = field(default_factory=Limits.local)
 
     @property
@@ -59,6 +61,11 @@ FLAGS = {
     ),
     "allow_finetune": ("XMOD_ALLOW_FINETUNE", "let the transfer lab also train a task adapter (slow without a GPU)"),
     "mcp": ("XMOD_MCP", "also serve the API endpoints as MCP tools (needs the mcp package)"),
+    "batch": (
+        "XMOD_BATCH",
+        "on (default) or off: gather fill-mask requests that arrive together from different users into shared "
+        "forward passes; each answer is the one the request gets alone",
+    ),
 }
 
 
@@ -72,6 +79,8 @@ def build_parser(prog: str = "python app.py") -> argparse.ArgumentParser:
         flag = "--" + name.replace("_", "-")
         if name in {"share", "public", "allow_finetune", "mcp"}:
             parser.add_argument(flag, action="store_true", default=None, help=f"{text} [{variable}=1]")
+        elif name == "batch":
+            parser.add_argument(flag, choices=["on", "off"], default=None, help=f"{text} [{variable}]")
         elif name == "port":
             parser.add_argument(flag, type=int, default=None, help=f"{text} [{variable}]")
         else:
@@ -95,6 +104,9 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         return bool(value) if value is not None else environ.get(FLAGS[name][0], "").strip().lower() in TRUE
 
     public = flag("public") or bool(environ.get("SPACE_ID"))
+    batch = (pick("batch") or "on").strip().lower()
+    if batch not in SWITCH:
+        raise SystemExit(f"{FLAGS['batch'][0]} must be on or off; got {batch!r}.")
     languages = pick("languages")
     port = pick("port")
     host = pick("host") or ("0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1")
@@ -110,5 +122,6 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         public=public,
         allow_finetune=flag("allow_finetune"),
         mcp=flag("mcp"),
+        batch=SWITCH[batch],
         limits=Limits.public() if public else Limits.local(),
     )

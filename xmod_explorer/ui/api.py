@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from xmod_explorer import lab
-from xmod_explorer.ui.common import ModelHolder, gpu, ui_errors
+from xmod_explorer.ui.common import ModelHolder, gpu, mask_concurrency, ui_errors
 
 
 def register_api(holder: ModelHolder) -> None:
@@ -19,7 +19,7 @@ def register_api(holder: ModelHolder) -> None:
             languages: Language adapter codes in the model, e.g. ["en_XX", "de_DE"].
             top_k: How many candidates to return per mask and language.
         """
-        return holder.explorer.predict_masks(text, languages, top_k).to_dict()
+        return holder.predict_masks(text, languages, top_k).to_dict()
 
     def compare_adapters(text: str, languages: list[str], reference: str | None = None) -> dict:
         """Run one text through several language adapters and compare hidden states layer by layer: raw and
@@ -126,4 +126,5 @@ def register_api(holder: ModelHolder) -> None:
 
     endpoints = (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab, model_info)
     for fn in (*endpoints, logit_lens, score_languages, interpolate, project):
-        gr.api(ui_errors(gpu(fn), escape_html=False), api_name=fn.__name__)
+        limit = mask_concurrency(holder) if fn is predict_masks else "default"
+        gr.api(ui_errors(gpu(fn), escape_html=False), api_name=fn.__name__, concurrency_limit=limit)

@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from xmod_explorer.batching import MaskBatcher
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name
@@ -61,11 +62,19 @@ def ui_errors(fn, escape_html: bool = True):
 
 
 class ModelHolder:
-    """The one shared Explorer; swapped as a whole when the Model tab loads another model."""
+    """The one shared Explorer, swapped as a whole when the Model tab loads another model; fill-mask requests
+    go through predict_masks, which shares forward passes between users (batch=True) or runs each alone."""
 
-    def __init__(self, explorer: Explorer):
+    def __init__(self, explorer: Explorer, *, batch: bool = True):
         self._explorer = explorer
         self._lock = threading.Lock()
+        self.batcher = MaskBatcher(lambda: self.explorer) if batch else None
+
+    def predict_masks(self, text, languages, top_k):
+        """Explorer.predict_masks on the current model, in a pass shared with other users' requests if batching."""
+        if self.batcher is None:
+            return self.explorer.predict_masks(text, languages, top_k)
+        return self.batcher.predict_masks(text, languages, top_k)
 
     @property
     def explorer(self) -> Explorer:
@@ -79,6 +88,15 @@ class ModelHolder:
 
 # The engine reads "auto" in predict_masks' languages as the adapter that fits the text best.
 AUTO_CHOICE = ("auto: the adapter that fits the text best", "auto")
+
+
+# Fill-mask requests that wait for a shared pass only block a thread: let many in at once, the batcher decides.
+BATCHED_CONCURRENCY = 64
+
+
+def mask_concurrency(holder: ModelHolder) -> int | str:
+    """Gradio's concurrency limit for fill-mask events: many when they are batched, else the app's default."""
+    return BATCHED_CONCURRENCY if holder.batcher is not None else "default"
 
 
 def language_choices(explorer: Explorer, *, auto: bool = False) -> list[tuple[str, str]]:

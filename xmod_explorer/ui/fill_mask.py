@@ -18,6 +18,7 @@ from xmod_explorer.ui.common import (
     escape,
     gpu,
     language_dropdown,
+    mask_concurrency,
     pick_languages,
     text_box,
     ui_errors,
@@ -138,7 +139,7 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     @ui_errors
     @gpu
     def predict(sentence, codes, k):
-        prediction = holder.explorer.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)
+        prediction = holder.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)
         count = len(prediction.masks)
         return {
             tab.summary: summary_markdown(prediction),
@@ -164,6 +165,12 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     example.input(use_example, example, [text, languages], api_visibility="private")
     outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.chart, tab.result]
     for trigger in (run.click, text.submit):
-        trigger(predict, [text, languages, top_k], outputs, api_visibility="private")
+        trigger(
+            predict,
+            [text, languages, top_k],
+            outputs,
+            api_visibility="private",
+            concurrency_limit=mask_concurrency(holder),
+        )
     mask_number.change(show_mask, [mask_number, result], chart, api_visibility="private")
     return tab

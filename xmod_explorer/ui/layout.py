@@ -57,7 +57,7 @@ def concurrency_for(explorer: Explorer) -> int:
 def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
     """The whole app around one loaded Explorer."""
     allocator.limit_arenas()
-    holder = ModelHolder(explorer)
+    holder = ModelHolder(explorer, batch=settings.batch)
     with gr.Blocks(title="X-MOD Explorer") as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
         banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")

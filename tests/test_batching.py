@@ -9,6 +9,7 @@ from helpers import assert_matches_reference, reference_predictions
 
 from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.batching import MaskBatcher
+from xmod_explorer.settings import load_settings
 
 # Different languages (overlapping, in different orders), lengths, mask counts and top-k.
 MIXED = [
@@ -165,3 +166,13 @@ def test_a_caller_that_gives_up_leaves_the_line(base_dir):
         batcher.predict_masks(*MIXED[0], check=check, poll=0.05)
     assert batcher.pending() == 0
     assert batcher.predict_masks(*MIXED[1]).languages == MIXED[1][1]  # the batcher still serves
+
+
+def test_batching_is_a_setting(monkeypatch):
+    assert load_settings([]).batch is True
+    assert load_settings(["--batch", "off"]).batch is False
+    monkeypatch.setenv("XMOD_BATCH", "off")
+    assert load_settings([]).batch is False
+    monkeypatch.setenv("XMOD_BATCH", "sometimes")
+    with pytest.raises(SystemExit, match="XMOD_BATCH must be on or off"):
+        load_settings([])

@@ -55,7 +55,8 @@ class MaskBatcher:
     explorer: the Explorer to use, or a callable returning the current one (a server that can swap its
     model); requests are only ever batched with others for the same Explorer. run: how a shared pass
     runs (default: Explorer.predict_masks_together), and alone: how one request runs by itself (default:
-    Explorer.predict_masks); a server passes ones that wait for its memory budget first.
+    Explorer.run_mask_request, what predict_masks runs after its checks); a server passes ones that wait
+    for its memory budget first.
     """
 
     def __init__(
@@ -71,7 +72,7 @@ class MaskBatcher:
         self.window = window
         self.max_rows = max_rows
         self._run = run or (lambda explorer, requests: explorer.predict_masks_together(requests))
-        self._alone = alone or (lambda explorer, r: explorer.predict_masks(r.text, r.languages, r.top_k))
+        self._alone = alone or (lambda explorer, request: explorer.run_mask_request(request))
         self._waiting: list[_Waiting] = []
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None

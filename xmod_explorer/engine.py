@@ -465,7 +465,11 @@ class Explorer:
     @_guard_device_memory
     def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
         """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
-        request = self.check_mask_request(text, languages, top_k)
+        return self.run_mask_request(self.check_mask_request(text, languages, top_k))
+
+    @_guard_device_memory
+    def run_mask_request(self, request: MaskRequest) -> MaskPrediction:
+        """predict_masks for a request already checked by check_mask_request."""
         codes, k, ids, positions, auto_language = (
             request.languages,
             request.top_k,
@@ -482,7 +486,7 @@ class Explorer:
             probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
         shape = (len(codes), len(positions))
         return self._mask_prediction(
-            text,
+            request.text,
             codes,
             ids,
             positions,

@@ -67,6 +67,22 @@ def assert_same_predictions(a: dict, b: dict, atol: float = 1e-6) -> None:
                 assert abs(ga["probability"] - gb["probability"]) <= atol, (code, ga, gb)
 
 
+# ----- hostile uploads ----------------------------------------------------------------------------------
+
+
+def excel_for_mac_csv(size: int) -> bytes:
+    """A labelled CSV of at least size bytes as Excel for Mac saves it: CR line ends only, so to a reader
+    that looks for LF the whole file is one line."""
+    lines = ["text,label,language"]
+    number = 0
+    while sum(len(line) + 1 for line in lines) < size:
+        number += 1
+        label = "positive" if number % 2 else "negative"
+        # Excel quotes a cell that holds the separator; csv.Sniffer's regular expressions are quadratic in those.
+        lines.append(f'"Review {number}: the program opens the document, and shows every page quickly",{label},en_XX')
+    return ("\r".join(lines) + "\r").encode("utf-8")
+
+
 # ----- servers: the app in-process, or as `python app.py` on a real port ------------------------------
 
 

@@ -22,6 +22,8 @@ RANKS = {
     "limits": 0,
     "languages": 0,
     "machine": 0,
+    "budget": 0,
+    "jobs": 0,
     "tokens": 0,
     "masks": 0,
     "similarity": 0,

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
-from xmod_explorer import defaults
+from xmod_explorer import defaults, jobs
+from xmod_explorer.budget import Cost, ModelShape, forward_cost
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs
 from xmod_explorer.errors import ExplorerError
@@ -163,6 +164,20 @@ class Explorer:
         """Codes this model can run, in the model's own order (lang id = index)."""
         return list(self.loaded.languages)
 
+    @property
+    def shape(self) -> ModelShape:
+        """The model's sizes that decide what a forward pass costs (layers, widths, vocabulary, value size)."""
+        return ModelShape.from_config(self.backend.model.config, torch.finfo(self.loaded.dtype).bits // 8)
+
+    def cost(self, rows: int, tokens: int, **kwargs) -> Cost:
+        """What one forward pass over rows x tokens costs on this model (budget.forward_cost's keywords)."""
+        return forward_cost(self.shape, rows, tokens, **kwargs)
+
+    def admitted(self, rows: int, tokens: int, **kwargs):
+        """A context in which one forward pass over rows x tokens runs once the server's memory budget allows
+        (at once outside a server job); refuses a pass that could never fit. Keywords as for cost()."""
+        return jobs.admitted(self.cost(rows, tokens, **kwargs))
+
     def info(self) -> ModelInfo:
         model = self.backend.model
         config = model.config
@@ -236,7 +251,9 @@ class Explorer:
         own language's adapter; (rows, hidden) float32 on the device. grad=True keeps the graph (fine-tuning)."""
         input_ids, attention = self.pad(token_rows)
         keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
+        shape = (len(token_rows), input_ids.shape[1])
+        what = f"Computing sentence vectors for {shape[0]} rows of up to {shape[1]} tokens"
+        with self.admitted(*shape, grad=grad, what=what), torch.inference_mode(not grad), torch.set_grad_enabled(grad):
             encoded = self.backend.encode_rows(input_ids, attention, list(row_languages))
             return mean_pool(encoded.last.float(), keep)
 
@@ -253,7 +270,10 @@ class Explorer:
         order = sorted(range(len(token_rows)), key=lambda i: len(token_rows[i]))
         out = torch.empty(len(token_rows), int(self.backend.model.config.hidden_size))
         total = math.ceil(len(order) / batch_size)
+        what = f"Computing sentence vectors for {len(token_rows)} rows"
+        jobs.feasible(self._batches_cost(token_rows, order, batch_size, what))
         for number, start in enumerate(range(0, len(order), batch_size)):
+            jobs.checkpoint()
             if on_batch is not None:
                 on_batch(number, total)
             chosen = order[start : start + batch_size]
@@ -261,6 +281,41 @@ class Explorer:
         if on_batch is not None:
             on_batch(total, total)
         return out
+
+    def pooled_layers(
+        self, token_rows: Sequence[Sequence[int]], row_languages: Sequence[str], *, batch_tokens: int = 4096
+    ) -> torch.Tensor:
+        """Every layer's sentence vectors (layers + 1, rows, hidden), float32 on the CPU, each row under its own
+        language's adapter: batches of rows sorted by length, at most batch_tokens padded tokens each, so
+        memory stays bounded and a stopped job stops between batches."""
+        order = sorted(range(len(token_rows)), key=lambda i: len(token_rows[i]))
+        longest = max(len(row) for row in token_rows)
+        batch_size = max(1, batch_tokens // longest)
+        total = math.ceil(len(order) / batch_size)
+        what = f"Comparing {len(token_rows)} sentences of up to {longest} tokens"
+        jobs.feasible(self._batches_cost(token_rows, order, batch_size, what, layer_copies=1))
+        out = torch.empty(int(self.backend.model.config.num_hidden_layers) + 1, len(token_rows), self.shape.hidden)
+        for number, start in enumerate(range(0, len(order), batch_size)):
+            jobs.checkpoint(number, total, f"Sentences: batch {number + 1} of {total}")
+            chosen = order[start : start + batch_size]
+            input_ids, attention = self.pad([token_rows[i] for i in chosen])
+            keep = content_mask(input_ids, attention, self._special_ids)
+            with self.admitted(len(chosen), input_ids.shape[1], layer_copies=1, what=what), torch.inference_mode():
+                encoded = self.backend.encode_rows(
+                    input_ids, attention, [row_languages[i] for i in chosen], all_layers=True
+                )
+                for layer, states in enumerate(encoded.layers):
+                    out[layer, chosen] = mean_pool(states.float(), keep).cpu()
+        return out
+
+    def _batches_cost(self, token_rows, order, batch_size: int, what: str, **kwargs) -> Cost:
+        """The whole job's work, and its largest batch's memory: for refusing work that could never run."""
+        total = Cost(0, 0.0, what)
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            cost = self.cost(len(chosen), max(len(token_rows[i]) for i in chosen), what=what, **kwargs)
+            total = Cost(max(total.bytes, cost.bytes), total.flops + cost.flops, what)
+        return total
 
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
@@ -318,7 +373,8 @@ class Explorer:
                 f"The text has {len(positions)} masks; at most {self.limits.max_masks} are accepted here. Remove some."
             )
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        what = f"Filling {len(positions)} mask(s) under {len(codes)} adapters"
+        with self.admitted(len(codes), len(ids), output_positions=len(positions), what=what), torch.inference_mode():
             # The last layer and the vocabulary projection only at mask positions: on xmod-base the
             # projection over every token would cost more than the whole encoder.
             encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
@@ -354,7 +410,8 @@ class Explorer:
         ids = self.tokenize(text)
         content = self._content_positions(ids)
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        what = f"Comparing {len(codes)} adapters on {len(ids)} tokens"
+        with self.admitted(len(codes), len(ids), layer_copies=3, what=what), torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
         ref = codes.index(reference)
@@ -394,11 +451,7 @@ class Explorer:
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        input_ids, attention = self.pad(token_rows)
-        keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode():
-            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=True)
-            pooled = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()  # (L+1, n, h)
+        pooled = self.pooled_layers(token_rows, codes)  # (L+1, n, h)
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
         centred = torch.stack([cosine_matrix(layer - layer.mean(0, keepdim=True)) for layer in pooled])
         notes = []
@@ -433,7 +486,8 @@ class Explorer:
         codes = self.check_languages(languages)
         ids = self.tokenize(text)
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        what = f"Classifying under {len(codes)} adapters"
+        with self.admitted(len(codes), len(ids), what=what), torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes)
             if head is None:
                 labels = self.backend.classifier_labels()

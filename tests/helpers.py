@@ -92,14 +92,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(settings, explorer):
-    """The app built around explorer, launched in this process on a free port; returns (demo, client)."""
+def serve(settings, explorer, **build):
+    """The app built around explorer (build: build_app's keywords), launched in this process on a free port;
+    returns (demo, client)."""
     from gradio_client import Client
 
     from xmod_explorer.ui.layout import build_app, launch_options
 
-    demo = build_app(settings, explorer)
-    options = {**launch_options(settings), "server_name": "127.0.0.1", "server_port": free_port(), "share": False}
+    demo = build_app(settings, explorer, **build)
+    options = {**launch_options(settings, demo), "server_name": "127.0.0.1", "server_port": free_port(), "share": False}
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **options)
     return demo, Client(url, verbose=False)
 

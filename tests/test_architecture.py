@@ -60,6 +60,10 @@ RANKS = {
     # the faces: web app and command line
     "ui": 6,
     "ui.allocator": 6,
+    "ui.sessions": 6,
+    "ui.serving": 6,
+    "ui.http_guard": 6,
+    "ui.gradio_upkeep": 6,
     "ui.about": 6,
     "ui.common": 6,
     "ui.api": 6,

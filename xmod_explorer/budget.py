@@ -111,7 +111,9 @@ def forward_cost(
 
 def describe_bytes(count: float) -> str:
     """1.5 GiB, 300 MiB: how a person reads a size."""
-    return f"{count / GiB:.1f} GiB" if count >= GiB else f"{count / MiB:.0f} MiB"
+    if count >= GiB:
+        return f"{count / GiB:.1f} GiB"
+    return f"{count / MiB:.0f} MiB" if count >= 10 * MiB else f"{count / MiB:.1f} MiB"
 
 
 @dataclass

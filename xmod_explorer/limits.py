@@ -17,6 +17,12 @@ class Limits:
     max_train_examples: int
     max_train_seconds: float
     max_upload_bytes: int
+    # What the web server refuses before a request runs, and how long anything may take or be kept.
+    max_request_bytes: int  # one request body (JSON), refused with 413 before it is read
+    max_upload_files: int  # files in one upload request (each at most max_upload_bytes, all together too)
+    max_job_seconds: float  # the deadline of one request, waiting for memory included
+    max_jobs_per_session: int  # requests one browser session or API client may have running or waiting at once
+    session_idle_seconds: float  # a session's heads and fine-tuned copy are freed after this long unused
 
     @classmethod
     def local(cls) -> Limits:
@@ -29,6 +35,11 @@ class Limits:
             max_train_examples=20_000,
             max_train_seconds=1800.0,
             max_upload_bytes=50 * 1024 * 1024,
+            max_request_bytes=64 * 1024 * 1024,
+            max_upload_files=16,
+            max_job_seconds=3600.0,
+            max_jobs_per_session=16,
+            session_idle_seconds=8 * 3600.0,
         )
 
     @classmethod
@@ -42,4 +53,10 @@ class Limits:
             max_train_examples=600,
             max_train_seconds=90.0,
             max_upload_bytes=1024 * 1024,
+            # 40 sentences of 1,000 characters, each written as \uXXXX escapes, fit with room to spare.
+            max_request_bytes=1024 * 1024,
+            max_upload_files=2,
+            max_job_seconds=180.0,
+            max_jobs_per_session=3,
+            session_idle_seconds=1800.0,
         )

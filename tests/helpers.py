@@ -147,3 +147,43 @@ def app_process(
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# ----- Gradio's own protocol, spoken directly (what the page and API clients send) --------------------------
+
+
+def event_index(config: dict, elem_id: str, trigger: str = "click") -> int:
+    """The fn_index of the event that a component (by elem_id) triggers, from the app's /config."""
+    ids = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id]
+    for dependency in config["dependencies"]:
+        if any(target == [ids[0], trigger] for target in dependency.get("targets", [])):
+            return dependency["id"]
+    raise LookupError(f"no {trigger} event on #{elem_id}")
+
+
+def join(base: str, fn_index: int, data: list, session_hash: str, timeout: float = 30) -> str:
+    """POST /gradio_api/queue/join as the page does; returns the event id."""
+    import httpx
+
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    response = httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=timeout)
+    response.raise_for_status()
+    return response.json()["event_id"]
+
+
+def upload(base: str, name: str, data: bytes) -> dict:
+    """POST one file to /gradio_api/upload; returns the FileData an event input takes."""
+    import httpx
+
+    response = httpx.post(f"{base}/gradio_api/upload", files={"files": (name, data)}, timeout=30)
+    response.raise_for_status()
+    return {"path": response.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+
+def messages(stream) -> Iterator[dict]:
+    """The JSON messages of an open /gradio_api/queue/data event stream (an httpx streaming response)."""
+    import json
+
+    for line in stream.iter_lines():
+        if line.startswith("data:"):
+            yield json.loads(line[5:])

@@ -323,6 +323,13 @@ class Explorer:
             raise ExplorerError(
                 f"head must be a ProbeHead (from train_probe or ProbeHead.load); got {type(head).__name__}."
             )
+        tensors = (head.weight, head.bias, head.mean, head.std)
+        finite = all(isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()) for t in tensors)
+        if not finite or bool((head.std <= 0).any()):
+            raise ExplorerError(
+                "This head holds numbers that are not finite (NaN or infinity) or a standard deviation that is not "
+                "positive, so its probabilities would be meaningless. Train a new head here, or load an intact file."
+            )
         hidden = int(self.backend.model.config.hidden_size)
         if head.hidden_size != hidden or head.model != self.name:
             raise ExplorerError(

@@ -386,3 +386,73 @@ def test_allow_finetune_trains_a_private_copy_for_the_session(base_dir):
     assert state.tuned is not None and state.tuned.backend.model is not explorer.backend.model
     assert state.head.encoder == "fine-tuned" and state.transfer.languages == ["de_DE"]
     assert digest() == before
+
+
+# ----- small things a public server must get right ------------------------------------------------------------
+
+
+def test_csv_downloads_cannot_start_a_formula_in_a_spreadsheet(tmp_path):
+    import pandas as pd
+
+    from xmod_explorer.ui.common import csv_file
+
+    frame = pd.DataFrame(
+        {
+            "token": ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "plain", "-"],
+            "probability": [0.5, -0.25, 0.1, 0.0, 1.0, 0.3, 0.2, -1.5],
+        }
+    )
+    frame["=title"] = "x"
+    written = pd.read_csv(csv_file(frame, "predictions"), keep_default_na=False)
+    assert written["token"].tolist() == [
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tcmd",
+        "'\rcmd",
+        "plain",
+        "'-",
+    ]
+    assert written["probability"].tolist() == [0.5, -0.25, 0.1, 0.0, 1.0, 0.3, 0.2, -1.5]  # numbers stay numbers
+    assert list(written.columns) == ["token", "probability", "'=title"]
+
+
+def test_a_public_server_shows_no_path_of_its_disk(tmp_path, base_dir):
+    import httpx
+    from helpers import app_process
+
+    with app_process(["--model", str(base_dir), "--public"], tmp_path) as (url, _):
+        info = Client(url, verbose=False).predict(api_name="/model_info")
+        page = httpx.get(f"{url}/config").text
+        answer = Client(url, verbose=False).predict("A <mask>.", ["en_XX"], 2, api_name="/predict_masks")
+    assert info["folder"] == "" and info["model"] == base_dir.name
+    assert str(base_dir) not in page and str(base_dir.parent) not in page
+    assert answer["model"] == base_dir.name
+    assert "public mode: --public given" in (tmp_path / "app.log").read_text()
+
+
+def test_heads_with_numbers_that_are_not_finite_are_refused(base_dir, tmp_path):
+    import torch
+    from gradio.state_holder import SessionState
+
+    from xmod_explorer.classify import ProbeHead
+
+    settings = load_settings(["--model", str(base_dir)])
+    explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
+    demo = build_app(settings, explorer)
+    load_head = next(fn for fn in demo.fns.values() if fn.name == "load_head")
+    hidden = explorer.shape.hidden
+    for broken in ("nan", "inf", "std"):
+        weight, std = torch.zeros(2, hidden), torch.ones(hidden)
+        if broken == "nan":
+            weight[0, 0] = float("nan")
+        elif broken == "inf":
+            weight[1, 3] = float("inf")
+        else:
+            std[0] = 0.0
+        head = ProbeHead(weight, torch.zeros(2), torch.zeros(hidden), std, ["a", "b"], "en_XX", explorer.name)
+        path = head.save(tmp_path / f"{broken}.safetensors")
+        file_data = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+        with pytest.raises(gr.Error, match="not finite"):
+            _run(demo, load_head, [file_data, ""], SessionState(demo))

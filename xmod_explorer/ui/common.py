@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import csv
 import functools
 import html
 import logging
@@ -184,7 +185,8 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 def csv_file(frame: pd.DataFrame, stem: str) -> str:
     """Write a table to a fresh CSV file for a download button, safe to open in a spreadsheet."""
     path = fresh_folder() / f"{stem}.csv"
-    spreadsheet_safe(frame).to_csv(path, index=False)
+    # Every text cell quoted: a token holding a carriage return must not split its row in a spreadsheet.
+    spreadsheet_safe(frame).to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return str(path)
 
 

@@ -1,5 +1,5 @@
 """An ASGI middleware in front of Gradio: bodies refused before they are read, uploads capped per request,
-and the serving layer told when a client's event stream goes away.
+the serving layer told when a client's event stream goes away, and a hook for tidy-ups in the event loop.
 
 Gradio 6.17 parses a request's whole JSON body before any cap is checked, and keeps it (a 15 MB body for
 compare_sentences added 360 MB that were never freed); its upload route caps each file but takes up to
@@ -43,16 +43,20 @@ class RequestGuard:
         limits: Limits,
         on_client_gone: Callable[[str], object] | None = None,
         pages: set[str] | None = None,
+        on_request: Callable[[], object] | None = None,
     ):
         self.app = app
         self.limits = limits
         self.on_client_gone = on_client_gone
         self.pages = pages if pages is not None else set()
+        self.on_request = on_request
 
     async def __call__(self, scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.on_request is not None:
+            self.on_request()  # quick tidy-ups that must run in the event loop's thread
         path, method = scope.get("path", ""), scope.get("method", "GET")
         if method in ("POST", "PUT", "PATCH"):
             await self._capped(scope, receive, send, upload=bool(UPLOAD.search(path)))

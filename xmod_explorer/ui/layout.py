@@ -54,7 +54,11 @@ def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
     """Keyword arguments for demo.launch() that follow from the settings (app.py and the tests use them)."""
     serving = serving_of(demo)
     guard = Middleware(
-        RequestGuard, limits=settings.limits, on_client_gone=serving.client_gone, pages=serving.live_pages
+        RequestGuard,
+        limits=settings.limits,
+        on_client_gone=serving.client_gone,
+        pages=serving.live_pages,
+        on_request=serving.loop_upkeep,
     )
     return {
         "server_name": settings.host,
@@ -195,11 +199,19 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
     def gradio_leftovers() -> None:
         app = reference()
         if app is not None:
-            gradio_upkeep.forget_finished_events(app)
-            gradio_upkeep.forget_idle_sessions(app, serving.live_pages)
+            dropped = gradio_upkeep.forget_finished_events(app)
+            dropped += gradio_upkeep.forget_idle_sessions(app, serving.live_pages)
+            if dropped:
+                allocator.release_freed_memory()
+
+    def finished_tasks() -> None:
+        app = reference()
+        if app is not None:
+            gradio_upkeep.forget_finished_tasks(app)
 
     serving.add_upkeep(remove_old_downloads)
     serving.add_upkeep(gradio_leftovers)
+    serving.add_upkeep(finished_tasks, in_loop=True)
     start_janitor(serving)
     log.info("%s", serving.describe())
     return demo

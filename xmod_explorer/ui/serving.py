@@ -52,6 +52,8 @@ class Serving:
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
         self._upkeep: list[Callable[[], None]] = []
+        self._loop_upkeep: list[Callable[[], None]] = []
+        self._loop_upkeep_at = 0.0
 
     # ----- jobs per client ------------------------------------------------------------------------------
 
@@ -170,9 +172,23 @@ class Serving:
 
     # ----- what is kept, and for how long --------------------------------------------------------------
 
-    def add_upkeep(self, task: Callable[[], None]) -> None:
-        """Run task every few seconds from the janitor (it must be quick and must not raise)."""
-        self._upkeep.append(task)
+    def add_upkeep(self, task: Callable[[], None], *, in_loop: bool = False) -> None:
+        """Run task every few seconds (it must be quick): from the janitor thread, or with in_loop=True from
+        the event loop's thread, between requests (for structures only the loop may touch)."""
+        (self._loop_upkeep if in_loop else self._upkeep).append(task)
+
+    def loop_upkeep(self, every: float = 2.0) -> None:
+        """Called by the request guard for each request, in the event loop: runs the in-loop tasks at most
+        once every `every` seconds."""
+        now = time.monotonic()
+        if now - self._loop_upkeep_at < every:
+            return
+        self._loop_upkeep_at = now
+        for task in list(self._loop_upkeep):
+            try:
+                task()
+            except Exception:  # a failed tidy-up must never fail a request
+                log.exception("upkeep task %s failed", getattr(task, "__name__", task))
 
     def upkeep(self) -> None:
         self.sessions.expire()

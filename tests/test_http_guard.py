@@ -109,9 +109,9 @@ def test_hostile_csvs_are_handled_within_2_s_while_others_are_served(public_serv
 
 def test_memory_returns_to_baseline_after_1000_finished_requests(tmp_path, base_dir):
     """Gradio 6.17.3 keeps every finished event with its body, every finished task with its request, and every
-    session's last inputs: 1,000 requests of 360 KB kept 400 MiB. The server lets go of them within two minutes.
-    The baseline is a settled server after a first burst of the same requests (the allocator's own high-water
-    mark comes with the first burst and stays, as in test_load)."""
+    session's last inputs: 1,000 requests of 360 KB kept 400 MiB. The server lets go of them within a minute. The
+    baseline is a settled server after a first burst of the same 1,000 requests: the allocator's own high-water
+    mark (some 80 MiB here, freed memory glibc does not hand back) comes with the first burst and stays."""
     with app_process(["--model", str(base_dir), "--public"], tmp_path) as (url, handle):
         process = psutil.Process(handle.pid)
         text = "é" * 60_000 + " <mask>"  # 360 KB as JSON; refused by the engine as too long, at once
@@ -136,21 +136,21 @@ def test_memory_returns_to_baseline_after_1000_finished_requests(tmp_path, base_
                 worker.join(600)
 
         def settled() -> int:
-            time.sleep(80)  # idle sessions go after a minute; the janitor looks every 10 s
+            time.sleep(45)  # idle sessions go after 30 s; the janitor looks every 10 s
             httpx.get(f"{url}/config")  # a request, so the tidy-up that runs in the event loop runs too
             time.sleep(1)
             return rss(process)
 
-        burst(300)
+        burst(1000)
         baseline = settled()
         burst(1000)
         after_burst = rss(process)
         samples = []
         start = time.monotonic()
-        while time.monotonic() - start < 150:
+        while time.monotonic() - start < 120:
             httpx.get(f"{url}/config")
             samples.append(rss(process))
-            if samples[-1] - baseline < 40 * MiB:
+            if samples[-1] - baseline < 32 * MiB:
                 break
             time.sleep(5)
         print(
@@ -158,4 +158,5 @@ def test_memory_returns_to_baseline_after_1000_finished_requests(tmp_path, base_
             f"then {samples[-1] / MiB:.0f} MiB after {time.monotonic() - start:.0f} s "
             f"(median of the wait {statistics.median(samples) / MiB:.0f} MiB)"
         )
-        assert samples[-1] - baseline < 40 * MiB
+        assert after_burst - baseline > 100 * MiB  # what the burst took, before the server let go of it
+        assert samples[-1] - baseline < 32 * MiB

@@ -132,7 +132,15 @@ def admitted(cost: Cost, *, hold: bool = False) -> Iterator[Reservation | None]:
     job.check()
     if not hold:
         feasible(cost)
-    reservation = job.budget.reserve(cost, check=job.check, hold=hold)
+    told = []
+
+    def check() -> None:  # called only while the pass waits for memory
+        job.check()
+        if job.progress is not None and not told:
+            told.append(True)
+            job.progress(0.0, desc="Waiting for memory: the server is busy with other requests")
+
+    reservation = job.budget.reserve(cost, check=check, hold=hold)
     if hold:
         yield reservation
         return

@@ -23,6 +23,7 @@ class Limits:
     max_job_seconds: float  # the deadline of one request, waiting for memory included
     max_jobs_per_session: int  # requests one browser session or API client may have running or waiting at once
     session_idle_seconds: float  # a session's heads and fine-tuned copy are freed after this long unused
+    file_seconds: float  # uploads and files made for download are deleted after this long
 
     @classmethod
     def local(cls) -> Limits:
@@ -40,6 +41,7 @@ class Limits:
             max_job_seconds=3600.0,
             max_jobs_per_session=16,
             session_idle_seconds=8 * 3600.0,
+            file_seconds=3600.0,
         )
 
     @classmethod
@@ -59,4 +61,5 @@ class Limits:
             max_job_seconds=180.0,
             max_jobs_per_session=3,
             session_idle_seconds=1800.0,
+            file_seconds=3600.0,
         )

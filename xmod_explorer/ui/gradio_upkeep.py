@@ -15,7 +15,7 @@ So, every few seconds (from the serving layer's janitor, and from the request gu
 belongs to the event loop's thread):
 - finished tasks are dropped from the queue's list;
 - finished events are forgotten once their answer has been read, or 30 s after they finished unread;
-- the per-session state of sessions idle for a minute is dropped, except for pages that still hold their
+- the per-session state of sessions idle for 30 s is dropped, except for pages that still hold their
   heartbeat stream open (an open browser tab), together with the queue's per-session leftovers.
 Nothing here runs a request; each step checks that the structure it expects is there and does nothing if not.
 """
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 DONE = {"success", "failed", "cancelled"}
 UNREAD_SECONDS = 30.0  # a finished event whose answer nobody read is dropped after this long
-IDLE_SESSION_SECONDS = 60.0  # a session without an open page is dropped after this long unused
+IDLE_SESSION_SECONDS = 30.0  # a session without an open page is dropped after this long unused
 
 _warned: set[str] = set()
 

@@ -20,7 +20,14 @@ from xmod_explorer.ui import allocator, gradio_upkeep
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
 from xmod_explorer.ui.classify import build_classify_tab, default_source
-from xmod_explorer.ui.common import ModelHolder, language_choices, pick_languages, remove_old_downloads, ui_errors
+from xmod_explorer.ui.common import (
+    DOWNLOAD_SECONDS,
+    ModelHolder,
+    language_choices,
+    pick_languages,
+    remove_old_downloads,
+    ui_errors,
+)
 from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
 from xmod_explorer.ui.fill_mask import PREFERRED as FILL_PREFERRED
@@ -38,8 +45,6 @@ CSS = """
 """
 
 
-# Files Gradio keeps for the page (uploads, copies of downloads): checked every 10 minutes, removed after an hour.
-DELETE_CACHE = (600, 3600)
 BUDGET_SHARE = 0.75  # of the memory free once the model is loaded, unless --memory-budget says otherwise
 
 _serving: weakref.WeakKeyDictionary[gr.Blocks, Serving] = weakref.WeakKeyDictionary()
@@ -90,7 +95,9 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
     allocator.limit_arenas()
     serving = Serving(settings.limits, budget or memory_budget(settings, explorer))
     holder = ModelHolder(explorer, serving)
-    with gr.Blocks(title="X-MOD Explorer", delete_cache=DELETE_CACHE) as demo:
+    # Files Gradio keeps for the page (uploads, its copies of downloads) go after limits.file_seconds.
+    lifetime = int(settings.limits.file_seconds)
+    with gr.Blocks(title="X-MOD Explorer", delete_cache=(max(1, min(600, lifetime // 6)), lifetime)) as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
         banner = gr.Markdown(banner_markdown(shown_info(explorer.info(), settings)), elem_id="model-banner")
         with gr.Tabs():
@@ -209,7 +216,7 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
         if app is not None:
             gradio_upkeep.forget_finished_tasks(app)
 
-    serving.add_upkeep(remove_old_downloads)
+    serving.add_upkeep(lambda: remove_old_downloads(min(settings.limits.file_seconds, DOWNLOAD_SECONDS)))
     serving.add_upkeep(gradio_leftovers)
     serving.add_upkeep(finished_tasks, in_loop=True)
     start_janitor(serving)

@@ -48,6 +48,7 @@ GiB, MiB = 2**30, 2**20
 LANGUAGES = ["en_XX", "de_DE", "fr_XX", "es_XX", "ru_RU", "ja_XX", "zh_CN"]  # the sentiment set's languages
 CAP_LANGUAGES = 16  # the public cap
 EXPECTED = ("no sequence-classification head",)  # answers a client may get that are not failures
+THINK = [5.0, 15.0]  # seconds a person reads a result before asking again (--think sets it)
 # Ordinary clients' mix: (kind, weight).
 MIX = [
     ("fill_short", 40),
@@ -56,7 +57,7 @@ MIX = [
     ("compare_16", 4),
     ("sentences_8", 10),
     ("sentences_40", 4),
-    ("transfer_lab", 3),
+    ("transfer_lab", 1),
     ("model_info", 12),
     ("classify", 5),
 ]
@@ -233,7 +234,7 @@ def ordinary_client(name: str, url: str, until: float, calls: list[Call], lock: 
             outcome = "expected" if any(text in detail for text in EXPECTED) else "failure"
         with lock:
             calls.append(Call(name, kind, start, time.monotonic() - start, outcome, detail))
-        time.sleep(rng.uniform(0.5, 2.5))
+        time.sleep(rng.uniform(*THINK))
 
 
 def hostile_client(url: str, until: float, calls: list[Call], lock: threading.Lock) -> None:
@@ -322,7 +323,8 @@ def report(shape: Shape, calls: list[Call], sampler: Sampler, idle_rss: int, bud
 def markdown(summary: dict) -> str:
     lines = [
         f"Shape: {summary['shape']}; {summary['clients']} clients for {summary['seconds']:.0f} s plus one hostile "
-        f"client; budget {summary['budget_gib']:.1f} GiB; load average {summary['load_before']} before, "
+        f"client; think time {summary['think_s'][0]:.0f}-{summary['think_s'][1]:.0f} s; budget "
+        f"{summary['budget_gib']:.1f} GiB; load average {summary['load_before']} before, "
         f"{summary['load_after']} after, on {summary['machine']['cores']} cores ({summary['machine']['cpu']}).",
         "",
         "| requests | p50 (s) | p95 (s) |",
@@ -351,10 +353,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--memory-budget", type=float, default=9.2, help="the server's budget in GiB (default: a 16 GiB CPU Space's)"
     )
+    parser.add_argument("--think", default=None, help="think time between a client's requests, MIN,MAX seconds")
     parser.add_argument("--folder", default=None, help="where the random model is built (kept for the next run)")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
     shape = QUICK if args.quick else FULL
+    if args.think:
+        THINK[:] = [float(part) for part in args.think.split(",")]
     seconds = args.seconds or (30 if args.quick else 180)
     clients = args.clients or (6 if args.quick else 30)
     folder = Path(args.folder or Path(tempfile.gettempdir()) / f"xmod-serve-{shape.name}")
@@ -392,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = log.read_text()
     extra = {
         "clients": clients,
+        "think_s": list(THINK),
         "seconds": seconds,
         "alive": alive,
         "stopped_when_gone": len(re.findall(r"went away; stopping its", text)),

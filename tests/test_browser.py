@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -381,3 +382,47 @@ def _hostile_head(tmp_path, base_dir):
         INJECTIONS[0],
     )
     return head.save(tmp_path / "hostile.safetensors")
+
+
+# ----- Stop and a closed tab stop the work on the server -------------------------------------------------------
+
+
+def server_busy(process, seconds: float = 2.0) -> bool:
+    """Whether the server process used more than half a core over the next few seconds."""
+    return process.cpu_percent(interval=seconds) > 50
+
+
+def test_stop_and_a_closed_tab_stop_the_training_on_the_server(browser, tmp_path, wide_dir, tokenizer):
+    """The lab on a model as wide as xmod-base with 1,500 long rows: minutes of sentence features. Stop, and then
+    closing the tab during a second run, must each leave the server idle within seconds."""
+    import re
+
+    import psutil
+
+    word = next(token for token in tokenizer.get_vocab() if token.isalpha() and len(token) > 2)
+    rows = "".join(f"{(word + ' ') * 150},{'ab'[i % 2]}\n" for i in range(1500))
+    data = tmp_path / "long.csv"
+    data.write_text("text,label\n" + rows, encoding="utf-8")
+    folder = tmp_path / "app"
+    folder.mkdir()
+    with app_process(["--model", str(wide_dir)], folder) as (url, process):
+        server = psutil.Process(process.pid)
+        for ending in ("Stop", "closed tab"):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#fill-run", timeout=30_000)
+            page.get_by_role("tab", name="Classify").click()
+            page.locator("#classify-upload input[type=file]").set_input_files(str(data))
+            page.wait_for_timeout(1500)
+            page.click("#classify-train")
+            page.get_by_text(re.compile(r"Sentence features: batch \d+ of \d+")).first.wait_for(timeout=120_000)
+            assert server_busy(server), "the training should keep the server busy"
+            if ending == "Stop":
+                page.click("#classify-stop")
+            else:
+                page.close()
+            deadline = time.monotonic() + 30
+            while server_busy(server):
+                assert time.monotonic() < deadline, f"the server still works 30 s after: {ending}"
+            if ending == "Stop":
+                page.close()

@@ -81,6 +81,44 @@ def test_a_long_waiting_pass_is_not_overtaken_for_ever(monkeypatch):
     assert started == ["big"] and late == ["small"]
 
 
+def test_waiting_passes_go_shortest_first_within_the_places_there_are():
+    budget = Budget(10**6, flops_per_second=1e9, max_running=1)
+    running = budget.reserve(Cost(10, 1e9))
+    order = []
+
+    def wait_for(name, flops):
+        with budget.reserve(Cost(10, flops)):
+            order.append(name)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=wait_for, args=(name, flops)) for name, flops in [("long", 5e9), ("short", 1e8)]]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    assert order == [] and budget.status()["running"] == 1  # one place, taken
+    running.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["short", "long"]
+
+
+def test_a_long_pass_that_has_waited_goes_before_a_new_short_one(monkeypatch):
+    monkeypatch.setattr(budget_module, "AGING_RATE", 0.1)  # a tenth of a second of waiting: a second of credit
+    budget = Budget(10**6, flops_per_second=1e9, max_running=1)
+    running = budget.reserve(Cost(10, 1e9))
+    order = []
+    long = threading.Thread(target=lambda: (budget.reserve(Cost(10, 2e9)).release(), order.append("long")))
+    long.start()
+    time.sleep(0.5)  # 5 s of credit against 2 s of work
+    short = threading.Thread(target=lambda: (budget.reserve(Cost(10, 1e8)).release(), order.append("short")))
+    short.start()
+    time.sleep(0.1)
+    running.release()
+    long.join(5)
+    short.join(5)
+    assert order == ["long", "short"]
+
+
 def test_waiting_gives_up_when_the_caller_says_so():
     budget = Budget(1000)
     taken = budget.reserve(Cost(900, 0))

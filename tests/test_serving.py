@@ -36,15 +36,6 @@ def wait_for(condition, limit: float, step: float = 0.05) -> float:
 
 
 @pytest.fixture(scope="module")
-def wide_dir(tmp_path_factory, tokenizer):
-    """Random weights, xmod-base's width (768, 12 heads, 3072), 2 layers: a batch of 4,096 tokens takes seconds."""
-    from xmod_explorer.tiny import TinySpec, build_random_checkpoint
-
-    spec = TinySpec(languages=LANGUAGES, hidden_size=768, num_heads=12, intermediate_size=3072, adapter_scale=0.0)
-    return build_random_checkpoint(tmp_path_factory.mktemp("wide"), spec, tokenizer)
-
-
-@pytest.fixture(scope="module")
 def long_pairs(tokenizer):
     """400 sentences of about 450 tokens: some 45 batches, a minute or more on two cores."""
     return [[LANGUAGES[i % len(LANGUAGES)], text_of(tokenizer, 450)] for i in range(400)]

@@ -28,8 +28,12 @@ REQUEST_OVERHEAD = 24 * MiB
 SLACK = 1.25
 # Private copies (fine-tuned models) may hold at most this share of the budget, so requests always fit.
 HOLD_SHARE = 0.5
-# A waiting pass this old stops newer, smaller ones from overtaking it, so big passes cannot starve.
+# A pass that waits for memory this long stops others from taking the memory it needs, so it cannot starve.
 AGING_SECONDS = 5.0
+# Waiting passes go shortest first; each AGING_RATE seconds of waiting count as one second less work, so a long
+# pass is not overtaken for ever either.
+AGING_RATE = 10.0
+DEFAULT_SPEED = 1e11  # floating-point operations per second assumed before any is measured
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ def describe_bytes(count: float) -> str:
 @dataclass
 class _Ticket:
     cost: Cost
+    hold: bool = False
     since: float = field(default_factory=time.monotonic)
 
 
@@ -145,17 +150,20 @@ class Reservation:
 
 
 class Budget:
-    """The server's memory for requests, shared by every endpoint and session.
+    """The server's memory and processor for requests, shared by every endpoint and session.
 
-    reserve() waits until the cost fits (checking the caller's stop condition while it waits) or refuses
-    at once a cost that could never fit; hold() takes memory for as long as a private copy lives.
+    reserve() waits until the pass fits (memory, and one of max_running places) and is the most urgent that does
+    (least work first, with aging), checking the caller's stop condition while it waits; it refuses at once a cost
+    that could never fit. reserve(hold=True) takes memory for as long as a private copy lives.
     """
 
-    def __init__(self, capacity_bytes: int, *, flops_per_second: float | None = None):
+    def __init__(self, capacity_bytes: int, *, flops_per_second: float | None = None, max_running: int | None = None):
         if capacity_bytes <= 0:
             raise ExplorerError("The memory budget must be positive.")
         self.capacity = int(capacity_bytes)
         self.flops_per_second = flops_per_second
+        # Passes at once: on a CPU, more than its cores only slows every pass down (None: no limit).
+        self.max_running = max_running
         self._cond = threading.Condition()
         self._in_use = 0
         self._held = 0
@@ -204,7 +212,7 @@ class Budget:
         """
         with self._cond:
             self.refuse_if_it_could_never_fit(cost, hold)
-            ticket = _Ticket(cost)
+            ticket = _Ticket(cost, hold)
             self._waiting.append(ticket)
             try:
                 while not self._fits(ticket):
@@ -254,14 +262,28 @@ class Budget:
                 self._running -= 1
             self._cond.notify_all()
 
+    def _urgency(self, ticket: _Ticket, now: float) -> float:
+        """Seconds of work left to wait for, less the credit of having waited: lower goes first."""
+        return ticket.cost.flops / (self.flops_per_second or DEFAULT_SPEED) - (now - ticket.since) / AGING_RATE
+
     def _fits(self, ticket: _Ticket) -> bool:
         if self._in_use + ticket.cost.bytes > self.capacity:
             return False
+        if ticket.hold:
+            return True
+        if self.max_running is not None and self._running >= self.max_running:
+            return False
         now = time.monotonic()
-        for earlier in self._waiting:
-            if earlier is ticket:
-                return True
-            if now - earlier.since > AGING_SECONDS:
-                # The oldest long-waiting pass keeps its place: a newer one may go only beside it.
-                return self._in_use + ticket.cost.bytes + earlier.cost.bytes <= self.capacity
+        mine = self._urgency(ticket, now)
+        for other in self._waiting:
+            if other is ticket or other.hold:
+                continue
+            theirs = self._urgency(other, now)
+            if theirs < mine or (theirs == mine and other.since < ticket.since):
+                if self._in_use + other.cost.bytes <= self.capacity:
+                    return False  # a more urgent pass can go now: it goes first
+                if now - other.since > AGING_SECONDS and self._in_use + ticket.cost.bytes + other.cost.bytes > (
+                    self.capacity
+                ):
+                    return False  # it has waited long for memory: leave it the room it needs
         return True

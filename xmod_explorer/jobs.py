@@ -134,11 +134,11 @@ def admitted(cost: Cost, *, hold: bool = False) -> Iterator[Reservation | None]:
         feasible(cost)
     told = []
 
-    def check() -> None:  # called only while the pass waits for memory
+    def check() -> None:  # called only while the pass waits for its turn
         job.check()
         if job.progress is not None and not told:
             told.append(True)
-            job.progress(0.0, desc="Waiting for memory: the server is busy with other requests")
+            job.progress(0.0, desc="Waiting: the server is busy with other requests")
 
     reservation = job.budget.reserve(cost, check=check, hold=hold)
     if hold:

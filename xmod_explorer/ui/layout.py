@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import weakref
 
 import gradio as gr
@@ -87,7 +88,18 @@ def memory_budget(settings: Settings, explorer: Explorer) -> Budget:
     else:
         free = available_memory_bytes(device)
         capacity = int(BUDGET_SHARE * free) if free else 4 * GiB
-    return Budget(capacity, flops_per_second=matmul_flops_per_second(device))
+    return Budget(capacity, flops_per_second=matmul_flops_per_second(device), max_running=passes_at_once(device))
+
+
+def passes_at_once(device) -> int:
+    """Forward passes that may run at once: a CPU's cores (more only share them, and each pass waits longer), or
+    four on a GPU, where passes overlap well."""
+    if device.type != "cpu":
+        return 4
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None = None) -> gr.Blocks:

@@ -387,9 +387,9 @@ def _hostile_head(tmp_path, base_dir):
 # ----- Stop and a closed tab stop the work on the server -------------------------------------------------------
 
 
-def server_busy(process, seconds: float = 2.0) -> bool:
-    """Whether the server process used more than half a core over the next few seconds."""
-    return process.cpu_percent(interval=seconds) > 50
+def server_cpu(process, seconds: float = 2.0) -> float:
+    """The share of one core (percent) the server process used over the next few seconds."""
+    return process.cpu_percent(interval=seconds)
 
 
 def test_stop_and_a_closed_tab_stop_the_training_on_the_server(browser, tmp_path, wide_dir, tokenizer):
@@ -416,13 +416,14 @@ def test_stop_and_a_closed_tab_stop_the_training_on_the_server(browser, tmp_path
             page.wait_for_timeout(1500)
             page.click("#classify-train")
             page.get_by_text(re.compile(r"Sentence features: batch \d+ of \d+")).first.wait_for(timeout=120_000)
-            assert server_busy(server), "the training should keep the server busy"
+            # A training pass takes whole cores; on a machine shared with other work it still gets a fifth of one.
+            assert server_cpu(server) > 20, "the training should keep the server busy"
             if ending == "Stop":
                 page.click("#classify-stop")
             else:
                 page.close()
             deadline = time.monotonic() + 30
-            while server_busy(server):
+            while server_cpu(server) > 10:  # an idle server with a page open uses a few percent
                 assert time.monotonic() < deadline, f"the server still works 30 s after: {ending}"
             if ending == "Stop":
                 page.close()

@@ -158,5 +158,7 @@ def test_memory_returns_to_baseline_after_1000_finished_requests(tmp_path, base_
             f"then {samples[-1] / MiB:.0f} MiB after {time.monotonic() - start:.0f} s "
             f"(median of the wait {statistics.median(samples) / MiB:.0f} MiB)"
         )
-        assert after_burst - baseline > 100 * MiB  # what the burst took, before the server let go of it
+        # What the burst took before the server let go of it (about 100 MiB here, less when it tidies up during
+        # the burst): well above the tolerance below, so the test sees memory come back, not noise.
+        assert after_burst - baseline > 64 * MiB
         assert samples[-1] - baseline < 32 * MiB

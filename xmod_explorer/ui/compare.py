@@ -93,7 +93,7 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
             tab.tokens: plots.token_shift_heatmap(comparison, token_code, bool(use_centred)),
         }
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def compare(sentence, codes, reference_code, at_layer, use_centred, token_code):
         codes = list(codes or [])

@@ -18,7 +18,6 @@ from xmod_explorer.ui.common import (
     escape,
     gpu,
     language_dropdown,
-    mask_concurrency,
     pick_languages,
     text_box,
     ui_errors,
@@ -136,7 +135,7 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
 
     tab = FillMaskTab(text, languages, top_k, run, summary, table, mask_number, chart, download, result)
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def predict(sentence, codes, k):
         prediction = holder.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)
@@ -165,12 +164,6 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     example.input(use_example, example, [text, languages], api_visibility="private")
     outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.chart, tab.result]
     for trigger in (run.click, text.submit):
-        trigger(
-            predict,
-            [text, languages, top_k],
-            outputs,
-            api_visibility="private",
-            concurrency_limit=mask_concurrency(holder),
-        )
+        trigger(predict, [text, languages, top_k], outputs, api_visibility="private")
     mask_number.change(show_mask, [mask_number, result], chart, api_visibility="private")
     return tab

@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
+import html
 import logging
+import os
+import weakref
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from xmod_explorer import lab
+from xmod_explorer.budget import Budget, GiB
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
+from xmod_explorer.machine import available_memory_bytes, matmul_flops_per_second
 from xmod_explorer.settings import Settings
-from xmod_explorer.ui import allocator, links
+from xmod_explorer.ui import allocator, gradio_upkeep, links
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
 from xmod_explorer.ui.classify import build_classify_tab, default_source
-from xmod_explorer.ui.common import ModelHolder, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.common import (
+    DOWNLOAD_SECONDS,
+    ModelHolder,
+    language_choices,
+    pick_languages,
+    remove_old_downloads,
+    ui_errors,
+)
 from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
 from xmod_explorer.ui.fill_mask import PREFERRED as FILL_PREFERRED
 from xmod_explorer.ui.fill_mask import build_fill_mask_tab
+from xmod_explorer.ui.http_guard import RequestGuard
 from xmod_explorer.ui.identify import build_identify_tab
 from xmod_explorer.ui.lens import build_lens_tab
 from xmod_explorer.ui.maps import build_map_tab
 from xmod_explorer.ui.mix import build_mix_tab
-from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, summary_markdown
+from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, shown_info, summary_markdown
 from xmod_explorer.ui.sentences import build_sentences_tab, default_pairs
+from xmod_explorer.ui.serving import Serving, start_janitor
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +50,26 @@ CSS = """
 """
 
 
-def launch_options(settings: Settings) -> dict:
+BUDGET_SHARE = 0.75  # of the memory free once the model is loaded, unless --memory-budget says otherwise
+
+_serving: weakref.WeakKeyDictionary[gr.Blocks, Serving] = weakref.WeakKeyDictionary()
+
+
+def serving_of(demo: gr.Blocks) -> Serving:
+    """The serving layer (budget, jobs, sessions) of an app made by build_app."""
+    return _serving[demo]
+
+
+def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
     """Keyword arguments for demo.launch() that follow from the settings (app.py and the tests use them)."""
+    serving = serving_of(demo)
+    guard = Middleware(
+        RequestGuard,
+        limits=settings.limits,
+        on_client_gone=serving.client_gone,
+        pages=serving.live_pages,
+        on_request=serving.loop_upkeep,
+    )
     return {
         "server_name": settings.host,
         "server_port": settings.port,
@@ -46,21 +79,43 @@ def launch_options(settings: Settings) -> dict:
         "mcp_server": settings.mcp or None,
         "footer_links": ["api", "gradio"],
         "css": CSS,
+        "app_kwargs": {"middleware": [guard]},
     }
 
 
-def concurrency_for(explorer: Explorer) -> int:
-    """Forward passes on a CPU share its cores, so more at once only adds memory; a GPU overlaps well."""
-    return 4 if explorer.loaded.device.type != "cpu" else 2
+def memory_budget(settings: Settings, explorer: Explorer) -> Budget:
+    """The server's budget: --memory-budget, else a share of the memory (or GPU memory) free now that the model
+    is loaded; the machine's speed is measured once for the time estimates."""
+    device = explorer.loaded.device
+    if settings.memory_budget_gib:
+        capacity = int(settings.memory_budget_gib * GiB)
+    else:
+        free = available_memory_bytes(device)
+        capacity = int(BUDGET_SHARE * free) if free else 4 * GiB
+    return Budget(capacity, flops_per_second=matmul_flops_per_second(device), max_running=passes_at_once(device))
 
 
-def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
-    """The whole app around one loaded Explorer."""
+def passes_at_once(device) -> int:
+    """Forward passes that may run at once: a CPU's cores (more only share them, and each pass waits longer), or
+    four on a GPU, where passes overlap well."""
+    if device.type != "cpu":
+        return 4
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None = None) -> gr.Blocks:
+    """The whole app around one loaded Explorer; budget: the server's memory budget (default memory_budget())."""
     allocator.limit_arenas()
-    holder = ModelHolder(explorer, batch=settings.batch)
-    with gr.Blocks(title="X-MOD Explorer") as demo:
+    serving = Serving(settings.limits, budget or memory_budget(settings, explorer))
+    holder = ModelHolder(explorer, serving, batch=settings.batch)
+    # Files Gradio keeps for the page (uploads, its copies of downloads) go after limits.file_seconds.
+    lifetime = int(settings.limits.file_seconds)
+    with gr.Blocks(title="X-MOD Explorer", delete_cache=(max(1, min(600, lifetime // 6)), lifetime)) as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
-        banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")
+        banner = gr.Markdown(banner_markdown(shown_info(explorer.info(), settings)), elem_id="model-banner")
         with gr.Tabs():
             with gr.Tab("Fill the mask", id="fill"):
                 fill = build_fill_mask_tab(holder, settings)
@@ -84,14 +139,16 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 model = build_model_tab(holder, settings)
             with gr.Tab("About", id="about"):
                 build_about_tab()
-        register_api(holder)
+        register_api(holder, settings)
 
         def deep_link(request: gr.Request):
-            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab; ?tab=ID&... another tab."""
+            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab (?tab=ID&... another tab, which
+            reads its link itself); a bad parameter is dropped alone, with a message (toasts render HTML, so the
+            message is escaped)."""
             params = dict(request.query_params) if request is not None else {}
             if params.get("tab") in linked:
                 return gr.skip()  # that tab reads its link itself (links.open_linked_tab)
-            update = {}
+            update, dropped = {}, []
             if params.get("text"):
                 update[fill.text] = params["text"][: settings.limits.max_text_chars]
             if params.get("languages"):
@@ -100,13 +157,27 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                         params["languages"], holder.explorer.languages, max_count=settings.limits.max_languages
                     )
                 except ExplorerError as exc:
-                    gr.Warning(f"The link's languages were not used: {exc}")
-            if params.get("top_k", "").isdigit():
-                update[fill.top_k] = max(1, min(int(params["top_k"]), settings.limits.max_top_k))
+                    dropped.append(f"The link's languages were not used: {exc}")
+            top_k = params.get("top_k", "").strip()
+            if top_k:
+                if top_k.isascii() and top_k.isdigit():
+                    update[fill.top_k] = max(1, min(int(top_k), settings.limits.max_top_k))
+                else:
+                    dropped.append(f"The link's top_k was not used: {top_k[:40]!r} is not a whole number such as 5.")
+            for message in dropped:
+                gr.Warning(html.escape(message))
             return update or gr.skip()
 
         demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
         links.open_linked_tab(demo, {name: (items[name], tab) for name, tab in linked.items()}, holder, settings)
+
+        def page_closed(request: gr.Request):
+            """The page's heartbeat ended (tab closed): stop its requests, free what its lab session held."""
+            if request is not None and request.session_hash:
+                serving.client_gone(request.session_hash)
+                serving.sessions.drop_owner(request.session_hash)
+
+        demo.unload(page_closed)
 
         if model.load is not None:
 
@@ -161,5 +232,28 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 concurrency_limit=1,
                 concurrency_id="load-model",
             )
-    demo.queue(default_concurrency_limit=concurrency_for(explorer), max_size=256)
+    # Gradio's per-event limits would let about 2 x 21 event groups run at once; the budget decides instead, for
+    # all endpoints together, so Gradio hands every event straight to its handler.
+    demo.queue(default_concurrency_limit=None, max_size=256)
+    _serving[demo] = serving
+    reference = weakref.ref(demo)
+
+    def gradio_leftovers() -> None:
+        app = reference()
+        if app is not None:
+            dropped = gradio_upkeep.forget_finished_events(app)
+            dropped += gradio_upkeep.forget_idle_sessions(app, serving.live_pages)
+            if dropped:
+                allocator.release_freed_memory()
+
+    def finished_tasks() -> None:
+        app = reference()
+        if app is not None:
+            gradio_upkeep.forget_finished_tasks(app)
+
+    serving.add_upkeep(lambda: remove_old_downloads(min(settings.limits.file_seconds, DOWNLOAD_SECONDS)))
+    serving.add_upkeep(gradio_leftovers)
+    serving.add_upkeep(finished_tasks, in_loop=True)
+    start_janitor(serving)
+    log.info("%s", serving.describe())
     return demo

@@ -126,7 +126,7 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
     result = gr.State(None)
     tab = LensTab(text, languages, top_k, run, summary, mask_number, grid, lines, table, download, result)
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def read(sentence, codes, k):
         lens = holder.explorer.logit_lens(sentence, codes, int(k) if isinstance(k, (int, float)) else k)

@@ -95,7 +95,7 @@ def number(params: Mapping[str, str], key: str, low: int, high: int) -> int | No
     value = params.get(key, "")
     if not value:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²".isdigit() is True, int("²") fails
         _dropped(key, "give a whole number")
         return None
     return max(low, min(int(value), high))

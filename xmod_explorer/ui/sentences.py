@@ -61,7 +61,9 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         max_height=420,
         elem_id="sentences-table",
     )
-    run = gr.Button("Compare sentences", variant="primary", elem_id="sentences-run")
+    with gr.Row():
+        run = gr.Button("Compare sentences", variant="primary", elem_id="sentences-run", scale=4)
+        stop = gr.Button("Stop", variant="stop", elem_id="sentences-stop", scale=1)
     with gr.Row():
         layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)")
         centred = gr.Checkbox(
@@ -76,7 +78,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     result = gr.State(None)
     tab = SentencesTab(table, run, layer, centred, heatmap, cka, notes, scores, download, result)
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def compare(rows, at_layer, use_centred):
         comparison = holder.explorer.compare_sentences(rows)
@@ -98,12 +100,13 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
             return gr.skip()
         return plots.sentence_heatmap(comparison, min(int(at_layer), comparison.layers[-1]), bool(use_centred))
 
-    run.click(
+    comparing = run.click(
         compare,
         [table, layer, centred],
         [heatmap, cka, notes, scores, download, layer, result],
         api_visibility="private",
     )
+    stop.click(None, None, None, cancels=[comparing], api_visibility="private")
     for control in (layer, centred):
         control.change(redraw, [result, layer, centred], heatmap, api_visibility="private")
     return tab

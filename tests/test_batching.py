@@ -176,3 +176,57 @@ def test_batching_is_a_setting(monkeypatch):
     monkeypatch.setenv("XMOD_BATCH", "sometimes")
     with pytest.raises(SystemExit, match="XMOD_BATCH must be on or off"):
         load_settings([])
+
+
+def holder_for(explorer, budget):
+    from xmod_explorer.limits import Limits
+    from xmod_explorer.ui.common import ModelHolder
+    from xmod_explorer.ui.serving import Serving
+
+    return ModelHolder(explorer, Serving(Limits.local(), budget))
+
+
+def test_the_servers_batcher_draws_on_its_memory_budget(base_dir):
+    """A shared pass too big for the budget is refused by it; its requests then run one by one, each within the
+    budget, and get the answers they get alone; the budget is whole again afterwards."""
+    from xmod_explorer.budget import Budget
+
+    explorer = Explorer.from_pretrained(str(base_dir))
+    chosen = MIXED[:3]
+    requests = [explorer.check_mask_request(*request) for request in chosen]
+    single = max(explorer.cost(len(r.languages), len(r.ids), output_positions=len(r.positions)).bytes for r in requests)
+    rows, longest = sum(len(r.languages) for r in requests), max(len(r.ids) for r in requests)
+    shared = explorer.cost(rows, longest, output_positions=2).bytes
+    budget = Budget((single + shared) // 2)  # one request at a time fits; the three together do not
+    holder = holder_for(explorer, budget)
+    holder.batcher.window = 0.5
+    start = threading.Barrier(len(chosen))
+    got = {}
+
+    def ask(number):
+        start.wait()
+        got[number] = holder.predict_masks(*chosen[number])
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for number, request in enumerate(chosen):
+        assert_same(got[number], explorer.predict_masks(*request))
+    assert holder.batcher.passes == len(chosen)  # the shared pass was refused: one pass each
+    assert budget.status()["in_use"] == 0 and budget.status()["running"] == 0
+
+
+def test_a_request_waiting_for_a_shared_pass_stops_with_its_job(base_dir):
+    from xmod_explorer import jobs
+    from xmod_explorer.budget import Budget
+
+    explorer = Explorer.from_pretrained(str(base_dir))
+    holder = holder_for(explorer, Budget(2**34))
+    holder.batcher.window = 5.0  # it would wait 5 s for company
+    job = jobs.Job(budget=holder.serving.budget)
+    threading.Timer(0.3, job.stop, args=("Stop was pressed.",)).start()
+    with jobs.running(job), pytest.raises(jobs.JobStopped, match="Stop was pressed"):
+        holder.predict_masks(*MIXED[0])
+    assert holder.batcher.pending() == 0

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="xmod-mini only (seconds)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/int8.json)")
+    parser.add_argument("--folder", default=None, help="a model of xmod-base's shape to use instead of building one")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     host = machine.describe()
@@ -161,10 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
     speeds = {"xmod-mini": speed("mini", [reference.languages[:5], reference.languages], mini_text, args.repeats)}
     del reference, quantized
     if not args.quick:
-        from benchmarks.bench import FULL, build_model
+        from transformers import AutoTokenizer
+
+        from benchmarks.bench import FULL, build_model, fourteen_token_text
 
         with tempfile.TemporaryDirectory(prefix="xmod-int8-") as tmp:
-            folder, text = build_model(FULL, Path(tmp) / "model")
+            if args.folder:
+                folder, text = Path(args.folder), fourteen_token_text(AutoTokenizer.from_pretrained(args.folder))
+            else:
+                folder, text = build_model(FULL, Path(tmp) / "model")
             speeds["xmod-base shape"] = speed(str(folder), [FULL.languages[:5], FULL.languages], text, args.repeats)
     load = (before, os.getloadavg()[0])
     table = report(rows, speeds, load, host)

@@ -87,18 +87,23 @@ def build_backend(d: Dims, languages: list[str]) -> NativeBackend:
     return NativeBackend(XmodForMaskedLM(config).eval(), languages)
 
 
-def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], object]], repeats: int, cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
     """Wall times of each case, the cases taken in turn within each repeat (after one warm-up each), so a
-    busy machine slows all of them alike."""
+    busy machine slows all of them alike; cpu, if given, receives each run's CPU seconds (this process, all
+    threads), which do not count the time other programs had the cores."""
     for fn in cases.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             gc.collect()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - start_cpu)
     return times
 
 
@@ -153,6 +158,8 @@ class Row:
     matmul_gflops: float
     efficiency: float
     efficiency_one_language: float
+    efficiency_cpu_time: float
+    efficiency_one_language_cpu_time: float
     shares: dict
 
 
@@ -176,8 +183,9 @@ def measure(d: Dims, rows_list: list[int], repeats: int, tokens: int = TOKENS) -
         def forward_one(ids=ids, attention=attention):
             backend.encode_rows(ids, attention, single)
 
+        cpu: dict[str, list[float]] = {}
         times = interleaved(
-            {"forward": forward, "forward_one": forward_one, "matmul": matmul_case(d, rows * tokens)}, repeats
+            {"forward": forward, "forward_one": forward_one, "matmul": matmul_case(d, rows * tokens)}, repeats, cpu
         )
         flops, linear = encoder_flops(d, rows, tokens)
         med = {name: statistics.median(values) for name, values in times.items()}
@@ -187,6 +195,12 @@ def measure(d: Dims, rows_list: list[int], repeats: int, tokens: int = TOKENS) -
         )
         efficiency_one = statistics.median(
             (flops / f) / (linear / m) for f, m in zip(times["forward_one"], times["matmul"], strict=True)
+        )
+        efficiency_cpu = statistics.median(
+            (flops / f) / (linear / m) for f, m in zip(cpu["forward"], cpu["matmul"], strict=True)
+        )
+        efficiency_one_cpu = statistics.median(
+            (flops / f) / (linear / m) for f, m in zip(cpu["forward_one"], cpu["matmul"], strict=True)
         )
         with torch.inference_mode():
             shares = profile_shares(forward)
@@ -201,6 +215,8 @@ def measure(d: Dims, rows_list: list[int], repeats: int, tokens: int = TOKENS) -
                 matmul_gflops=linear / med["matmul"] / 1e9,
                 efficiency=efficiency,
                 efficiency_one_language=efficiency_one,
+                efficiency_cpu_time=efficiency_cpu,
+                efficiency_one_language_cpu_time=efficiency_one_cpu,
                 shares=shares,
             )
         )
@@ -213,17 +229,20 @@ def report(d: Dims, rows: list[Row], host: dict, load: tuple[float, float]) -> s
         f"Encoder efficiency, {d.name} shape ({d.layers} x {d.hidden}, FFN {d.ffn}, adapter {d.adapter}), "
         f"{TOKENS}-token rows; {host['threads']} torch threads on {host['cpu']}; load average {load[0]:.2f} before, "
         f"{load[1]:.2f} after. Efficiency: the forward's GFLOP/s over plain torch.matmul's on the same linear "
-        "shapes and rows, median of per-repeat ratios.",
+        "shapes and rows, median of per-repeat ratios, from wall time and from this process's CPU time (which "
+        "does not count time other programs held the cores).",
         "",
         "| rows | GFLOP | forward (s) | forward GFLOP/s | matmul GFLOP/s | efficiency | one language for all rows "
+        "| efficiency, CPU time | one language, CPU time "
         "| time in matrix products | GELU | LayerNorm | softmax, scaling, masking | copies | other |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r.shares
         lines.append(
             f"| {r.rows} | {r.gflop:.2f} | {r.forward_s:.3f} | {r.forward_gflops:.1f} | {r.matmul_gflops:.1f} | "
-            f"**{r.efficiency:.0%}** | {r.efficiency_one_language:.0%} | {s['matrix products']:.0%} | "
+            f"**{r.efficiency:.0%}** | {r.efficiency_one_language:.0%} | {r.efficiency_cpu_time:.0%} | "
+            f"{r.efficiency_one_language_cpu_time:.0%} | {s['matrix products']:.0%} | "
             f"{s['GELU']:.0%} | "
             f"{s['LayerNorm']:.0%} | {s['softmax, scaling, masking']:.0%} | {s['copies (reshapes, cat, split)']:.0%} | "
             f"{s['everything else']:.0%} |"
@@ -235,9 +254,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny shape: checks the benchmark runs, in seconds")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (default 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/efficiency-<shape>.json)")
     args = parser.parse_args(argv)
     d = QUICK if args.quick else FULL
+    if args.threads:
+        torch.set_num_threads(args.threads)
     host = machine.describe()
     before = os.getloadavg()[0]
     rows = measure(d, ROWS, args.repeats)
@@ -246,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
     summary = {"dims": asdict(d), "machine": host, "load_average": load, "rows": [asdict(r) for r in rows]}
     summary["markdown"] = table
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"efficiency-{d.name}.json"
+    suffix = f"-{args.threads}-threads" if args.threads else ""
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"efficiency-{d.name}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(f"\nwrote {out}", file=sys.stderr)

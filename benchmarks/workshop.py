@@ -58,7 +58,7 @@ def free_port() -> int:
 
 @contextmanager
 def server(folder: Path, batch: str, log: Path, limit: float = 600):
-    """`python app.py --model folder` with XMOD_BATCH=batch on a free port; yields its URL once it answers."""
+    """`python app.py --model folder` with XMOD_BATCH=batch on a free port; yields (URL, process) once it answers."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XMOD_BATCH": batch, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
@@ -82,7 +82,7 @@ def server(folder: Path, batch: str, log: Path, limit: float = 600):
                 if time.monotonic() - start > limit:
                     raise RuntimeError(f"the app did not answer within {limit:.0f} s; see {log}") from None
                 time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -130,9 +130,17 @@ class Phase:
     p50_s: float
     p95_s: float
     load_average: float
+    server_cpu_s: float  # CPU seconds the server used in the phase: robust to other programs on the machine
+    requests_per_cpu_s: float
 
 
-def run_phase(url: str, users: list, batch: str) -> tuple[Phase, dict]:
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds a process has used so far (user + system, all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(url: str, users: list, batch: str, pid: int) -> tuple[Phase, dict]:
     """Every user in its own thread with its own client; returns the phase's figures and each answer."""
     from gradio_client import Client
 
@@ -164,10 +172,11 @@ def run_phase(url: str, users: list, batch: str) -> tuple[Phase, dict]:
     for thread in threads:
         thread.start()
     start_gate.wait()
-    began = time.perf_counter()
+    began, cpu_before = time.perf_counter(), cpu_seconds(pid)
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
+    server_cpu = cpu_seconds(pid) - cpu_before
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))] if latencies else float("nan")
     phase = Phase(
@@ -179,6 +188,8 @@ def run_phase(url: str, users: list, batch: str) -> tuple[Phase, dict]:
         p50_s=statistics.median(latencies) if latencies else float("nan"),
         p95_s=p95,
         load_average=os.getloadavg()[0],
+        server_cpu_s=server_cpu,
+        requests_per_cpu_s=len(latencies) / server_cpu if server_cpu > 0 else float("nan"),
     )
     if failures:
         print("\n".join(failures[:5]), file=sys.stderr)
@@ -212,19 +223,23 @@ def report(scenario: Scenario, shape: str, phases: list[Phase], mismatches: list
         f"{scenario.think_seconds[0]}-{scenario.think_seconds[1]} s) on a {shape} model; {host['threads']} torch "
         f"threads on {host['cpu']}; servers started fresh, phases alternating.",
         "",
-        "| serving | phase | requests | failed | wall (s) | requests/s | p50 (s) | p95 (s) | load average |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| serving | phase | requests | failed | wall (s) | requests/s | p50 (s) | p95 (s) | server CPU (s) | "
+        "requests per CPU second | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, p in enumerate(phases, start=1):
         name = "batched across users" if p.batch == "on" else "one at a time"
         lines.append(
             f"| {name} | {number} | {p.requests} | {p.failed} | {p.wall_s:.1f} | {p.requests_per_s:.2f} | "
-            f"{p.p50_s:.3f} | {p.p95_s:.3f} | {p.load_average:.2f} |"
+            f"{p.p50_s:.3f} | {p.p95_s:.3f} | {p.server_cpu_s:.1f} | {p.requests_per_cpu_s:.2f} | "
+            f"{p.load_average:.2f} |"
         )
     throughput = mean("on", "requests_per_s") / mean("off", "requests_per_s")
     lines += [
         "",
-        f"Batched over one at a time: **{throughput:.2f}x** the requests per second; p95 "
+        f"Batched over one at a time: **{throughput:.2f}x** the requests per second, "
+        f"**{mean('on', 'requests_per_cpu_s') / mean('off', 'requests_per_cpu_s'):.2f}x** the requests per CPU "
+        "second of the server; p95 "
         f"{mean('on', 'p95_s'):.3f} s against {mean('off', 'p95_s'):.3f} s; p50 {mean('on', 'p50_s'):.3f} s against "
         f"{mean('off', 'p50_s'):.3f} s. Answers that differ between the two (another token, or a probability off by "
         f"more than 1e-5): **{len(mismatches)}**.",
@@ -255,8 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
         phases, answers = [], {}
         for _ in range(args.rounds):
             for batch in ("off", "on"):
-                with server(folder, batch, Path(tmp) / f"app-{batch}.log") as url:
-                    phase, got = run_phase(url, users, batch)
+                with server(folder, batch, Path(tmp) / f"app-{batch}.log") as (url, process):
+                    phase, got = run_phase(url, users, batch, process.pid)
                 print(f"{batch}: {phase}", file=sys.stderr, flush=True)
                 phases.append(phase)
                 answers.setdefault(batch, []).append(got)
@@ -272,6 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
         "mismatches": mismatches,
         "throughput_ratio": statistics.mean(p.requests_per_s for p in phases if p.batch == "on")
         / statistics.mean(p.requests_per_s for p in phases if p.batch == "off"),
+        "cpu_throughput_ratio": statistics.mean(p.requests_per_cpu_s for p in phases if p.batch == "on")
+        / statistics.mean(p.requests_per_cpu_s for p in phases if p.batch == "off"),
         "markdown": table,
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"workshop-{shape.name}.json"

@@ -99,6 +99,9 @@ def test_batcher_runs_int8_requests_alone(base_dir):
     for thread in threads:
         thread.join(timeout=60)
     assert [got[n] for n in range(len(requests))] == alone
+    # Batch mode over a corpus follows the same rule.
+    texts, languages = [text for text, _ in requests], [codes for _, codes in requests]
+    assert [result.to_dict() for result in explorer.predict_masks_batch(texts, languages, 5)] == alone
 
 
 @pytest.mark.slow

@@ -746,42 +746,37 @@ class Explorer:
         tokens_per_pass: int = TOKENS_PER_PASS,
     ) -> list[MaskPrediction | ExplorerError]:
         """predict_masks(texts[i], languages[i], top_k) for every i, in input order: the same results, with the
-        (text, language) rows of all texts sharing forward passes. A text that fails its checks gets its
-        ExplorerError in its place, and the others run."""
+        texts sharing forward passes (predict_masks_together, texts of similar length, at most tokens_per_pass
+        padded tokens a pass unless one text needs more). A text that fails its checks gets its ExplorerError in
+        its place, and the others run. int8 models run each text alone: their answers depend on the pass."""
         self._require_mlm()
         self._same_length(texts, languages)
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
         results: list = [None] * len(texts)
-        prepared: dict[int, tuple[list[str], list[int], list[int]]] = {}
-        autos: dict[int, str | None] = {}
+        requests: dict[int, MaskRequest] = {}
         for i, (text, chosen) in enumerate(zip(texts, languages)):
             try:
-                ids = self.tokenize(text)
-                chosen, autos[i] = self._resolve_auto(str(text), chosen)
-                codes = self.check_languages(chosen)
-                prepared[i] = (codes, ids, self._mask_positions(ids))
+                requests[i] = self.check_mask_request(text, chosen, k)
             except ExplorerError as exc:
                 results[i] = exc
-        forward = [(i, code) for i, (codes, _, _) in prepared.items() for code in codes]
-        found: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
-        with torch.inference_mode():
-            for chosen, _, _, encoded in self._passes(
-                [prepared[i][1] for i, _ in forward], [code for _, code in forward], tokens_per_pass
-            ):
-                rows = [forward[j] for j in chosen]
-                states = torch.cat([encoded.last[r, prepared[i][2]] for r, (i, _) in enumerate(rows)])
-                top = [t.cpu() for t in top_k_with_entropy(states, self.backend.mlm_logits, k)]
-                start = 0
-                for i, code in rows:
-                    end = start + len(prepared[i][2])
-                    found[(i, code)] = tuple(t[start:end] for t in top)
-                    start = end
-        names: dict[int, str] = {}
-        for i, (codes, ids, positions) in prepared.items():
-            probabilities, token_ids, entropy = (torch.stack([found[(i, code)][n] for code in codes]) for n in range(3))
-            results[i] = self._mask_prediction(
-                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names, autos[i]
-            )
+        groups: list[list[int]] = []
+        rows = 0
+        for i in sorted(requests, key=lambda i: (len(requests[i].ids), i)):
+            width = len(requests[i].ids)  # the longest so far: sorted by length
+            alone = bool(self.loaded.quantization)
+            if groups and not alone and (rows + len(requests[i].languages)) * width <= tokens_per_pass:
+                groups[-1].append(i)
+                rows += len(requests[i].languages)
+            else:
+                groups.append([i])
+                rows = len(requests[i].languages)
+        for number, group in enumerate(groups):
+            jobs.checkpoint(number, len(groups), f"Filling masks: pass {number + 1} of {len(groups)}")
+            if len(group) == 1:  # predict_masks's own path, as the batcher takes for a lone request
+                results[group[0]] = self.run_mask_request(requests[group[0]])
+                continue
+            for i, prediction in zip(group, self.predict_masks_together([requests[i] for i in group])):
+                results[i] = prediction
         return results
 
     @_guard_device_memory

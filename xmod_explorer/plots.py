@@ -32,6 +32,11 @@ def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figu
     return figure
 
 
+def warm_up() -> go.Figure:
+    """The smallest figure: drawing it once loads Plotly in the browser (see ui/layout.py)."""
+    return go.Figure(go.Scatter(x=[0], y=[0]))
+
+
 def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.Figure:
     """Top-k probabilities per language for one mask: a bar panel per language, or a heatmap for many."""
     slot = prediction.masks[mask_number - 1]

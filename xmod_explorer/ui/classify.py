@@ -7,6 +7,7 @@ shared Explorer, so two users never see or overwrite each other's heads.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -19,6 +20,7 @@ from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name, resolve_language
 from xmod_explorer.settings import Settings
+from xmod_explorer.ui import links
 from xmod_explorer.ui.common import (
     ModelHolder,
     escape,
@@ -87,6 +89,28 @@ class ClassifyTab:
     download: gr.DownloadButton
     head_file: gr.File
     session: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
+
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages, "source": self.source, "targets": self.targets}
+
+    def link_run(self) -> list[str]:
+        """A link trains the probe on the bundled set (any model can), then classifies the text with it."""
+        return [self.train.elem_id, self.run.elem_id]
+
+    def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
+        """?tab=classify&text=...&languages=de_DE,fr_XX&source=en_XX&targets=de_DE,fr_XX"""
+        return links.present(
+            {
+                self.text: links.text(params, "text", settings),
+                self.languages: links.languages(params, "languages", explorer, settings),
+                self.source: links.language(params, "source", explorer),
+                self.targets: links.languages(params, "targets", explorer, settings),
+                self.dataset: DEFAULT_SET,
+            }
+        )
 
 
 def default_source(languages: list[str]) -> str:
@@ -173,6 +197,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
                 label="Classify with",
             )
     run = gr.Button("Classify", variant="primary", elem_id="classify-run")
+    copy_link, link_box = links.link_row("classify")
     note = gr.Markdown(elem_id="classify-note")
     with gr.Row():
         probabilities = gr.Plot(label="Label probabilities per adapter", elem_id="classify-chart")
@@ -263,6 +288,8 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         download,
         head_file_input,
         session,
+        copy_link,
+        link_box,
     )
 
     @ui_errors
@@ -365,7 +392,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         [dataset, upload, source, targets, finetune, session],
         lab_outputs,
         api_visibility="private",
-    )
+    ).success(None, None, None, js=links.NEXT_RUN)
     evaluate.click(evaluate_head, [dataset, upload, targets, session], lab_outputs, api_visibility="private")
     head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private")
     upload.upload(lambda _: UPLOAD_SET, upload, dataset, api_visibility="private")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import gradio as gr
 
 from xmod_explorer import plots
 from xmod_explorer.defaults import ASSETS
+from xmod_explorer.engine import Explorer
 from xmod_explorer.masks import MaskPrediction
 from xmod_explorer.settings import Settings
+from xmod_explorer.ui import links
 from xmod_explorer.ui.common import (
     ModelHolder,
     csv_file,
@@ -44,6 +47,26 @@ class FillMaskTab:
     chart: gr.Plot
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
+
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages, "top_k": self.top_k}
+
+    def link_run(self) -> str:
+        return self.run.elem_id
+
+    def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
+        """?tab=fill&text=...&languages=de_DE,fr_XX&top_k=5 (languages=auto: the adapter that fits best)"""
+        auto = params.get("languages", "").strip().lower() == "auto"
+        return links.present(
+            {
+                self.text: links.text(params, "text", settings),
+                self.languages: ["auto"] if auto else links.languages(params, "languages", explorer, settings),
+                self.top_k: links.number(params, "top_k", 1, settings.limits.max_top_k),
+            }
+        )
 
 
 def read_examples(languages: list[str]) -> list[list]:
@@ -105,6 +128,7 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
             )
             top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k")
     run = gr.Button("Predict", variant="primary", elem_id="fill-run")
+    copy_link, link_box = links.link_row("fill")
     gr.Markdown(EXPLAIN)
     summary = gr.Markdown(elem_id="fill-summary")
     table = gr.Dataframe(
@@ -127,7 +151,9 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
         elem_id="fill-examples",
     )
 
-    tab = FillMaskTab(text, languages, top_k, run, summary, table, mask_number, chart, download, result)
+    tab = FillMaskTab(
+        text, languages, top_k, run, summary, table, mask_number, chart, download, result, copy_link, link_box
+    )
 
     @ui_errors
     @gpu

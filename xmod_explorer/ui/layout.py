@@ -6,10 +6,8 @@ import logging
 
 import gradio as gr
 
-from xmod_explorer import lab
+from xmod_explorer import lab, plots
 from xmod_explorer.engine import Explorer
-from xmod_explorer.errors import ExplorerError
-from xmod_explorer.languages import resolve_languages
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui import allocator, links
 from xmod_explorer.ui.about import build_about_tab
@@ -61,51 +59,36 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
     with gr.Blocks(title="X-MOD Explorer") as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
         banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")
+        # Every analysis tab has its own deep link (?tab=ID&...), filled and run by ui/links.py.
+        linked, items = {}, {}
         with gr.Tabs():
-            with gr.Tab("Fill the mask", id="fill"):
-                fill = build_fill_mask_tab(holder, settings)
-            with gr.Tab("Compare adapters", id="compare"):
-                compare = build_compare_tab(holder, settings)
-            with gr.Tab("Across languages", id="sentences"):
-                sentences = build_sentences_tab(holder, settings)
-            # Tabs with their own deep links (?tab=ID&...) and their own updates when another model loads.
-            linked, items = {}, {}
+            with gr.Tab("Fill the mask", id="fill", elem_id="tab-fill") as items["fill"]:
+                fill = linked["fill"] = build_fill_mask_tab(holder, settings)
+            with gr.Tab("Compare adapters", id="compare", elem_id="tab-compare") as items["compare"]:
+                compare = linked["compare"] = build_compare_tab(holder, settings)
+            with gr.Tab("Across languages", id="sentences", elem_id="tab-sentences") as items["sentences"]:
+                sentences = linked["sentences"] = build_sentences_tab(holder, settings)
+            # These tabs also say themselves what changes when another model loads.
+            reloaded = {}
             with gr.Tab("Logit lens", id="lens", elem_id="tab-lens") as items["lens"]:
-                linked["lens"] = build_lens_tab(holder, settings)
+                linked["lens"] = reloaded["lens"] = build_lens_tab(holder, settings)
             with gr.Tab("Which language?", id="identify", elem_id="tab-identify") as items["identify"]:
-                linked["identify"] = build_identify_tab(holder, settings)
+                linked["identify"] = reloaded["identify"] = build_identify_tab(holder, settings)
             with gr.Tab("Mix two adapters", id="mix", elem_id="tab-mix") as items["mix"]:
-                linked["mix"] = build_mix_tab(holder, settings)
+                linked["mix"] = reloaded["mix"] = build_mix_tab(holder, settings)
             with gr.Tab("Map", id="map", elem_id="tab-map") as items["map"]:
-                linked["map"] = build_map_tab(holder, settings)
-            with gr.Tab("Classify", id="classify"):
-                classify = build_classify_tab(holder, settings)
+                linked["map"] = reloaded["map"] = build_map_tab(holder, settings)
+            with gr.Tab("Classify", id="classify", elem_id="tab-classify") as items["classify"]:
+                classify = linked["classify"] = build_classify_tab(holder, settings)
             with gr.Tab("Model", id="model"):
                 model = build_model_tab(holder, settings)
             with gr.Tab("About", id="about"):
                 build_about_tab()
         register_api(holder)
 
-        def deep_link(request: gr.Request):
-            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab; ?tab=ID&... another tab."""
-            params = dict(request.query_params) if request is not None else {}
-            if params.get("tab") in linked:
-                return gr.skip()  # that tab reads its link itself (links.open_linked_tab)
-            update = {}
-            if params.get("text"):
-                update[fill.text] = params["text"][: settings.limits.max_text_chars]
-            if params.get("languages"):
-                try:
-                    update[fill.languages] = resolve_languages(
-                        params["languages"], holder.explorer.languages, max_count=settings.limits.max_languages
-                    )
-                except ExplorerError as exc:
-                    gr.Warning(f"The link's languages were not used: {exc}")
-            if params.get("top_k", "").isdigit():
-                update[fill.top_k] = max(1, min(int(params["top_k"]), settings.limits.max_top_k))
-            return update or gr.skip()
-
-        demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
+        # Plotly's code is parsed and set up the first time any chart is drawn (about a second of one main-thread
+        # task on a slow laptop): a tiny chart nobody sees pays that while the page loads, not when a result arrives.
+        gr.Plot(plots.warm_up(), visible="hidden", show_label=False, elem_id="plotly-warm-up")
         links.open_linked_tab(demo, {name: (items[name], tab) for name, tab in linked.items()}, holder, settings)
 
         if model.load is not None:
@@ -133,7 +116,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
                     classify.source: gr.Dropdown(choices=choices, value=default_source(new.languages)),
                     classify.targets: gr.Dropdown(choices=choices, value=lab.default_targets(new.languages)),
-                    **{field: update for tab in linked.values() for field, update in tab.model_updates(new).items()},
+                    **{field: update for tab in reloaded.values() for field, update in tab.model_updates(new).items()},
                 }
 
             model.load.click(
@@ -152,7 +135,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     classify.languages,
                     classify.source,
                     classify.targets,
-                    *[field for tab in linked.values() for field in tab.model_fields()],
+                    *[field for tab in reloaded.values() for field in tab.model_fields()],
                 ],
                 api_visibility="private",
                 concurrency_limit=1,

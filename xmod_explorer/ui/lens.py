@@ -50,6 +50,8 @@ class LensTab:
     table: gr.Dataframe
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
 
     def model_fields(self) -> list:
         """The components that change when the Model tab loads another model."""
@@ -60,9 +62,12 @@ class LensTab:
         chosen = pick_languages(explorer, PREFERRED)
         return {self.languages: gr.Dropdown(choices=language_choices(explorer), value=chosen, multiselect=True)}
 
-    def link_fields(self) -> list:
-        """The inputs a deep link may set."""
-        return [self.text, self.languages, self.top_k]
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages, "top_k": self.top_k}
+
+    def link_run(self) -> str:
+        return self.run.elem_id
 
     def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
         """?tab=lens&text=...&languages=en_XX,de_DE&top_k=5"""
@@ -113,6 +118,7 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
             )
             top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k per layer (table, CSV)")
     run = gr.Button("Read every layer", variant="primary", elem_id="lens-run")
+    copy_link, link_box = links.link_row("lens")
     gr.Markdown(HOW_TO_READ)
     summary = gr.Markdown(elem_id="lens-summary")
     mask_number = gr.Radio(choices=[1], value=1, label="Charts for mask", visible=False)
@@ -124,7 +130,21 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
     )
     download = gr.DownloadButton("Download CSV (top-k at every layer)", visible=False, size="sm")
     result = gr.State(None)
-    tab = LensTab(text, languages, top_k, run, summary, mask_number, grid, lines, table, download, result)
+    tab = LensTab(
+        text,
+        languages,
+        top_k,
+        run,
+        summary,
+        mask_number,
+        grid,
+        lines,
+        table,
+        download,
+        result,
+        copy_link=copy_link,
+        link_box=link_box,
+    )
 
     @ui_errors
     @gpu

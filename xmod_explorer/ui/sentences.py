@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import gradio as gr
@@ -9,8 +10,10 @@ import pandas as pd
 
 from xmod_explorer import plots
 from xmod_explorer.defaults import ASSETS
+from xmod_explorer.engine import Explorer
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import SentenceComparison
+from xmod_explorer.ui import links
 from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, ui_errors
 
 PARALLEL_FILE = ASSETS / "examples" / "parallel.tsv"
@@ -35,12 +38,40 @@ class SentencesTab:
     scores: gr.Dataframe
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
+
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"rows": self.table, "layer": self.layer, "centred": self.centred}
+
+    def link_run(self) -> str:
+        return self.run.elem_id
+
+    def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
+        """?tab=sentences&rows=...&layer=3&centred=1 (rows: lines of code TAB sentence), or
+        ?tab=sentences&languages=en_XX,de_DE,fr_XX: the bundled parallel sentences in those languages."""
+        table = links.rows(params, "rows", explorer, settings)
+        if table is None and params.get("languages"):
+            codes = links.languages(params, "languages", explorer, settings)
+            if codes:
+                table = default_pairs(codes, count=len(codes), preferred=codes)
+                if table.empty:
+                    links.dropped("languages", "the bundled parallel sentences have none of these languages")
+                    table = None
+        return links.present(
+            {
+                self.table: table,
+                self.layer: links.number(params, "layer", 0, explorer.info().layers),
+                self.centred: links.flag(params, "centred"),
+            }
+        )
 
 
-def default_pairs(languages: list[str], count: int = 4) -> pd.DataFrame:
-    """The project's parallel example set, limited to languages the model has."""
+def default_pairs(languages: list[str], count: int = 4, preferred: list[str] = PREFERRED) -> pd.DataFrame:
+    """The project's parallel example set, limited to languages the model has (the preferred ones first)."""
     frame = pd.read_csv(PARALLEL_FILE, sep="\t", dtype=str)
-    chosen = [code for code in PREFERRED if code in languages][:count]
+    chosen = [code for code in preferred if code in languages][:count]
     return frame[frame.language.isin(chosen)].reset_index(drop=True)
 
 
@@ -58,6 +89,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         elem_id="sentences-table",
     )
     run = gr.Button("Compare sentences", variant="primary", elem_id="sentences-run")
+    copy_link, link_box = links.link_row("sentences")
     with gr.Row():
         layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)")
         centred = gr.Checkbox(value=False, label="Centred cosine (subtract the mean sentence vector)")
@@ -68,7 +100,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     scores = gr.Dataframe(label="Per layer and language pair", interactive=False, max_height=300)
     download = gr.DownloadButton("Download CSV", visible=False, size="sm")
     result = gr.State(None)
-    tab = SentencesTab(table, run, layer, centred, heatmap, cka, notes, scores, download, result)
+    tab = SentencesTab(table, run, layer, centred, heatmap, cka, notes, scores, download, result, copy_link, link_box)
 
     @ui_errors
     @gpu

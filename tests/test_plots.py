@@ -49,8 +49,12 @@ def test_sentence_figures(explorer):
     result = explorer.compare_sentences(pairs)
     figure = plots.sentence_heatmap(result, 1)
     assert list(figure.data[0].x) == result.labels
-    cka = plots.cka_lines(result)
-    assert len(cka.data) == 4
+    cka = plots.cka_heatmap(result)
+    assert len(cka.data) == 2  # CKA and the cosine gap, one row per language pair
+    score = result.scores[0]
+    row = list(cka.data[0].y).index(f"{score.language_a}-{score.language_b}")
+    assert cka.data[0].z[row][list(cka.data[0].x).index(score.layer)] == score.cka
+    assert cka.data[1].z[row][list(cka.data[1].x).index(score.layer)] == score.matched_cosine - score.shuffled_cosine
 
 
 def test_classification_and_transfer_figures(explorer):

@@ -16,8 +16,8 @@ from xmod_explorer.projection import Projection
 from xmod_explorer.scoring import LanguageScores
 from xmod_explorer.similarity import AdapterComparison, SentenceComparison
 
-# Above this many languages, side-by-side bar panels get unreadable; a heatmap scales.
-MAX_BAR_PANELS = 12
+# Above this many languages, side-by-side bar panels get unreadable and slow to draw; a heatmap scales.
+MAX_BAR_PANELS = 4
 COLUMNS = 4
 
 
@@ -38,7 +38,8 @@ def warm_up() -> go.Figure:
 
 
 def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.Figure:
-    """Top-k probabilities per language for one mask: a bar panel per language, or a heatmap for many."""
+    """Top-k probabilities per language for one mask: a bar panel per language for a few, else a heatmap of
+    tokens x adapters (one chart with many panels costs the browser far more to draw)."""
     slot = prediction.masks[mask_number - 1]
     title = (
         f"Mask {mask_number} of {len(prediction.masks)}: top-{len(next(iter(slot.predictions.values())))} per adapter"
@@ -55,12 +56,23 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
             for t in tokens
         ]
         figure = go.Figure(
-            go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)
+            go.Heatmap(
+                z=values,
+                x=codes,
+                y=tokens,
+                colorscale="Blues",
+                zmin=0,
+                colorbar=dict(title="p"),
+                hoverongaps=False,
+                hovertemplate="%{x}: %{y} p=%{z:.4f}<extra></extra>",
+            )
         )
-        figure.update_yaxes(autorange="reversed")
-        return _layout(figure, title, height=max(400, 18 * len(tokens)))
+        figure.update_yaxes(autorange="reversed", title_text="token (blank: not in that adapter's top-k)")
+        return _layout(figure, title, height=max(400, 18 * len(tokens) + 140))
     rows = math.ceil(len(codes) / COLUMNS)
     columns = min(COLUMNS, len(codes))
+    colours = language_colours(codes)
+    highest = max((g.probability for guesses in slot.predictions.values() for g in guesses), default=1.0)
     figure = make_subplots(
         rows=rows, cols=columns, subplot_titles=codes, horizontal_spacing=0.12, vertical_spacing=0.12
     )
@@ -72,15 +84,18 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
                 y=[f"{rank}. {_plain(g.token)}" for rank, g in enumerate(guesses, start=1)],
                 orientation="h",
                 name=code,
+                marker_color=colours[code],
                 text=[f"{g.probability:.3f}" for g in guesses],
                 textposition="auto",
+                hovertemplate=f"{code}: %{{y}} p=%{{x:.4f}}<extra></extra>",
                 showlegend=False,
             ),
             row=index // COLUMNS + 1,
             col=index % COLUMNS + 1,
         )
     figure.update_yaxes(autorange="reversed")
-    figure.update_xaxes(range=[0, 1], title_text="probability")
+    # The axis fits the data (one range for all panels, so bars compare across adapters).
+    figure.update_xaxes(range=[0, min(1.0, highest * 1.15)], title_text="probability")
     return _layout(figure, title, height=260 * rows + 60)
 
 
@@ -160,59 +175,55 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
     return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}")
 
 
-def cka_lines(comparison: SentenceComparison) -> go.Figure:
-    """Per language pair and layer: CKA and matched cosine against their shuffled baselines."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=["linear CKA", "cosine of translation pairs"])
+def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
+    """Language pairs x layers, two panels: debiased linear CKA of the translation sets, and how much closer
+    translations are than mismatched pairs (cosine gap). One row per pair stays readable at 12+ languages, where
+    one line per pair was a tangle; hover gives every number, the shuffled baselines included."""
     pairs = sorted({(s.language_a, s.language_b) for s in comparison.scores})
-    for a, b in pairs:
-        scores = [s for s in comparison.scores if (s.language_a, s.language_b) == (a, b)]
-        layers = [s.layer for s in scores]
-        name = f"{a}-{b}"
-        figure.add_trace(
-            go.Scatter(x=layers, y=[s.cka for s in scores], name=f"{name}", mode="lines+markers", legendgroup=name),
-            1,
-            1,
+    layers = sorted({s.layer for s in comparison.scores})
+    by_key = {(s.language_a, s.language_b, s.layer): s for s in comparison.scores}
+    names = [f"{a}-{b}" for a, b in pairs]
+
+    def grid(value):
+        return [
+            [value(by_key[(a, b, layer)]) if (a, b, layer) in by_key else None for layer in layers] for a, b in pairs
+        ]
+
+    hover = grid(
+        lambda s: (
+            f"CKA {s.cka:.4f} (shuffled {s.shuffled_cka:.4f})<br>"
+            f"cosine: translations {s.matched_cosine:.4f}, mismatched {s.shuffled_cosine:.4f}"
         )
+    )
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["linear CKA (debiased)", "cosine gap: translations minus mismatched"],
+        horizontal_spacing=0.18,
+    )
+    for column, (values, title) in enumerate(
+        [(grid(lambda s: s.cka), "CKA"), (grid(lambda s: s.matched_cosine - s.shuffled_cosine), "gap")], start=1
+    ):
         figure.add_trace(
-            go.Scatter(
+            go.Heatmap(
+                z=values,
                 x=layers,
-                y=[s.shuffled_cka for s in scores],
-                name=f"{name} shuffled",
-                mode="lines",
-                line=dict(dash="dot"),
-                legendgroup=name,
+                y=names,
+                customdata=hover,
+                colorscale="RdBu",
+                zmid=0,
+                colorbar=dict(title=title, x=0.41 if column == 1 else 1.0, len=0.9),
+                hovertemplate="%{y}, layer %{x}: %{z:.4f}<br>%{customdata}<extra></extra>",
             ),
             1,
-            1,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=layers,
-                y=[s.matched_cosine for s in scores],
-                name=f"{name} pairs",
-                mode="lines+markers",
-                legendgroup=name,
-                showlegend=False,
-            ),
-            1,
-            2,
-        )
-        figure.add_trace(
-            go.Scatter(
-                x=layers,
-                y=[s.shuffled_cosine for s in scores],
-                name=f"{name} shuffled",
-                mode="lines",
-                line=dict(dash="dot"),
-                legendgroup=name,
-                showlegend=False,
-            ),
-            1,
-            2,
+            column,
         )
     figure.update_xaxes(title_text="layer", dtick=1)
+    figure.update_yaxes(autorange="reversed")
     size = comparison.parallel_size
-    return _layout(figure, f"Parallel sentences (n = {size} per language): solid = matched, dotted = shuffled baseline")
+    return _layout(
+        figure, f"Parallel sentences, n = {size} per language: blue = above 0", height=max(320, 22 * len(pairs) + 160)
+    )
 
 
 # ----- classification and the transfer lab ---------------------------------------------------------

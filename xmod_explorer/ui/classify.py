@@ -108,7 +108,6 @@ class ClassifyTab:
                 self.languages: links.languages(params, "languages", explorer, settings),
                 self.source: links.language(params, "source", explorer),
                 self.targets: links.languages(params, "targets", explorer, settings),
-                self.dataset: DEFAULT_SET,
             }
         )
 

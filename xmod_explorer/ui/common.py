@@ -87,9 +87,16 @@ def language_choices(explorer: Explorer, *, auto: bool = False) -> list[tuple[st
 
 
 def text_box(settings: Settings, value: str, *, label: str, elem_id: str, scale: int | None = None) -> gr.Textbox:
-    """The text a tab analyses: two lines, capped at the server's character limit."""
+    """The text a tab analyses, capped at the server's character limit. One line to start with (it grows with
+    the text), so that Enter runs the tab, as people expect; a multi-line box would need Shift+Enter."""
     return gr.Textbox(
-        label=label, value=value, lines=2, scale=scale, max_length=settings.limits.max_text_chars, elem_id=elem_id
+        label=label,
+        value=value,
+        lines=1,
+        max_lines=6,
+        scale=scale,
+        max_length=settings.limits.max_text_chars,
+        elem_id=elem_id,
     )
 
 

@@ -88,7 +88,8 @@ def read_examples(languages: list[str]) -> list[list]:
 
 def summary_markdown(prediction: MaskPrediction) -> str:
     """A short agreement summary per mask; every token is escaped."""
-    lines = []
+    filled = "\n".join(f"- {escape(code)}: {escape(sentence)}" for code, sentence in prediction.completed().items())
+    lines = [f"**The sentence completed by each adapter** (its top-1 token at every mask):\n\n{filled}"]
     if prediction.auto_language:
         lines.append(
             f"**auto** chose **{escape(prediction.auto_language)}**: the adapter under which the model finds the text "
@@ -127,6 +128,16 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
                 auto=True,
             )
             top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k")
+    # A dropdown rather than gr.Examples: Gradio 6.17's examples table throws in the browser whenever a
+    # multiselect input it is bound to changes.
+    example = gr.Dropdown(
+        choices=[(f"{row[0]}  [{', '.join(row[1])}]", index) for index, row in enumerate(examples)],
+        value=None,
+        label="Examples for this model (choose one, then Predict)",
+        visible=bool(examples),
+        elem_id="fill-examples",
+    )
+
     run = gr.Button("Predict", variant="primary", elem_id="fill-run")
     copy_link, link_box = links.link_row("fill")
     gr.Markdown(EXPLAIN)
@@ -134,23 +145,14 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     table = gr.Dataframe(
         label="Predictions, one column per adapter: token (probability)",
         interactive=False,
+        visible=False,  # until there is something to show
         elem_id="fill-table",
         buttons=["copy", "fullscreen"],
     )
     download = gr.DownloadButton("Download CSV", visible=False, size="sm")
-    mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False)
+    mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False, elem_id="fill-mask-number")
     chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")
     result = gr.State(None)
-    # A dropdown rather than gr.Examples: Gradio 6.17's examples table throws in the browser whenever a
-    # multiselect input it is bound to changes.
-    example = gr.Dropdown(
-        choices=[(f"{row[0]}  [{', '.join(row[1])}]", index) for index, row in enumerate(examples)],
-        value=None,
-        label="Examples (written for this project)",
-        visible=bool(examples),
-        elem_id="fill-examples",
-    )
-
     tab = FillMaskTab(
         text, languages, top_k, run, summary, table, mask_number, chart, download, result, copy_link, link_box
     )
@@ -162,10 +164,9 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
         count = len(prediction.masks)
         return {
             tab.summary: summary_markdown(prediction),
-            tab.table: prediction.to_wide_frame(),
+            tab.table: gr.Dataframe(value=prediction.to_wide_frame(), visible=True),
             tab.download: gr.DownloadButton(value=csv_file(prediction.to_frame(), "predictions"), visible=True),
             tab.mask_number: gr.Radio(choices=list(range(1, count + 1)), value=1, visible=count > 1),
-            tab.chart: plots.mask_probabilities(prediction, 1),
             tab.result: prediction,
         }
 
@@ -182,8 +183,11 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
         return {tab.text: sentence, tab.languages: codes}
 
     example.input(use_example, example, [text, languages], api_visibility="private")
-    outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.chart, tab.result]
+    outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.result]
     for trigger in (run.click, text.submit):
-        trigger(predict, [text, languages, top_k], outputs, api_visibility="private")
-    mask_number.change(show_mask, [mask_number, result], chart, api_visibility="private")
+        # The chart comes in a second answer, so the browser draws it in a task of its own (issue 16).
+        trigger(predict, [text, languages, top_k], outputs, api_visibility="private").success(
+            show_mask, [mask_number, result], chart, api_visibility="private", show_progress="hidden"
+        )
+    mask_number.input(show_mask, [mask_number, result], chart, api_visibility="private")
     return tab

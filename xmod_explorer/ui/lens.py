@@ -155,7 +155,6 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
             tab.summary: summary_markdown(lens),
             tab.mask_number: gr.Radio(choices=list(range(1, count + 1)), value=1, visible=count > 1),
             tab.grid: plots.lens_grid(lens, 1),
-            tab.lines: plots.lens_final_probability(lens, 1),
             tab.table: lens.to_wide_frame(),
             tab.download: gr.DownloadButton(value=csv_file(lens.to_frame(), "logit_lens"), visible=True),
             tab.result: lens,
@@ -168,8 +167,15 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
         number = int(number)
         return {tab.grid: plots.lens_grid(lens, number), tab.lines: plots.lens_final_probability(lens, number)}
 
-    outputs = [summary, mask_number, grid, lines, table, download, result]
+    @ui_errors
+    def draw_lines(number, lens):
+        return gr.skip() if lens is None else plots.lens_final_probability(lens, int(number or 1))
+
+    outputs = [summary, mask_number, grid, table, download, result]
     for trigger in (run.click, text.submit):
-        trigger(read, [text, languages, top_k], outputs, api_visibility="private")
-    mask_number.change(show_mask, [mask_number, result], [grid, lines], api_visibility="private")
+        # The second chart comes in a second answer, drawn by the browser in a task of its own (issue 16).
+        trigger(read, [text, languages, top_k], outputs, api_visibility="private").success(
+            draw_lines, [mask_number, result], lines, api_visibility="private", show_progress="hidden"
+        )
+    mask_number.input(show_mask, [mask_number, result], [grid, lines], api_visibility="private")
     return tab

@@ -117,7 +117,7 @@ def _fill_when_opened(trigger, name: str, tab: LinkedTab, holder: ModelHolder, s
 
 def link_row(name: str) -> tuple[gr.Button, gr.Textbox]:
     """A "Copy link" button and the box that shows the link it copied; placed by each tab beside its run button."""
-    with gr.Row(equal_height=True):
+    with gr.Row():
         button = gr.Button("Copy link", size="sm", scale=0, min_width=120, elem_id=f"{name}-copy-link")
         box = gr.Textbox(
             label="Link to this view (copied when you click Copy link)",

@@ -211,5 +211,5 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
         [chart, notes, points, layer, download, result],
         api_visibility="private",
     )
-    layer.change(redraw, [result, layer], [chart, notes, points], api_visibility="private")
+    layer.input(redraw, [result, layer], [chart, notes, points], api_visibility="private")
     return tab

@@ -174,8 +174,9 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
     def mix_adapters(sentence, code_a, code_b, count, k):
         mix = holder.explorer.interpolate(sentence, code_a, code_b, count, k)  # the engine checks both numbers
         masks = len(mix.masks)
+        frame = mix.to_frame(alpha=0.0)
         return {
-            **view(mix, 1, 0.0),
+            tab.table: frame[frame["mask"] == 1].drop(columns=["mask", "position"]).round(4),
             tab.summary: summary_markdown(mix),
             tab.mask_number: gr.Radio(choices=list(range(1, masks + 1)), value=1, visible=masks > 1),
             tab.alpha: gr.Slider(value=0.0, step=1 / (len(mix.alphas) - 1)),
@@ -189,9 +190,16 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
             return gr.skip()
         return view(mix, number, at)
 
-    outputs = [chart, table, summary, mask_number, alpha, download, result]
+    @ui_errors
+    def draw(mix, number, at):
+        return gr.skip() if mix is None else plots.mix_lines(mix, int(number or 1), at)
+
+    outputs = [table, summary, mask_number, alpha, download, result]
     for trigger in (run.click, text.submit):
-        trigger(mix_adapters, [text, language_a, language_b, steps, top_k], outputs, api_visibility="private")
+        # The chart comes in a second answer, drawn by the browser in a task of its own (issue 16).
+        trigger(mix_adapters, [text, language_a, language_b, steps, top_k], outputs, api_visibility="private").success(
+            draw, [result, mask_number, alpha], chart, api_visibility="private", show_progress="hidden"
+        )
     for control in (alpha, mask_number):
-        control.change(redraw, [result, mask_number, alpha], [chart, table], api_visibility="private")
+        control.input(redraw, [result, mask_number, alpha], [chart, table], api_visibility="private")
     return tab

@@ -95,9 +95,15 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         centred = gr.Checkbox(value=False, label="Centred cosine (subtract the mean sentence vector)")
     with gr.Row():
         heatmap = gr.Plot(label="Sentence similarity at one layer", elem_id="sentences-heatmap")
-        cka = gr.Plot(label="Translations vs shuffled pairs, per layer", elem_id="sentences-cka")
+        cka = gr.Plot(label="Translations vs mismatched pairs, per layer", elem_id="sentences-cka")
     notes = gr.Markdown()
-    scores = gr.Dataframe(label="Per layer and language pair", interactive=False, max_height=300)
+    scores = gr.Dataframe(
+        label="Language pairs at this layer (the CSV has every layer)",
+        interactive=False,
+        max_height=300,
+        visible=False,
+        elem_id="sentences-scores",
+    )
     download = gr.DownloadButton("Download CSV", visible=False, size="sm")
     result = gr.State(None)
     tab = SentencesTab(table, run, layer, centred, heatmap, cka, notes, scores, download, result, copy_link, link_box)
@@ -109,27 +115,41 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         at_layer = min(int(at_layer), comparison.layers[-1])
         frame = comparison.to_frame()
         return {
-            tab.heatmap: plots.sentence_heatmap(comparison, at_layer, bool(use_centred)),
-            tab.cka: plots.cka_lines(comparison) if comparison.scores else None,
+            **layer_view(comparison, at_layer, use_centred),
             tab.notes: "\n\n".join(f"Note: {escape(note)}" for note in comparison.notes),
-            tab.scores: frame.round(4),
             tab.download: gr.DownloadButton(value=csv_file(frame, "sentence_similarity"), visible=not frame.empty),
-            tab.layer: gr.Slider(maximum=comparison.layers[-1]),
+            tab.layer: gr.Slider(maximum=comparison.layers[-1], value=at_layer),
             tab.result: comparison,
+        }
+
+    def layer_view(comparison: SentenceComparison, at_layer, use_centred) -> dict:
+        at_layer = min(int(at_layer), comparison.layers[-1])
+        frame = comparison.to_frame()
+        return {
+            tab.heatmap: plots.sentence_heatmap(comparison, at_layer, bool(use_centred)),
+            tab.scores: gr.Dataframe(value=frame[frame.layer == at_layer].round(4), visible=not frame.empty),
         }
 
     @ui_errors
     def redraw(comparison: SentenceComparison | None, at_layer, use_centred):
+        return gr.skip() if comparison is None else layer_view(comparison, at_layer, use_centred)
+
+    @ui_errors
+    def draw_cka(comparison: SentenceComparison | None):
         if comparison is None:
             return gr.skip()
-        return plots.sentence_heatmap(comparison, min(int(at_layer), comparison.layers[-1]), bool(use_centred))
+        return gr.Plot(
+            value=plots.cka_heatmap(comparison) if comparison.scores else None, visible=bool(comparison.scores)
+        )
 
+    # The CKA chart comes in a second answer, drawn by the browser in a task of its own (issue 16); the controls
+    # redraw on user input only, not on the change the answer itself makes.
     run.click(
         compare,
         [table, layer, centred],
-        [heatmap, cka, notes, scores, download, layer, result],
+        [heatmap, scores, notes, download, layer, result],
         api_visibility="private",
-    )
+    ).success(draw_cka, result, cka, api_visibility="private", show_progress="hidden")
     for control in (layer, centred):
-        control.change(redraw, [result, layer, centred], heatmap, api_visibility="private")
+        control.input(redraw, [result, layer, centred], [heatmap, scores], api_visibility="private")
     return tab

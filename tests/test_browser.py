@@ -124,13 +124,14 @@ def test_across_languages_and_the_other_tabs(page):
     assert page.errors == []
 
 
-def test_deep_link_prefills_the_fill_tab(browser, app_url):
+def test_an_old_link_without_a_tab_fills_and_runs_the_first_tab(browser, app_url):
     page = browser.new_page()
     page.goto(f"{app_url}/?text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX")
-    page.wait_for_selector("#fill-text textarea", timeout=30_000)
-    page.wait_for_function("document.querySelector('#fill-text textarea').value.includes('ist neu')", timeout=30_000)
+    page.wait_for_selector("#fill-chart .js-plotly-plot .main-svg", timeout=60_000)  # computed, no click
+    assert page.locator("#fill-text textarea").input_value() == "Die <mask> ist neu."
     tokens = page.locator("#fill-languages .token").all_inner_texts()
     assert tokens == ["German (de_DE)", "French (fr_XX)"]
+    assert "de_DE: Die " in page.locator("#fill-summary").inner_text()  # the completed sentence
     page.close()
 
 
@@ -308,37 +309,102 @@ def test_map_tab_draws_each_layer(page):
     assert page.errors == []
 
 
+# Per tab: the link, its text box (None: a table), and the chart its result ends with.
 LINKS = {
-    "lens": ("?tab=lens&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#lens-text", "#lens-run"),
-    "identify": ("?tab=identify&text=Bonjour+tout+le+monde.&languages=fr_XX,de_DE", "#identify-text", "#identify-run"),
-    "mix": ("?tab=mix&text=Die+<mask>+ist+neu.&a=de_DE&b=fr_XX&steps=5", "#mix-text", "#mix-run"),
-    "map": ("?tab=map&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&layer=2", "#map-text", "#map-run"),
+    "fill": ("?tab=fill&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#fill-text", "#fill-chart"),
+    "compare": (
+        "?tab=compare&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&reference=fr_XX&layer=1",
+        "#compare-text",
+        "#compare-tokens",
+    ),
+    "sentences": ("?tab=sentences&languages=de_DE,fr_XX,en_XX&layer=2", None, "#sentences-cka"),
+    "lens": ("?tab=lens&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#lens-text", "#lens-lines"),
+    "identify": (
+        "?tab=identify&text=Bonjour+tout+le+monde.&languages=fr_XX,de_DE",
+        "#identify-text",
+        "#identify-chart",
+    ),
+    "mix": ("?tab=mix&text=Die+<mask>+ist+neu.&a=de_DE&b=fr_XX&steps=5", "#mix-text", "#mix-chart"),
+    "map": ("?tab=map&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&layer=2", "#map-text", "#map-chart"),
+    "classify": (
+        "?tab=classify&text=Das+Programm+ist+gut.&languages=de_DE,fr_XX&targets=de_DE,fr_XX",
+        "#classify-text",
+        "#classify-chart",
+    ),
 }
 
 
+def link_codes(query: str, key: str = "languages") -> list[str]:
+    return query.split(f"{key}=")[1].split("&")[0].split(",")
+
+
 @pytest.mark.parametrize("name", list(LINKS))
-def test_deep_links_open_each_new_tab_with_its_inputs(browser, app_url, name):
-    query, text_box, button = LINKS[name]
+def test_deep_links_open_each_tab_with_its_inputs_and_its_result(browser, app_url, name):
+    query, text_box, chart = LINKS[name]
     page = browser.new_page()
     page.goto(f"{app_url}/{query}")
-    page.wait_for_selector(f"{button}", state="visible", timeout=30_000)  # the tab is open
-    expected = query.split("text=")[1].split("&")[0].replace("+", " ")
-    page.wait_for_function(f"document.querySelector('{text_box} textarea').value === {expected!r}", timeout=30_000)
-    if name in ("lens", "identify", "map"):
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=90_000)  # the result, without a click
+    if text_box:
+        expected = query.split("text=")[1].split("&")[0].replace("+", " ")
+        assert page.locator(f"{text_box} textarea").input_value() == expected
+    if name in ("fill", "compare", "lens", "identify", "map", "classify"):
         tokens = page.locator(f"#{name}-languages .token").all_inner_texts()
-        assert [token.split("(")[-1].rstrip(")") for token in tokens] == query.split("languages=")[1].split("&")[
-            0
-        ].split(",")
+        assert [token.split("(")[-1].rstrip(")") for token in tokens] == link_codes(query)
+    if name == "compare":
+        assert page.locator("#compare-heatmap .xtick text").all_text_contents() == link_codes(query)
+        assert "fr_XX" in page.locator("#compare-lines .gtitle").text_content()  # the link's reference
+    if name == "sentences":
+        labels = page.locator("#sentences-heatmap .xtick text").all_text_contents()
+        assert {label.split(" ")[0] for label in labels} == {"de_DE", "fr_XX", "en_XX"}
+        assert page.locator("#sentences-heatmap .gtitle").text_content().startswith("Layer 2")
     if name == "mix":
         assert page.locator("#mix-a input").input_value() == "German (de_DE)"
         assert page.locator("#mix-b input").input_value() == "French (fr_XX)"
     if name == "map":
-        assert page.locator("#map-mode input[value='One text through many adapters']").is_checked()
+        assert page.locator("#map-mode input[value='adapters']").is_checked()
+        assert page.locator("#map-chart .gtitle").text_content().startswith("Layer 2")
     if name == "lens":  # a link fills only the tab it names
         page.get_by_role("tab", name="Mix two adapters").click()
         page.wait_for_selector("#mix-run", state="visible", timeout=30_000)
         page.wait_for_timeout(1000)
         assert page.locator("#mix-text textarea").input_value() == "Click the <mask> to save the document."
+    page.close()
+
+
+def test_copy_link_reproduces_the_view(browser, app_url):
+    page = browser.new_page()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(app_url)
+    page.get_by_role("tab", name="Compare adapters").click()
+    page.locator("#compare-text textarea").fill("Ein ganz anderer Satz.")
+    choose_languages(page, "#compare-languages", ["Japanese", "German"])
+    page.locator("#compare-centred input").check()
+    page.click("#compare-copy-link")
+    page.wait_for_function(
+        "document.querySelector('#compare-link textarea, #compare-link input').value.includes('tab=')"
+    )
+    link = page.locator("#compare-link textarea, #compare-link input").first.input_value()
+    assert link.startswith(app_url) and "tab=compare" in link and "centred=1" in link
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    page.close()
+    again = browser.new_page()
+    again.goto(link)
+    again.wait_for_selector("#compare-tokens .js-plotly-plot .main-svg", timeout=60_000)
+    assert again.locator("#compare-text textarea").input_value() == "Ein ganz anderer Satz."
+    assert again.locator("#compare-heatmap .xtick text").all_text_contents() == ["ja_XX", "de_DE"]
+    assert again.locator("#compare-centred input").is_checked()
+    assert "centred" in again.locator("#compare-heatmap .gtitle").text_content()
+    again.close()
+
+
+def test_bad_link_parameters_are_dropped_one_by_one(browser, app_url):
+    page = browser.new_page()
+    # top_k "²" passes str.isdigit(); languages has a code the model lacks; the text is fine and is used.
+    page.goto(f"{app_url}/?tab=lens&text=Der+<mask>+ist+da.&top_k=%C2%B2&languages=xx_YY")
+    for key in ("top_k", "languages"):
+        page.locator(".toast-body", has_text=f"The link's {key} parameter was not used").first.wait_for(timeout=30_000)
+    page.wait_for_selector("#lens-lines .js-plotly-plot .main-svg", timeout=60_000)
+    assert page.locator("#lens-text textarea").input_value() == "Der <mask> ist da."
     page.close()
 
 

@@ -98,7 +98,7 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
     copy_link, link_box = links.link_row("compare")
     with gr.Row():
         layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)")
-        centred = gr.Checkbox(value=False, label="Centred cosine")
+        centred = gr.Checkbox(value=False, label="Centred cosine", elem_id="compare-centred")
     gr.Markdown(HOW_TO_READ["centred"])
     with gr.Row():
         with gr.Column():

@@ -565,12 +565,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 def main_score(shape: Shape, host: dict, out: str | None) -> dict:
     """The pseudo-log-likelihood cases alone, written to their own JSON."""
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="xmod-bench-") as tmp:
         folder, text = build_model(shape, Path(tmp) / "model")
         explorer = Explorer.from_pretrained(str(folder))
         timings = bench_score(shape, text, explorer, reference_model(folder))
     if shape.name != "quick":
         timings += bench_mini_score(shape.repeats)
+    host = {**host, "load_average_before": load_before, "load_average_after": os.getloadavg()}
     header = (
         f"Shape: {shape.name} ({shape.layers} x {shape.hidden}, vocab {shape.vocab:,}, {len(shape.languages)} "
         f"languages); {host['threads']} torch threads on {host['cpu']}; median of repeats after a warm-up."

@@ -25,14 +25,15 @@ LANGUAGES = ["ru_RU", "en_XX", "ja_XX", "de_DE", "fr_XX"]
 # ----- numbers: the engine against plain transformers ------------------------------------------------
 
 
-def reference_predictions(folder, text: str, top_k: int, tokenizer=None) -> dict:
+def reference_predictions(folder, text: str, top_k: int, tokenizer_folder=None) -> dict:
     """The documented way: set_default_language, full-vocabulary forward, one language at a time.
 
-    Returns {code: [topk per mask position]}; tokenizer: the folder's own when None."""
+    Returns {code: [topk per mask position]}. tokenizer_folder: where the tokenizer is, for checkpoints that ship
+    none (default: folder)."""
     from transformers import AutoTokenizer, XmodForMaskedLM
 
     model = XmodForMaskedLM.from_pretrained(str(folder)).eval()
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder or folder))
     encoded = tokenizer(text, return_tensors="pt")
     positions = (encoded.input_ids[0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
     result = {}
@@ -146,3 +147,18 @@ def app_process(
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# ----- maps: a 2-D PCA of all points at once, for checking the streamed one ---------------------------------
+
+
+def pca_reference(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates (n, 2) and explained shares (2,) from an SVD of all centred points, each axis oriented so
+    that the point farthest from the centre along it (the first, on ties) lies on its positive side."""
+    x = points.double() - points.double().mean(0)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    coordinates = u[:, :2] * s[:2]
+    for axis in range(2):
+        if coordinates[coordinates[:, axis].abs().argmax(), axis] < 0:
+            coordinates[:, axis] *= -1
+    return coordinates, s[:2] ** 2 / (s**2).sum()

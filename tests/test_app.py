@@ -401,3 +401,27 @@ def test_allow_finetune_trains_a_private_copy_for_the_session(base_dir):
     assert state.tuned is not None and state.tuned.backend.model is not explorer.backend.model
     assert state.head.encoder == "fine-tuned" and state.transfer.languages == ["de_DE"]
     assert digest() == before
+
+
+def markdown_values(demo: gr.Blocks) -> dict[str, str]:
+    """The initial text of every Markdown component that has an elem_id."""
+    return {
+        c["props"]["elem_id"]: str(c["props"].get("value", ""))
+        for c in demo.config["components"]
+        if c.get("type") == "markdown" and c["props"].get("elem_id")
+    }
+
+
+def test_the_mini_model_says_what_it_was_trained_on(base_dir):
+    """Its chance-level sentiment results must not read as findings about X-MOD: banner and lesson say so."""
+    from xmod_explorer.defaults import MINI_NOTE
+
+    settings = load_settings(["--model", "mini"])
+    with build_app(settings, Explorer.from_pretrained("mini", limits=settings.limits)) as demo:
+        texts = markdown_values(demo)
+    assert "LibreOffice's help pages" in MINI_NOTE
+    assert MINI_NOTE in texts["model-banner"] and MINI_NOTE in texts["classify-lesson"]
+    settings = load_settings(["--model", str(base_dir)])
+    with build_app(settings, Explorer.from_pretrained(str(base_dir), limits=settings.limits)) as demo:
+        texts = markdown_values(demo)
+    assert MINI_NOTE not in texts["model-banner"] and MINI_NOTE not in texts["classify-lesson"]

@@ -25,6 +25,7 @@ RANKS = {
     "tokens": 0,
     "masks": 0,
     "similarity": 0,
+    "stats": 0,
     "classify": 0,
     "lens": 0,
     "scoring": 0,
@@ -32,13 +33,17 @@ RANKS = {
     "projection": 0,
     "mini.tokenizer": 0,
     "mini.mlm": 0,
+    "compat": 0,  # every difference between transformers versions
+    "streaming_pca": 0,  # 2-D PCA from sums gathered batch by batch (batch mode's maps)
     # where files come from, settings, tiny checkpoints, figures from result objects
     "hub": 1,
+    "checks": 1,  # config.json and tokenizer files checked before transformers sees them
     "settings": 1,
     "tiny": 1,
     "plots": 1,
     # defaults and data; the two libraries that run X-MOD; the mini model's own tools
     "defaults": 2,
+    "tokenizers": 2,
     "datasets": 2,
     "adapter_format": 2,
     "backends": 2,
@@ -49,8 +54,11 @@ RANKS = {
     "mini.train": 2,
     "mini.card": 2,
     "mini.examples": 2,
+    "mini.post_hoc": 2,
     "mini.__main__": 2,
     "mini": 2,
+    "batch.tables": 2,  # corpus files read row by row, result files written whole, with their metadata
+    "batch.processes": 2,  # which process of how many (torch.distributed, through accelerate)
     # reading checkpoints
     "loading": 3,
     # the engine, and the converter built on the loader
@@ -59,6 +67,10 @@ RANKS = {
     "": 4,  # the package's __init__ re-exports the engine
     # the transfer lab, above the engine
     "lab": 5,
+    # batch mode over a corpus, above the engine beside the lab: operations, blocks, resuming, merging
+    "batch": 5,
+    "batch.operations": 5,
+    "batch.runner": 5,
     # the faces: web app and command line
     "ui": 6,
     "ui.allocator": 6,

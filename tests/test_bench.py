@@ -67,3 +67,23 @@ def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     ]
     table, _ = report(QUICK, timings + relabelled, result["memory_bytes"], result["machine"], 0.01)
     assert sum(line.startswith(("| float32 |", "| float16 |", "| bfloat16 |")) for line in table.splitlines()) == 9
+
+
+def test_quick_hub_load_benchmark_downloads_loads_and_measures(tmp_path):
+    """benchmarks.hub_load in its tiny shape: through the loopback hub, then offline from the cache it left."""
+    out = tmp_path / "hub_load.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.hub_load", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for run in ("download", "cached"):
+        measured = result[run]
+        assert measured["load_s"] > 0 and measured["parameters"] == result["parameters"]
+        assert measured["peak_all_languages"] >= measured["peak_load"] >= measured["before_load"] > 50 * 2**20
+        assert "models--facebook--xmod-base" in measured["folder"]
+    assert result["markdown"] in done.stdout and "offline from the cache" in result["markdown"]

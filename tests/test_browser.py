@@ -221,14 +221,55 @@ def test_transfer_lab_trains_and_shows_one_row_per_target_language(page):
     page.wait_for_function(f"({script})().length >= {len(targets)}", timeout=30_000)
     rows = page.evaluate(script)
     assert [row[0] for row in rows] == targets  # one row per target language, in the chosen order
-    assert all(0 <= float(row[2]) <= 100 and 0 <= float(row[3]) <= 100 for row in rows)
-    assert "Probe trained" in page.locator("#classify-summary").inner_text()
+    for row in rows:  # language, examples, target %, its interval, source %, its interval, gap, gap p, majority
+        for accuracy, interval in ((row[2], row[3]), (row[4], row[5])):
+            low, high = (float(bound) for bound in interval.split(" to "))
+            assert 0 <= low <= float(accuracy) <= high <= 100
+        assert 0 <= float(row[7]) <= 1
+    summary = page.locator("#classify-summary").inner_text()
+    assert "Probe trained" in summary and f"Transfer to {len(targets)} target languages" in summary
     assert page.locator("#classify-download").is_visible()
     page.click("#classify-run")  # classify with the session's new probe
     page.wait_for_selector("#classify-chart .js-plotly-plot .barlayer", timeout=30_000)
     assert "probe trained on en_XX" in page.locator("#classify-note").inner_text()
     screenshot(page, "classify")
     assert page.errors == []
+
+
+def test_model_tab_shows_download_progress_per_file(browser, tmp_path, tokenizer):
+    """Loading a hub model from the Model tab shows each file's bytes done of bytes total while it downloads
+    (from a loopback hub on a slow link; the file is larger than huggingface_hub's 10 MB write size)."""
+    import re
+
+    from hub_emulator import HubEmulator
+
+    from xmod_explorer.tiny import TinySpec, build_random_checkpoint
+
+    spec = TinySpec(languages=["en_XX", "de_DE"], hidden_size=256, num_layers=1, num_heads=4, intermediate_size=256)
+    spec.vocab_size = 40_000
+    folder = build_random_checkpoint(tmp_path / "model", spec, tokenizer)
+    emulator = HubEmulator()
+    emulator.add("xmod-test/slow-download", {path.name: path for path in folder.iterdir()})
+    emulator.bytes_per_second = (folder / "model.safetensors").stat().st_size / 4
+    env = {"HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_ENDPOINT": emulator.url}
+    try:
+        with app_process(["--model", str(folder)], tmp_path, env=env) as (url, _):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_role("tab", name="Model").click()
+            page.locator("#model-reference textarea, #model-reference input").first.fill("xmod-test/slow-download")
+            page.click("#model-load")
+            progress = page.get_by_text(re.compile(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB \(file \d of \d\)"))
+            progress.first.wait_for(timeout=30_000)
+            # The progress text shows inside the outputs (the banner among them) while loading; the banner's own
+            # sentence comes when the model is in.
+            banner = page.locator("#model-banner", has_text=re.compile(r"Model: xmod-test/slow-download \("))
+            banner.wait_for(timeout=60_000)
+            page.close()
+    finally:
+        emulator.close()
+    log = tmp_path / "app.log"
+    assert re.search(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB", log.read_text())  # the log says it too
 
 
 # ----- the logit lens, which language, mixing two adapters, the map ------------------------------------------

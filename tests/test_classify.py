@@ -11,11 +11,11 @@ import time
 
 import pytest
 import torch
-from helpers import LANGUAGES
+from helpers import LANGUAGES, ROOT
 from transformers import AutoTokenizer, XmodForSequenceClassification, XmodModel
 
 from xmod_explorer import Explorer, ExplorerError, lab
-from xmod_explorer.classify import ProbeHead, TransferResult
+from xmod_explorer.classify import ProbeHead, TransferResult, TransferRow
 from xmod_explorer.datasets import (
     SENTIMENT_TARGETS,
     Example,
@@ -62,6 +62,38 @@ def task_adapter_dir(tmp_path_factory, classifier_converted_dir):
                 parameter.add_(torch.randn_like(parameter) * 0.3)
     model.save_pretrained(str(out), safe_serialization=True)
     return out
+
+
+def test_converted_adapters_and_heads_load_with_the_adapters_librarys_plain_calls(
+    classifier_dir, classifier_converted_dir
+):
+    """The README's block, run as written (only the folder filled in), against XmodForSequenceClassification."""
+    import re
+
+    from adapters import AutoAdapterModel
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [code for code in re.findall(r"```python\n(.+?)```", readme, flags=re.S) if "load_head(" in code]
+    line = next(line for line in block.splitlines() if line.startswith("folder = "))
+    namespace: dict = {}
+    with torch.no_grad():
+        exec(block.replace(line, f"folder = {str(classifier_converted_dir)!r}"), namespace)
+    expected = reference_probabilities(classifier_dir, "Das Programm stürzt ab.")
+    torch.testing.assert_close(namespace["probabilities"][0], expected["de_DE"], atol=1e-5, rtol=0)
+    assert (expected["de_DE"] - expected["ja_XX"]).abs().max() > 1e-3  # the adapter that was loaded matters
+    # The head folder alone restores the head: drop the one saved inside the model, then load it back.
+    model = AutoAdapterModel.from_pretrained(str(classifier_converted_dir)).eval()
+    model.delete_head("classification")
+    model.load_adapter(str(classifier_converted_dir / "adapters" / "ja_XX"), set_active=True)
+    model.load_head(str(classifier_converted_dir / "heads" / "classification"))
+    encoded = AutoTokenizer.from_pretrained(str(classifier_converted_dir))(
+        "Das Programm stürzt ab.", return_tensors="pt"
+    )
+    with torch.no_grad():
+        got = model(**encoded).logits.softmax(-1)[0]
+    torch.testing.assert_close(got, expected["ja_XX"], atol=1e-5, rtol=0)
+    record = json.loads((classifier_converted_dir / "xmod_explorer.json").read_text())
+    assert "pooler" in record and "random" in record["pooler"]
 
 
 def reference_probabilities(folder, text: str) -> dict[str, torch.Tensor]:
@@ -221,17 +253,95 @@ def test_transfer_equals_one_text_at_a_time(base_dir):
     assert [row.language for row in result.rows] == ["fr_XX", "ja_XX"]
     for row in result.rows:
         rows = tests[row.language]
-        target = source = 0
+        target = source = only_target = only_source = 0
         for example in rows:
             single = explorer.classify(example.text, [row.language, "en_XX"], head=training.head).predicted()
-            target += single[row.language] == example.label
-            source += single["en_XX"] == example.label
+            right = (single[row.language] == example.label, single["en_XX"] == example.label)
+            target, source = target + right[0], source + right[1]
+            only_target, only_source = (
+                only_target + (right[0] and not right[1]),
+                only_source + (right[1] and not right[0]),
+            )
         assert row.examples == len(rows)
         assert row.target_adapter_accuracy == pytest.approx(target / len(rows))
         assert row.source_adapter_accuracy == pytest.approx(source / len(rows))
+        assert (row.only_target_correct, row.only_source_correct) == (only_target, only_source)
         assert row.majority_share == 0.5  # separable() alternates the two labels
     frame = result.to_frame()
     assert list(frame.language) == ["fr_XX", "ja_XX"] and "source adapter (en_XX)" in frame.columns
+
+
+def transfer_row(language, target, source, only_target, only_source, examples=48):
+    return TransferRow(language, examples, target, source, only_target, only_source, 0.5)
+
+
+def test_transfer_rows_carry_wilson_intervals_and_exact_mcnemar_p_values():
+    """Checked against scipy.stats: binomtest's Wilson interval, and binomtest on the discordant texts."""
+    from scipy import stats as scipy_stats
+
+    row = transfer_row("de_DE", 30, 22, 12, 4)  # 30 - 22 = 12 - 4: the discordant counts fit the totals
+    for correct, (low, high) in ((30, row.target_adapter_ci), (22, row.source_adapter_ci)):
+        expected = scipy_stats.binomtest(correct, 48).proportion_ci(confidence_level=0.95, method="wilson")
+        assert (low, high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert row.gap_p_value == pytest.approx(scipy_stats.binomtest(12, 16, 0.5).pvalue, rel=1e-12)
+    data = row.to_dict()
+    assert data["target_adapter_ci"] == row.target_adapter_ci and data["gap_p_value"] == row.gap_p_value
+    assert data["gap"] == pytest.approx(8 / 48)
+
+
+def test_the_summary_counts_targets_only_and_claims_only_what_the_test_supports():
+    result = TransferResult(
+        "m",
+        "en_XX",
+        ["negative", "positive"],
+        [
+            transfer_row("en_XX", 40, 40, 0, 0),  # the source language: same adapter both ways
+            transfer_row("de_DE", 34, 20, 15, 1),  # p < 0.001: better
+            transfer_row("fr_XX", 30, 26, 6, 2),  # a gap of 4 texts, p = 0.29: the data cannot tell
+            transfer_row("ja_XX", 18, 30, 1, 13),  # p = 0.002: worse
+        ],
+    )
+    assert [row.gap_p_value < 0.05 for row in result.target_rows] == [True, False, True]
+    summary = result.summary()
+    assert "Transfer to 3 target languages" in summary
+    assert "more accurate than the source adapter (en_XX) in 1 (de_DE)" in summary
+    assert "less accurate in 1 (ja_XX)" in summary and "in 1 the test data cannot tell" in summary
+    assert "The en_XX row uses the same adapter both ways and is not counted." in summary
+    assert "fr_XX" not in summary  # a gap without evidence is not named as a result
+    frame = result.to_frame()
+    assert {"target adapter low", "target adapter high", "gap p-value"} <= set(frame.columns)
+    assert result.to_dict()["summary"] == summary
+
+
+def test_probe_training_reaches_the_optimum_that_scipy_finds():
+    """The probe's L-BFGS runs to a gradient tolerance; scipy's L-BFGS-B on the same objective agrees."""
+    import numpy as np
+    from scipy import optimize
+
+    from xmod_explorer.classify import GRADIENT_TOLERANCE, fit_linear_head
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 48, generator=generator)
+    targets = ((features[:, :3].sum(1) + torch.randn(200, generator=generator)) > 0).long()  # noisy, not separable
+    fit = fit_linear_head(features, targets, 2, weight_decay=1e-2)
+    assert fit.converged and fit.gradient_norm <= GRADIENT_TOLERANCE and not fit.stopped
+    x, y = features.double().numpy(), targets.numpy()
+
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        weight, bias = flat[: 2 * 48].reshape(2, 48), flat[2 * 48 :]
+        logits = x @ weight.T + bias
+        logits -= logits.max(1, keepdims=True)
+        probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        loss = -np.log(probabilities[np.arange(len(y)), y]).mean() + 0.5e-2 * (weight**2).sum()
+        error = probabilities.copy()
+        error[np.arange(len(y)), y] -= 1
+        error /= len(y)
+        return loss, np.concatenate([(error.T @ x + 1e-2 * weight).ravel(), error.sum(0)])
+
+    best = optimize.minimize(objective, np.zeros(2 * 48 + 2), jac=True, method="L-BFGS-B", options={"gtol": 1e-10})
+    ours = np.concatenate([fit.weight.double().numpy().ravel(), fit.bias.double().numpy()])
+    assert objective(ours)[0] - best.fun < 1e-8
+    assert np.abs(ours - best.x).max() < 1e-3
 
 
 def test_probe_on_the_bundled_sentiment_set(base_dir):

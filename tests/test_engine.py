@@ -13,9 +13,9 @@ from helpers import (
     reference_hidden_states,
     reference_predictions,
 )
-from transformers import XmodForMaskedLM
+from transformers import AutoTokenizer, XmodForMaskedLM
 
-from xmod_explorer import Explorer, ExplorerError
+from xmod_explorer import Explorer, ExplorerError, compat
 
 ONE_MASK = "Choose two <mask> and compare their predictions."
 TWO_MASKS = "Der <mask> jeder Sprache sitzt in jeder <mask>."
@@ -56,6 +56,7 @@ def test_position_is_index_of_mask_token(base_dir):
     assert [prediction.tokens[slot.position] for slot in prediction.masks] == ["<mask>", "<mask>"]
 
 
+@pytest.mark.adapters_backend
 @pytest.mark.parametrize("backend", ["adapters-converted", "adapters-in-memory"])
 def test_adapters_backend_equals_native(base_dir, converted_dir, backend):
     folder = converted_dir if backend == "adapters-converted" else base_dir
@@ -66,6 +67,7 @@ def test_adapters_backend_equals_native(base_dir, converted_dir, backend):
         assert_matches_reference(prediction, reference_predictions(base_dir, text, 5))
 
 
+@pytest.mark.adapters_backend
 def test_adapters_backend_loads_adapters_on_demand(converted_dir):
     explorer = Explorer.from_pretrained(str(converted_dir))
     assert explorer.info().loaded_languages == []
@@ -74,7 +76,7 @@ def test_adapters_backend_loads_adapters_on_demand(converted_dir):
     assert explorer.info().languages == LANGUAGES
 
 
-@pytest.mark.parametrize("backend", ["transformers", "adapters"])
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
 def test_language_subset_equals_full_model(base_dir, backend):
     full = Explorer.from_pretrained(str(base_dir), backend=backend)
     subset = Explorer.from_pretrained(str(base_dir), backend=backend, languages=["de_DE", "ru_RU"])
@@ -87,7 +89,7 @@ def test_language_subset_equals_full_model(base_dir, backend):
         subset.predict_masks(ONE_MASK, ["en_XX"])
 
 
-@pytest.mark.parametrize("backend", ["transformers", "adapters"])
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
 def test_compare_adapters_equals_reference(model_dir, backend):
     text = "Chaque langue a son propre adaptateur."
     codes = ["fr_XX", "en_XX", "ja_XX"]
@@ -144,7 +146,7 @@ PARALLEL = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["transformers", "adapters"])
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
 def test_compare_sentences_equals_unbatched_reference(base_dir, backend):
     explorer = Explorer.from_pretrained(str(base_dir), backend=backend)
     shuffled = [PARALLEL[i] for i in (4, 0, 5, 1, 6, 2, 7, 3)]  # interleaved languages exercise the row sorting
@@ -164,6 +166,105 @@ def test_compare_sentences_without_parallel_structure_explains_cka(base_dir):
     result = Explorer.from_pretrained(str(base_dir)).compare_sentences(PARALLEL[:3] + PARALLEL[4:5])
     assert result.parallel_size == 0 and result.scores == []
     assert any("parallel" in note for note in result.notes)
+
+
+def test_compare_sentences_reports_permutation_tests(base_dir):
+    explorer = Explorer.from_pretrained(str(base_dir))
+    result = explorer.compare_sentences(PARALLEL)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["permutations"] == 24 and data["exact_test"] is True  # 4 sentences per language: all 4! pairings
+    fields = {"cka_p_value", "cka_null_low", "cka_null_high", "cosine_p_value", "cosine_null_low", "cosine_null_high"}
+    assert all(fields <= set(score) for score in data["scores"])
+    assert fields <= set(result.to_frame().columns)
+    for score in result.scores:
+        assert 1 / 24 <= score.cka_p_value <= 1 and 1 / 24 <= score.cosine_p_value <= 1
+        assert score.cka_null_low <= score.shuffled_cka <= score.cka_null_high
+        assert score.cosine_null_low <= score.shuffled_cosine <= score.cosine_null_high
+    assert any("4 sentences per language" in note and "0.042" in note for note in result.notes)
+    assert result.to_dict() == explorer.compare_sentences(PARALLEL).to_dict()  # seeded: the same every time
+    with pytest.raises(ExplorerError, match="permutations must be a whole number from 1,000"):
+        explorer.compare_sentences(PARALLEL, permutations=20)
+    with pytest.raises(ExplorerError, match="seed must be a whole number"):
+        explorer.compare_sentences(PARALLEL, seed="one")
+
+
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)])
+def test_centred_values_do_not_depend_on_what_else_is_selected(base_dir, backend):
+    """A pair's centred cosine is a property of the pair and the model, not of the other adapters or sentences."""
+    explorer = Explorer.from_pretrained(str(base_dir), backend=backend)
+    text = "Every layer holds an adapter."
+    two = explorer.compare_adapters(text, ["en_XX", "de_DE"], reference="en_XX")
+    many = explorer.compare_adapters(text, ["ja_XX", "en_XX", "ru_RU", "de_DE", "fr_XX"], reference="en_XX")
+    i, j = many.languages.index("en_XX"), many.languages.index("de_DE")
+    torch.testing.assert_close(two.centred_cosine[:, 0, 1], many.centred_cosine[:, i, j], atol=1e-6, rtol=0)
+    torch.testing.assert_close(two.token_cosine_centred[:, 1], many.token_cosine_centred[:, j], atol=1e-6, rtol=0)
+    pair = explorer.compare_sentences([PARALLEL[0], PARALLEL[4]])
+    everything = explorer.compare_sentences(PARALLEL)
+    torch.testing.assert_close(pair.centred_cosine[:, 0, 1], everything.centred_cosine[:, 0, 4], atol=1e-6, rtol=0)
+    assert many.to_dict()["centring"]["sentences"] == explorer.centring().sentences
+
+
+def test_centring_is_the_reference_sentences_mean_in_plain_transformers(base_dir):
+    """The centring vector and a centred cosine, recomputed with XmodForMaskedLM one sentence at a time."""
+    from xmod_explorer.datasets import PARALLEL_SET, read_pairs
+
+    model = XmodForMaskedLM.from_pretrained(str(base_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+
+    def sentence_vectors(text: str, code: str) -> torch.Tensor:  # (layers + 1, hidden)
+        model.set_default_language(code)
+        encoded = tokenizer(text, return_tensors="pt")
+        content = [i for i, t in enumerate(encoded.input_ids[0].tolist()) if t not in special]
+        with torch.no_grad():
+            states = model.roberta(**encoded, output_hidden_states=True).hidden_states
+        return torch.stack([s[0, content].mean(0) for s in states]).double()
+
+    rows = [(code, text) for code, text in read_pairs(PARALLEL_SET) if code in LANGUAGES]
+    expected = torch.stack([sentence_vectors(text, code) for code, text in rows]).mean(0)
+    explorer = Explorer.from_pretrained(str(base_dir))
+    centring = explorer.centring()
+    assert centring.sentences == len(rows) == 25 and set(centring.languages) == set(LANGUAGES)
+    torch.testing.assert_close(centring.means, expected, atol=1e-5, rtol=0)
+    text = "Chaque langue a son propre adaptateur."
+    comparison = explorer.compare_adapters(text, ["fr_XX", "ja_XX"])
+    a, b = sentence_vectors(text, "fr_XX") - expected, sentence_vectors(text, "ja_XX") - expected
+    cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    torch.testing.assert_close(comparison.centred_cosine[:, 0, 1], cosine, atol=1e-5, rtol=0)
+
+
+def test_centring_is_computed_once_however_many_threads_ask(base_dir):
+    import threading
+
+    explorer = Explorer.from_pretrained(str(base_dir))
+    passes = [0]
+    explorer.backend.encoder.embeddings.register_forward_hook(lambda *_: passes.__setitem__(0, passes[0] + 1))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(explorer.centring())) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert passes[0] == 1 and all(result is results[0] for result in results) and len(results) == 6
+
+
+def test_centring_lowers_the_cosine_of_unrelated_sentences_on_the_mini_model():
+    """Raw cosine is high even for unrelated inputs; after centring it is lower on every layer above 0."""
+    import csv
+
+    from xmod_explorer.defaults import ASSETS
+
+    with open(ASSETS / "mini_heldout.tsv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    first: dict[str, str] = {}
+    for row in rows:  # one held-out help-page sentence per language: different texts, unrelated content
+        first.setdefault(row["language"], row["text"].replace("<mask>", row["answer"]))
+    result = Explorer.from_pretrained("mini").compare_sentences(list(first.items()))
+    unrelated = ~torch.eye(len(first), dtype=torch.bool)
+    for layer in result.layers[1:]:
+        raw = result.pooled_cosine[layer][unrelated].mean()
+        centred = result.centred_cosine[layer][unrelated].mean()
+        assert raw > centred, (layer, raw, centred)
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +324,10 @@ def test_paths_that_are_not_xmod_models(tmp_path, base_dir, make):
         (target / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
     if make == "broken-json":
         (target / "config.json").write_text("{not json")
-    if make in ("no-weights", "truncated"):
-        (target / "config.json").write_text((base_dir / "config.json").read_text())
+    if make in ("no-weights", "truncated"):  # a valid folder but for its weights
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (base_dir / name).exists():  # transformers 5 writes no special_tokens_map.json
+                (target / name).write_bytes((base_dir / name).read_bytes())
     if make == "truncated":
         data = (base_dir / "model.safetensors").read_bytes()
         (target / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -240,6 +343,7 @@ def test_paths_that_are_not_xmod_models(tmp_path, base_dir, make):
         Explorer.from_pretrained(str(target))
 
 
+@pytest.mark.adapters_backend
 def test_adapters_format_refuses_transformers_backend(converted_dir):
     with pytest.raises(ExplorerError, match="backend='adapters'"):
         Explorer.from_pretrained(str(converted_dir), backend="transformers")
@@ -268,3 +372,10 @@ def test_info_reports_model_order_and_size(base_dir):
     frame = info.to_frame()
     assert frame.loc[frame.code == "ja_XX", "lang_id"].item() == 2
     assert frame.loc[frame.code == "ja_XX", "name"].item() == "Japanese (ja_XX)"
+
+
+@pytest.mark.skipif(compat.adapters_unavailable() is None, reason="the adapters backend is available here")
+def test_adapters_backend_says_why_it_is_unavailable(base_dir):
+    """Where the adapters library cannot run (transformers 5), asking for it names the reason and the way out."""
+    with pytest.raises(ExplorerError, match=r"adapters.*Use backend='transformers'"):
+        Explorer.from_pretrained(str(base_dir), backend="adapters")

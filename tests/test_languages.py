@@ -129,3 +129,22 @@ def test_labels_and_lists_are_accepted():
 def test_non_language_values(bad):
     with pytest.raises(ExplorerError):
         resolve_languages(bad, XMOD_BASE_ORDER)
+
+
+# SwissBERT (ZurichNLP/swissbert), built on X-MOD, has adapters of its own; the facebook/xmod-base-NN-NNNk
+# checkpoints use subsets of xmod-base's 81.
+SWISSBERT = ["de_CH", "fr_CH", "it_CH", "rm_CH", "gsw"]
+
+
+@pytest.mark.parametrize("code", XMOD_BASE_ORDER + SWISSBERT)
+def test_every_code_of_every_checkpoint_has_a_human_name(code):
+    label = display_name(code)
+    name = label.removesuffix(f" ({code})")
+    assert label.endswith(f" ({code})") and name and name[0].isupper() and "_" not in name
+
+
+def test_swiss_names_are_understood_as_input():
+    with pytest.raises(ExplorerError, match="Did you mean 'gsw'"):
+        resolve_language("Swiss German", SWISSBERT)
+    assert resolve_language("Romansh Grischun (rm_CH)", SWISSBERT) == "rm_CH"
+    assert display_name("gsw") == "Swiss German (gsw)" and display_name("de_CH") == "Swiss Standard German (de_CH)"

@@ -16,7 +16,7 @@ from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.lens import mixing_weights
 
 TWO_MASKS = "Der <mask> jeder Sprache sitzt in jeder <mask>."
-BACKENDS = ["transformers", "adapters"]
+BACKENDS = ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -160,11 +160,12 @@ def test_interpolation_ends_are_the_pure_adapters(model_dir, backend):
                 assert a.probability == pytest.approx(b.probability, abs=1e-5)
 
 
+@pytest.mark.adapters_backend
 def test_both_backends_mix_alike(model_dir):
     """Two implementations: transformers' layers with the bottleneck mixed, and the adapters library's Average."""
     native, library = (
         Explorer.from_pretrained(str(model_dir), backend=backend).interpolate(TWO_MASKS, "fr_XX", "en_XX", 7)
-        for backend in BACKENDS
+        for backend in ("transformers", "adapters")
     )
     assert native.alphas == library.alphas == mixing_weights(7)
     for a, b in zip(native.masks, library.masks):
@@ -199,6 +200,7 @@ def test_the_adapters_differ_under_mixing(base_dir):
     )
 
 
+@pytest.mark.adapters_backend
 def test_adapters_backend_in_half_precision_explains_what_to_do(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir), backend="adapters", dtype="bfloat16")
     with pytest.raises(ExplorerError, match="float32"):
@@ -237,3 +239,38 @@ def test_interpolate_bad_input(explorer, args, message):
 def test_logit_lens_bad_input(explorer, args, message):
     with pytest.raises(ExplorerError, match=message):
         explorer.logit_lens(*args)
+
+
+@pytest.fixture(scope="module")
+def prenorm_scaled_dir(prenorm_dir, tmp_path_factory):
+    """The pre-norm model with every LayerNorm's weight and bias random: a freshly built one has weight 1 and bias 0,
+    where applying the closing LayerNorm twice changes nothing, so it cannot tell the readout rules apart."""
+    model = XmodForMaskedLM.from_pretrained(str(prenorm_dir))
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 2 + 0.5)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.5)
+    folder = tmp_path_factory.mktemp("prenorm-scaled")
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(prenorm_dir)).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pre_norm_readout_with_a_non_trivial_closing_layer_norm(prenorm_scaled_dir, backend):
+    explorer = Explorer.from_pretrained(str(prenorm_scaled_dir), backend=backend)
+    lens = explorer.logit_lens(TWO_MASKS, LANGUAGES, top_k=4)
+    prediction = explorer.predict_masks(TWO_MASKS, LANGUAGES, top_k=4)
+    for code in LANGUAGES:
+        expected = reference_lens(prenorm_scaled_dir, TWO_MASKS, code, 4)
+        for m, mask in enumerate(lens.masks):
+            for layer, by_layer in enumerate(expected):
+                got = torch.tensor([g.probability for g in mask.layers[layer][code]])
+                assert [g.token_id for g in mask.layers[layer][code]] == by_layer[m][0].indices.tolist(), (code, layer)
+                torch.testing.assert_close(got, by_layer[m][0].values, atol=1e-5, rtol=0)
+            last = [(g.token_id, g.probability) for g in mask.layers[-1][code]]
+            pure = [(g.token_id, g.probability) for g in prediction.masks[m].predictions[code]]
+            assert [t for t, _ in last] == [t for t, _ in pure]
+            assert [p for _, p in last] == pytest.approx([p for _, p in pure], abs=1e-5)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import assert_same_predictions
 
-from xmod_explorer import Explorer, ExplorerError, defaults
+from xmod_explorer import Explorer, ExplorerError, compat, defaults
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -136,9 +136,12 @@ def _codes(folder) -> list[str]:
 def test_direct_safetensors_load_equals_from_pretrained(model_dir, languages):
     from transformers import XmodForMaskedLM
 
-    from xmod_explorer.loading import _assign_safetensors
+    from xmod_explorer.loading import _assign_weights
 
-    fast = _assign_safetensors(model_dir, XmodForMaskedLM, languages or _codes(model_dir), torch.float32)
+    config = compat.config_from_checked(
+        json.loads((model_dir / "config.json").read_text()), languages or _codes(model_dir)
+    )
+    fast = _assign_weights(model_dir, XmodForMaskedLM, config, torch.float32)
     assert fast is not None, "a single-file safetensors checkpoint should take the direct path"
     reference = XmodForMaskedLM.from_pretrained(str(model_dir), languages=languages or _codes(model_dir))
     got, expected = _parameters(fast), _parameters(reference)
@@ -167,3 +170,18 @@ def test_encoder_only_checkpoint_falls_back_and_cannot_fill_masks(tmp_path, base
     assert torch.allclose(comparison.pooled_cosine, reference.pooled_cosine, atol=1e-6)
     with pytest.raises(ExplorerError, match="masked-LM"):
         explorer.predict_masks("A <mask>.", ["en_XX"])
+
+
+def test_a_default_too_large_for_this_machine_falls_back_before_anything_is_built(offline_cache, base_dir):
+    """facebook/xmod-base in the cache, but its config asks for more memory than there is: start with the mini model."""
+    make_cache(offline_cache, defaults.DEFAULT_MODEL, base_dir)
+    snapshot = offline_cache / "models--facebook--xmod-base" / "snapshots" / SNAPSHOT
+    config = json.loads((snapshot / "config.json").read_text())
+    huge = {"hidden_size": 8192, "num_attention_heads": 64, "intermediate_size": 32768, "num_hidden_layers": 96}
+    (snapshot / "config.json").write_text(json.dumps({**config, **huge, "vocab_size": 1_000_000}))
+    explorer = Explorer.from_pretrained(None)
+    info = explorer.info()
+    expected = "xmod-mini" if defaults.mini_available() else "random-tiny-xmod"
+    assert info.model == expected
+    assert info.reason.startswith("facebook/xmod-base could not be loaded: facebook/xmod-base: its weights would need")
+    assert "GiB of memory is available" in info.reason

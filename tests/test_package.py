@@ -81,3 +81,13 @@ def test_the_console_script_serves_the_app(installed, tmp_path):
         answer = client.predict(TEXT, ["en_XX", "fr_XX"], 4, api_name="/predict_masks")
     expected = Explorer.from_pretrained("mini").predict_masks(TEXT, ["en_XX", "fr_XX"], 4).to_dict()
     assert_same_predictions(answer, expected)
+
+
+def test_the_console_script_runs_batch_mode(installed, tmp_path):
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("text\tlanguage\nClick the <mask> to save the document.\tde_DE\n", encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    command = [str(installed / "xmod-explorer"), "batch", "predict", "--input", str(corpus), "--output", "out.csv"]
+    done = run([*command, "--model", "mini", "--top-k", "2", "--no-progress"], cwd=tmp_path, env=env)
+    assert "wrote 2 result rows for 1 input rows" in done.stdout
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8").count("\n0,1,") == 2

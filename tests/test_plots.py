@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from xmod_explorer import Explorer, lab, plots
@@ -50,11 +52,15 @@ def test_sentence_figures(explorer):
     figure = plots.sentence_heatmap(result, 1)
     assert list(figure.data[0].x) == result.labels
     cka = plots.cka_heatmap(result)
-    assert len(cka.data) == 2  # CKA and the cosine gap, one row per language pair
-    score = result.scores[0]
-    row = list(cka.data[0].y).index(f"{score.language_a}-{score.language_b}")
-    assert cka.data[0].z[row][list(cka.data[0].x).index(score.layer)] == score.cka
-    assert cka.data[1].z[row][list(cka.data[1].x).index(score.layer)] == score.matched_cosine - score.shuffled_cosine
+    assert len(cka.data) == 2  # CKA and the translation-pair cosine gap, one row per language pair
+    for score in result.scores:
+        row = list(cka.data[0].y).index(f"{score.language_a}-{score.language_b}")
+        column = list(cka.data[0].x).index(score.layer)
+        assert cka.data[0].z[row][column] == (None if math.isnan(score.cka) else score.cka)
+        assert cka.data[0].customdata[row][column][0] == score.cka_p_value
+        assert cka.data[0].text[row][column] == ("*" if score.cka_p_value < 0.05 else "")
+        assert cka.data[1].z[row][column] == score.matched_cosine - score.shuffled_cosine
+        assert cka.data[1].customdata[row][column][1:] == [score.cosine_null_low, score.cosine_null_high]
 
 
 def test_classification_and_transfer_figures(explorer):
@@ -74,11 +80,15 @@ def test_classification_and_transfer_figures(explorer):
         "m",
         "en_XX",
         ["bad", "good"],
-        [TransferRow("de_DE", 10, 0.8, 0.6, 0.5), TransferRow("ja_XX", 12, 0.7, 0.4, 0.5)],
+        [TransferRow("de_DE", 10, 8, 6, 3, 1, 0.5), TransferRow("ja_XX", 12, 9, 6, 4, 1, 0.5)],
     )
     grouped = plots.transfer_bars(transfer)
-    assert list(grouped.data[0].y) == [0.8, 0.7] and list(grouped.data[1].y) == [0.6, 0.4]
+    assert list(grouped.data[0].y) == [0.8, 0.75] and list(grouped.data[1].y) == [0.6, 0.5]
     assert list(grouped.data[2].y) == [0.5, 0.5] and "en_XX" in grouped.data[1].name
+    low, high = transfer.rows[1].target_adapter_ci  # whiskers reach the Wilson interval
+    assert grouped.data[0].error_y.array[1] == pytest.approx(high - 0.75)
+    assert grouped.data[0].error_y.arrayminus[1] == pytest.approx(0.75 - low)
+    assert f"de_DE p = {transfer.rows[0].gap_p_value:.2f}" in grouped.layout.title.text
     training = lab.train_probe(explorer, [("choose two", "a"), ("compare the model", "b")] * 3, "en_XX", max_steps=5)
     curve = plots.loss_curve(training)
     assert list(curve.data[0].y) == training.losses

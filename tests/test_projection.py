@@ -22,7 +22,7 @@ PAIRS = [
     ("ja_XX", "各層にアダプターがあります。"),
 ]
 TEXT = "Every layer holds an adapter."
-BACKENDS = ["transformers", "adapters"]
+BACKENDS = ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)]
 
 
 def reference_pca(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

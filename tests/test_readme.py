@@ -34,3 +34,18 @@ def test_space_front_matter_names_the_tested_gradio():
     assert f"sdk_version: {gradio.__version__}" in front
     requirements = (ROOT / "requirements.txt").read_text()
     assert f"gradio=={gradio.__version__}" in requirements
+
+
+def test_space_preloads_what_the_default_model_needs():
+    """preload_from_hub fills the Space's cache with xmod-base's main branch and XLM-R's tokenizer files, the
+    format being `- repo file1,file2` (Spaces configuration reference)."""
+    from xmod_explorer.defaults import DEFAULT_MODEL
+    from xmod_explorer.tokenizers import XLMR, XLMR_FILES
+
+    front = README.split("---")[1]
+    preload = front.split("preload_from_hub:")[1]
+    assert f"  - {DEFAULT_MODEL} config.json,pytorch_model.bin\n" in preload
+    assert f"  - {XLMR} {','.join(XLMR_FILES)}\n" in preload
+    models = front.split("models:")[1].split("preload_from_hub:")[0]
+    for repo in (DEFAULT_MODEL, XLMR, "facebook/xmod-large-prenorm", "AdapterHub/xmod-base", "ZurichNLP/swissbert"):
+        assert f"  - {repo}\n" in models

@@ -20,7 +20,7 @@ from xmod_explorer.detect import detect
 from xmod_explorer.scoring import masked_copies, rows_per_pass
 
 TEXT = "Choose two languages."  # 14 pieces for the tiny models' tokenizer
-BACKENDS = ["transformers", "adapters"]
+BACKENDS = ["transformers", pytest.param("adapters", marks=pytest.mark.adapters_backend)]
 
 
 @functools.lru_cache(maxsize=4)  # both backends are checked against the same reference

@@ -15,7 +15,13 @@ from xmod_explorer.errors import ExplorerError
 
 MARKER = "xmod_explorer.json"
 ADAPTERS_DIR = "adapters"
+HEADS_DIR = "heads"
 MLM_HEAD = "default"
+POOLER_SEED = 0
+POOLER = (
+    "random (seed 0) and unused: XmodAdapterModel always has a pooler, X-MOD checkpoints have none, and no "
+    "converted head reads it (use_pooler=False)"
+)
 
 
 def language_adapter_config(config):
@@ -69,7 +75,9 @@ def adapter_model_from_native(native: nn.Module, languages: list[str]) -> nn.Mod
     from adapters import XmodAdapterModel
 
     config = native.config
-    model = XmodAdapterModel(config)
+    with torch.random.fork_rng(devices=[]):  # only the pooler keeps its initial values: seed it, leave the caller's RNG
+        torch.manual_seed(POOLER_SEED)
+        model = XmodAdapterModel(config)
     adapter_config = language_adapter_config(config)
     for code in languages:
         model.add_adapter(code, config=adapter_config)

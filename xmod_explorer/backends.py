@@ -9,6 +9,7 @@ several adapters), ``mlm_logits`` / ``classifier_logits`` (heads on selected sta
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from xmod_explorer import compat
 from xmod_explorer.errors import ExplorerError
 
 
@@ -153,20 +155,41 @@ def _apply_order(encoded: Encoded, inverse: list[int] | None) -> Encoded:
     return Encoded(encoded.last.index_select(0, index), layers)
 
 
+def _attention(attention: nn.Module, queries: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """XmodAttention's output at the positions of queries, with keys and values from every token of context.
+
+    The same steps as transformers' eager self-attention (which X-MOD is limited to), written out so
+    that queries can be fewer than the tokens: with queries equal to context it is the library's own
+    forward. Pre-norm normalises both inputs first, as the library normalises its one input.
+    """
+    heads = attention.self.num_attention_heads
+    size = attention.self.attention_head_size
+    residual = queries
+    if attention.pre_norm:
+        queries, context = attention.output.LayerNorm(queries), attention.output.LayerNorm(context)
+
+    def split(states: torch.Tensor) -> torch.Tensor:  # (batch, tokens, hidden) -> (batch, heads, tokens, size)
+        return states.view(*states.shape[:-1], heads, size).transpose(1, 2)
+
+    query = split(attention.self.query(queries))
+    key, value = split(attention.self.key(context)), split(attention.self.value(context))
+    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(size) + mask
+    weights = attention.self.dropout(scores.softmax(dim=-1))
+    mixed = torch.matmul(weights, value).transpose(1, 2).reshape(*residual.shape[:-1], heads * size)
+    output = attention.output(mixed, residual)  # dense, dropout, + residual
+    return output if attention.pre_norm else attention.output.LayerNorm(output)
+
+
 def _attention_and_feed_forward(
     layer: nn.Module, queries: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """XmodLayer.forward's attention and feed-forward steps: (intermediate output, residual).
 
     With context, the queries are only some positions while keys and values come from every token
-    of context (the layer input): the attention module's cross-attention path, which projects keys
-    and values from ``encoder_hidden_states`` and skips the pre-norm LayerNorm there, so it is
-    applied to context here. Mirrors transformers 4.57 step for step; tests compare the results with
-    the library's own forward for both X-MOD layouts (post-norm and pre-norm).
+    of context (the layer input). Tests compare the results with the library's own forward for both
+    X-MOD layouts (post-norm and pre-norm), on transformers 4.57 and 5.
     """
-    if context is not None and layer.pre_norm:
-        context = layer.attention.output.LayerNorm(context)
-    attention_output = layer.attention(queries, attention_mask=mask, encoder_hidden_states=context)[0]
+    attention_output = _attention(layer.attention, queries, queries if context is None else context, mask)
     residual = attention_output
     if layer.pre_norm:
         attention_output = layer.output.LayerNorm(attention_output)
@@ -319,7 +342,7 @@ class NativeBackend:
             )
             return encoded if positions is None else Encoded(encoded.last[:, list(positions)], encoded.layers)
         lang_ids = self.lang_ids(languages)
-        mask = self.encoder.get_extended_attention_mask(attention_mask, input_ids.shape)
+        mask = compat.additive_attention_mask(attention_mask, self.encoder.embeddings.word_embeddings.weight.dtype)
         layers = self.encoder.encoder.layer
         embedded = self.encoder.embeddings(input_ids=input_ids)
         hidden = _shared_prefix_of_first_layer(layers[0], embedded, mask).expand(count, -1, -1)
@@ -329,7 +352,7 @@ class NativeBackend:
         states = [embedded.expand(count, -1, -1), hidden] if all_layers else None
         partial = positions is not None and not all_layers
         for layer in layers[1:-1] if partial else layers[1:]:
-            hidden = layer(hidden, lang_ids, mask)[0]
+            hidden = compat.layer_output(layer(hidden, lang_ids, mask))
             if all_layers:
                 states.append(hidden)
         if partial:

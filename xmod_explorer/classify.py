@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from xmod_explorer.errors import ExplorerError
+from xmod_explorer.stats import ALPHA, mcnemar_exact, wilson_interval
 
 FEATURE = "mean of the last hidden state over the text's tokens (no <s>, </s> or padding)"
 PROBE_FORMAT = "xmod-explorer-probe"
@@ -190,7 +191,8 @@ def _safetensors_metadata(data: bytes) -> dict | None:
 
 @dataclass
 class ProbeTraining:
-    """A trained head and how the training went (loss per step, time, whether the time cap stopped it)."""
+    """A trained head and how the training went: loss per step, time, whether it converged or the time cap
+    stopped it."""
 
     head: ProbeHead
     losses: list[float]
@@ -201,6 +203,8 @@ class ProbeTraining:
     train_accuracy: float
     stopped_early: bool = False
     note: str = ""
+    converged: bool | None = None  # probes: the gradient fell below the tolerance; None for fine-tuning
+    gradient_norm: float | None = None  # probes: largest |gradient| of the objective at the end
 
     def to_dict(self) -> dict:
         return {
@@ -212,6 +216,8 @@ class ProbeTraining:
             "steps": self.steps,
             "train_accuracy": self.train_accuracy,
             "stopped_early": self.stopped_early,
+            "converged": self.converged,
+            "gradient_norm": self.gradient_norm,
             "note": self.note,
         }
 
@@ -221,17 +227,77 @@ class ProbeTraining:
 
 @dataclass
 class TransferRow:
-    """Accuracy on one target language: with its own adapter, and with the source language's adapter."""
+    """Accuracy on one target language's test texts: with its own adapter, and with the source language's adapter.
+
+    Both runs see the same texts, so the gap is tested on the pairs: only texts that one adapter gets right
+    and the other wrong (the discordant ones) carry information, and under no difference each of them is a
+    fair coin (exact McNemar test). Accuracies come with Wilson 95 % intervals.
+    """
 
     language: str
     examples: int
-    target_adapter_accuracy: float
-    source_adapter_accuracy: float
+    target_correct: int  # texts classified right with the target language's own adapter
+    source_correct: int  # texts classified right with the source language's adapter
+    only_target_correct: int  # right with the target adapter, wrong with the source adapter
+    only_source_correct: int  # right with the source adapter, wrong with the target adapter
     majority_share: float  # accuracy of always answering the most common label: the floor to beat
+
+    @classmethod
+    def from_predictions(
+        cls, language: str, target: Sequence[str], source: Sequence[str], gold: Sequence[str]
+    ) -> TransferRow:
+        """Counts from each text's predicted label under the target adapter and under the source adapter."""
+        target_right = [p == g for p, g in zip(target, gold)]
+        source_right = [p == g for p, g in zip(source, gold)]
+        return cls(
+            language=language,
+            examples=len(gold),
+            target_correct=sum(target_right),
+            source_correct=sum(source_right),
+            only_target_correct=sum(t and not s for t, s in zip(target_right, source_right)),
+            only_source_correct=sum(s and not t for t, s in zip(target_right, source_right)),
+            majority_share=majority_share(list(gold)),
+        )
+
+    @property
+    def target_adapter_accuracy(self) -> float:
+        return self.target_correct / self.examples if self.examples else math.nan
+
+    @property
+    def source_adapter_accuracy(self) -> float:
+        return self.source_correct / self.examples if self.examples else math.nan
 
     @property
     def gap(self) -> float:
         return self.target_adapter_accuracy - self.source_adapter_accuracy
+
+    @property
+    def target_adapter_ci(self) -> list[float]:
+        return list(wilson_interval(self.target_correct, self.examples))
+
+    @property
+    def source_adapter_ci(self) -> list[float]:
+        return list(wilson_interval(self.source_correct, self.examples))
+
+    @property
+    def gap_p_value(self) -> float:
+        """Two-sided exact McNemar p-value for 'the two adapters are equally accurate on these texts'."""
+        return mcnemar_exact(self.only_target_correct, self.only_source_correct)
+
+    def to_dict(self) -> dict:
+        return {
+            "language": self.language,
+            "examples": self.examples,
+            "target_adapter_accuracy": self.target_adapter_accuracy,
+            "target_adapter_ci": self.target_adapter_ci,
+            "source_adapter_accuracy": self.source_adapter_accuracy,
+            "source_adapter_ci": self.source_adapter_ci,
+            "gap": self.gap,
+            "gap_p_value": self.gap_p_value,
+            "only_target_correct": self.only_target_correct,
+            "only_source_correct": self.only_source_correct,
+            "majority_share": self.majority_share,
+        }
 
 
 @dataclass
@@ -247,35 +313,59 @@ class TransferResult:
     def languages(self) -> list[str]:
         return [row.language for row in self.rows]
 
+    @property
+    def target_rows(self) -> list[TransferRow]:
+        """Rows of languages other than the source: in the source's own row both runs use the same adapter."""
+        return [row for row in self.rows if row.language != self.source_language]
+
+    def summary(self) -> str:
+        """What the rows show, claiming a difference only where the McNemar test gives p < 0.05."""
+        rows = self.target_rows
+        if not rows:
+            return f"No target language other than the source ({self.source_language}) was tested."
+        better = [row.language for row in rows if row.gap > 0 and row.gap_p_value < ALPHA]
+        worse = [row.language for row in rows if row.gap < 0 and row.gap_p_value < ALPHA]
+        unclear = len(rows) - len(better) - len(worse)
+
+        def named(codes: list[str]) -> str:
+            return f"{len(codes)} ({', '.join(codes)})" if codes else "0"
+
+        text = (
+            f"Transfer to {len(rows)} target language{'s' if len(rows) != 1 else ''}: the target language's own "
+            f"adapter is more accurate than the source adapter ({self.source_language}) in {named(better)}, less "
+            f"accurate in {named(worse)}, and in {unclear} the test data cannot tell the two apart (exact McNemar "
+            f"test on the same texts, p >= {ALPHA}; each language tested on its own)."
+        )
+        if len(rows) < len(self.rows):
+            text += f" The {self.source_language} row uses the same adapter both ways and is not counted."
+        return text
+
     def to_dict(self) -> dict:
         return {
             "model": self.model,
             "source_language": self.source_language,
             "labels": list(self.labels),
             "languages": self.languages,
-            "rows": [
-                {
-                    "language": row.language,
-                    "examples": row.examples,
-                    "target_adapter_accuracy": row.target_adapter_accuracy,
-                    "source_adapter_accuracy": row.source_adapter_accuracy,
-                    "gap": row.gap,
-                    "majority_share": row.majority_share,
-                }
-                for row in self.rows
-            ],
+            "rows": [row.to_dict() for row in self.rows],
+            "summary": self.summary(),
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per target language; accuracies as fractions."""
+        """One row per target language; accuracies and interval bounds as fractions, the gap's p-value."""
+        source = f"source adapter ({self.source_language})"
         return pd.DataFrame(
             [
                 {
                     "language": row.language,
                     "examples": row.examples,
                     "target adapter": row.target_adapter_accuracy,
-                    f"source adapter ({self.source_language})": row.source_adapter_accuracy,
+                    "target adapter low": row.target_adapter_ci[0],
+                    "target adapter high": row.target_adapter_ci[1],
+                    source: row.source_adapter_accuracy,
+                    f"{source} low": row.source_adapter_ci[0],
+                    f"{source} high": row.source_adapter_ci[1],
                     "gap": row.gap,
+                    "gap p-value": row.gap_p_value,
                     "majority label": row.majority_share,
                 }
                 for row in self.rows
@@ -299,25 +389,57 @@ def standardiser(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+@dataclass
+class LinearFit:
+    """A softmax layer fitted by fit_linear_head, and how the optimisation ended."""
+
+    weight: torch.Tensor  # (labels, hidden) float32
+    bias: torch.Tensor  # (labels,) float32
+    losses: list[float]  # cross-entropy after each iteration
+    stopped: bool  # the deadline stopped it
+    converged: bool  # the largest |gradient| of the objective fell to the tolerance
+    gradient_norm: float  # that largest |gradient| at the end
+
+    @property
+    def iterations(self) -> int:
+        return len(self.losses)
+
+
+GRADIENT_TOLERANCE = 1e-5
+
+
 def fit_linear_head(
     features: torch.Tensor,
     targets: torch.Tensor,
     num_labels: int,
     *,
     weight_decay: float = 1e-2,
-    max_steps: int = 100,
+    max_steps: int = 1000,
+    tolerance: float = GRADIENT_TOLERANCE,
     deadline: float | None = None,
     on_step: Callable[[int, float], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[float], bool]:
+) -> LinearFit:
     """Softmax regression on standardised features, full-batch L-BFGS from zero weights (deterministic).
 
-    Returns weight (labels, hidden), bias, the cross-entropy after each step, and whether the
-    deadline (a time.monotonic() value) stopped it before convergence.
+    Minimises mean cross-entropy + weight_decay / 2 * |weight|^2 in float64 until the largest |gradient|
+    is at most `tolerance` (the objective is strictly convex, so that is near its one optimum), the
+    objective stops changing, max_steps iterations pass, or the deadline (a time.monotonic() value) does.
     """
-    x = features.float()
-    weight = torch.zeros(num_labels, x.shape[1], requires_grad=True)
-    bias = torch.zeros(num_labels, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    x = features.double()
+    weight = torch.zeros(num_labels, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
+    # One L-BFGS iteration per step (with up to 25 evaluations for its line search), so that the deadline
+    # and progress reports are checked between iterations; the stopping rules are ours.
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=1,
+        max_eval=25,
+        history_size=20,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
@@ -326,19 +448,28 @@ def fit_linear_head(
         total.backward()
         return total
 
+    def gradient_norm() -> float:
+        return float(torch.cat([weight.grad.flatten(), bias.grad]).abs().max())
+
     losses: list[float] = []
     stopped = False
     with torch.enable_grad():
+        previous = objective().item()
+        norm = gradient_norm()
         for step in range(1, max_steps + 1):
+            if norm <= tolerance:
+                break
             if deadline is not None and time.monotonic() > deadline:
                 stopped = True
                 break
             optimizer.step(objective)
+            current = objective().item()  # recomputed at the new weights: the gradient there decides
+            norm = gradient_norm()
             with torch.no_grad():
-                loss = float(torch.nn.functional.cross_entropy(x @ weight.T + bias, targets))
-            losses.append(loss)
+                losses.append(float(torch.nn.functional.cross_entropy(x @ weight.T + bias, targets)))
             if on_step is not None:
-                on_step(step, loss)
-            if len(losses) > 1 and abs(losses[-2] - losses[-1]) < 1e-7:
-                break
-    return weight.detach(), bias.detach(), losses, stopped
+                on_step(step, losses[-1])
+            if current >= previous and norm > tolerance:
+                break  # no progress: rounding has the last word
+            previous = current
+    return LinearFit(weight.detach().float(), bias.detach().float(), losses, stopped, norm <= tolerance, norm)

@@ -2,6 +2,7 @@
 
 xmod-explorer [--model mini] [app flags]          serve the web app (see `xmod-explorer serve --help`)
 xmod-explorer {predict,compare,sentences,lens,identify,mix,map,info,convert} ...
+xmod-explorer batch {predict,compare,score,project} --input CORPUS --output RESULTS   every row of a corpus
 
 Each analysis prints a readable table, or the same JSON the web app's API returns with --json.
 """
@@ -20,7 +21,7 @@ from xmod_explorer.datasets import read_pairs
 from xmod_explorer.errors import ExplorerError
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _model_options(parser: argparse.ArgumentParser, *, json: bool = True) -> None:
     parser.add_argument(
         "--model",
         default=None,
@@ -31,10 +32,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     parser.add_argument("--load-languages", default=None, help="load only these adapters (comma-separated codes)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-COMMANDS = ("predict", "compare", "sentences", "lens", "identify", "mix", "map", "info", "convert")
+COMMANDS = ("predict", "compare", "sentences", "lens", "identify", "mix", "map", "info", "convert", "batch")
 PROG = "xmod-explorer"
 
 
@@ -99,7 +101,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, default=1e-4, help="largest output difference accepted per language"
     )
     convert.add_argument("--overwrite", action="store_true")
+    _batch_parser(commands)
     return parser
+
+
+def _batch_parser(commands) -> None:
+    from xmod_explorer.batch.operations import OPERATIONS
+
+    batch = commands.add_parser(
+        "batch",
+        help="run an analysis over every row of a corpus file (resumable; several processes with torchrun)",
+        description="Run an analysis over every row of a corpus (.csv, .tsv, .jsonl, .parquet) into a result file "
+        "(.csv, .parquet). Columns: text, and languages (comma-separated codes) or language per row, or --languages. "
+        "Run the same command again to resume an interrupted run.",
+    )
+    operations = batch.add_subparsers(dest="operation", required=True)
+    for operation in OPERATIONS.values():
+        sub = operations.add_parser(operation.name, help=operation.help)
+        sub.add_argument("--input", required=True, type=Path, help="corpus: .csv, .tsv, .jsonl or .parquet")
+        sub.add_argument("--output", required=True, type=Path, help="results: .csv or .parquet")
+        sub.add_argument(
+            "--languages",
+            default=None,
+            help="adapters for rows whose languages/language cell is blank or absent (comma-separated codes)"
+            + ("; default: every language of the model" if not operation.needs_languages else ""),
+        )
+        if operation.name == "predict":
+            sub.add_argument("--top-k", type=int, default=5)
+        if operation.name == "project":
+            sub.add_argument("--layer", default="last", help="last (default), all, or a layer number (0: embeddings)")
+        sub.add_argument("--block-rows", type=int, default=256, help="rows per block: the unit of work and of resuming")
+        sub.add_argument("--tokens-per-pass", type=int, default=4096, help="padded tokens per forward pass")
+        sub.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+        sub.add_argument("--overwrite", action="store_true", help="discard earlier results or an unfinished run")
+        sub.add_argument("--keep-parts", action="store_true", help="keep OUTPUT.parts/ (the blocks) after merging")
+        sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+        _model_options(sub, json=False)
+
+
+def _run_batch(args) -> None:
+    from xmod_explorer.batch import BatchSettings, run_batch
+
+    run_batch(
+        BatchSettings(
+            operation=args.operation,
+            input=args.input,
+            output=args.output,
+            model=args.model,
+            backend=args.backend,
+            device=args.device,
+            dtype=args.dtype,
+            load_languages=args.load_languages,
+            languages=args.languages,
+            top_k=getattr(args, "top_k", 5),
+            layer=getattr(args, "layer", "last"),
+            block_rows=args.block_rows,
+            tokens_per_pass=args.tokens_per_pass,
+            threads=args.threads,
+            overwrite=args.overwrite,
+            keep_parts=args.keep_parts,
+            progress=not args.no_progress,
+        )
+    )
 
 
 def _explorer(args):
@@ -141,6 +204,9 @@ def run(argv: list[str]) -> int:
             report = convert(args.source, args.output, tolerance=args.tolerance, overwrite=args.overwrite)
             worst = max(report.max_abs_diff.values())
             print(f"converted {len(report.languages)} languages to {Path(args.output)}; largest difference {worst:.2e}")
+            return 0
+        if args.command == "batch":
+            _run_batch(args)
             return 0
         explorer = _explorer(args)
         if args.command == "predict":

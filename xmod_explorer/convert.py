@@ -1,9 +1,17 @@
 """Convert a native X-MOD checkpoint (all adapters inside) to the adapters library's format.
 
-Layout written: ``OUT/`` holds the shared model and its masked-LM head (an XmodAdapterModel with
-no language adapter), ``OUT/adapters/<code>/`` one language adapter each, and
-``OUT/xmod_explorer.json`` the language list and the verification record. The result is
-written only after every language gives the same outputs as the source.
+Layout written: ``OUT/`` holds the shared model and its heads (an XmodAdapterModel with no
+language adapter), ``OUT/adapters/<code>/`` one language adapter each, ``OUT/heads/<name>/`` a
+classification head on its own (converted classifiers only), and ``OUT/xmod_explorer.json`` the
+language list and the verification record. Adapters and heads are written under both file names
+the adapters library reads: ``pytorch_adapter.bin`` / ``pytorch_model_head.bin``, which its plain
+``model.load_adapter(folder)`` / ``model.load_head(folder)`` look for, and ``adapter.safetensors``
+/ ``model_head.safetensors``, which this project reads (``use_safetensors=True``).
+
+The shared model also holds a pooler that X-MOD's checkpoints do not have: XmodAdapterModel always
+builds one. It is initialised at random (seeded, so conversions are reproducible), no converted
+head uses it, and the record says so. The result is written only after every language gives the
+same outputs as the source.
 """
 
 from __future__ import annotations
@@ -17,7 +25,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xmod_explorer.adapter_format import ADAPTERS_DIR, MARKER, adapter_model_from_native
+from xmod_explorer.adapter_format import (
+    ADAPTERS_DIR,
+    CLASSIFICATION_HEAD,
+    HEADS_DIR,
+    MARKER,
+    POOLER,
+    adapter_model_from_native,
+)
 from xmod_explorer.errors import ExplorerError
 
 log = logging.getLogger(__name__)
@@ -72,6 +87,11 @@ def compare_outputs(native: nn.Module, converted, languages: list[str]) -> dict[
     return diffs
 
 
+def record(report: ConversionReport) -> str:
+    """The marker file's text: the format, what was checked, and what the pooler is."""
+    return json.dumps({"format": "adapters", **report.to_dict(), "pooler": POOLER}, indent=2)
+
+
 def convert(source: str, output: str | Path, *, tolerance: float = 1e-4, overwrite: bool = False) -> ConversionReport:
     """Convert source (a native X-MOD folder or hub id) into the adapters format at output."""
     from xmod_explorer.loading import load_backend
@@ -90,13 +110,20 @@ def convert(source: str, output: str | Path, *, tolerance: float = 1e-4, overwri
     (staging / ADAPTERS_DIR).mkdir(parents=True)
     try:
         for code in languages:
-            model.save_adapter(str(staging / ADAPTERS_DIR / code), code, with_head=False, use_safetensors=True)
+            for safetensors in (True, False):  # the same weights under both names the library reads
+                model.save_adapter(
+                    str(staging / ADAPTERS_DIR / code), code, with_head=False, use_safetensors=safetensors
+                )
+        if CLASSIFICATION_HEAD in model.heads:
+            (staging / HEADS_DIR).mkdir()
+            for safetensors in (True, False):
+                model.save_head(str(staging / HEADS_DIR / CLASSIFICATION_HEAD), CLASSIFICATION_HEAD, safetensors)
         for code in languages:
             model.delete_adapter(code)
         model.save_pretrained(str(staging), safe_serialization=True)
         native_loaded.tokenizer.save_pretrained(str(staging))
         report = ConversionReport(source=source, output=str(output), languages=languages, tolerance=tolerance)
-        (staging / MARKER).write_text(json.dumps({"format": "adapters", **report.to_dict()}, indent=2))
+        (staging / MARKER).write_text(record(report))
         # Check the files as written, loaded back through the normal adapters path.
         converted = load_backend(str(staging), backend="adapters", device="cpu", dtype="float32")
         converted.backend.ensure_languages(languages)
@@ -106,7 +133,7 @@ def convert(source: str, output: str | Path, *, tolerance: float = 1e-4, overwri
             raise ExplorerError(
                 f"The converted model differs from {source} beyond {tolerance}: {bad}. Nothing was written."
             )
-        (staging / MARKER).write_text(json.dumps({"format": "adapters", **report.to_dict()}, indent=2))
+        (staging / MARKER).write_text(record(report))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -24,6 +24,8 @@ SENTIMENT_TRAIN = SENTIMENT / "train.csv"
 SENTIMENT_TEST = SENTIMENT / "test.csv"
 # The languages the sentiment test set is written in, besides English (all in xmod-base and the mini model).
 SENTIMENT_TARGETS = ["de_DE", "fr_XX", "es_XX", "ru_RU", "ja_XX", "zh_CN"]
+# The shipped parallel set: the Across languages tab's example, and the reference sentences for centring.
+PARALLEL_SET = ASSETS / "examples" / "parallel.tsv"
 COLUMNS = ("text", "label", "language")
 
 
@@ -108,6 +110,17 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     if missing:
         raise ExplorerError(f"{path} needs the columns language and text; it lacks {', '.join(sorted(missing))}.")
     return list(zip(frame["language"], frame["text"]))
+
+
+def reference_sentences(languages: Sequence[str]) -> list[tuple[str, str]]:
+    """The shipped parallel set's (language, text) rows in the given languages, in file order.
+
+    When none of its languages is given, every sentence comes back under the first given language,
+    so that any model has a reference set.
+    """
+    rows = read_pairs(PARALLEL_SET)
+    chosen = [(code, text) for code, text in rows if code in languages]
+    return chosen or [(languages[0], text) for _, text in rows]
 
 
 def _decode(data: bytes, name: str) -> str:

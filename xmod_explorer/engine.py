@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,9 +22,10 @@ import torch
 
 from xmod_explorer import defaults
 from xmod_explorer.classify import Classification, ProbeHead
-from xmod_explorer.datasets import as_pairs
+from xmod_explorer.datasets import as_pairs, reference_sentences
 from xmod_explorer.detect import detect
 from xmod_explorer.errors import ExplorerError
+from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.languages import display_name, resolve_language, resolve_languages
 from xmod_explorer.lens import (
     READOUT_POST_NORM,
@@ -51,19 +53,24 @@ from xmod_explorer.scoring import (
 )
 from xmod_explorer.similarity import (
     AdapterComparison,
+    Centring,
     SentenceComparison,
-    centred_token_cosine,
     cosine_matrix,
     language_pair_scores,
     mean_pool,
     token_cosine,
 )
-from xmod_explorer.tokens import content_mask, pad_rows
+from xmod_explorer.stats import PERMUTATIONS
+from xmod_explorer.tokens import content_mask, length_batches, pad_rows
 
 log = logging.getLogger(__name__)
 
+# The most pairings one Across-languages request may test (memory and time grow with it).
+MAX_PERMUTATIONS = 100_000
 # Users write the mask in several ways; all mean the tokenizer's own mask token.
 MASK_SPELLINGS = re.compile(r"<\s*mask\s*>|\[\s*mask\s*\]", re.IGNORECASE)
+# Token positions (rows x padded length) per forward pass when many texts share passes: bounds activation memory.
+TOKENS_PER_PASS = 4096
 # In predict_masks' languages, this word stands for the adapter that fits the text best (score_languages).
 AUTO = "auto"
 # Mixing weights between two adapters: at least both ends, at most one per hundredth.
@@ -92,15 +99,24 @@ class ModelInfo:
     can_fill_masks: bool
     random_weights: bool = False
     labels: list[str] = field(default_factory=list)
+    tokenizer: str = ""  # "the checkpoint's own", or the hub id of the tokenizer used instead
+    tokenizer_source: str = ""  # where it came from, in words
+    post_hoc_languages: list[str] = field(default_factory=list)  # adapters added after pre-training
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per language: lang id, code, readable name, and whether its adapter is in memory."""
+        """One row per language: lang id, code, readable name, whether its adapter is in memory and added post hoc."""
         return pd.DataFrame(
             [
-                {"lang_id": i, "code": code, "name": display_name(code), "in_memory": code in self.loaded_languages}
+                {
+                    "lang_id": i,
+                    "code": code,
+                    "name": display_name(code),
+                    "in_memory": code in self.loaded_languages,
+                    "added_post_hoc": code in self.post_hoc_languages,
+                }
                 for i, code in enumerate(self.languages)
             ]
         )
@@ -148,6 +164,8 @@ class Explorer:
         # Structural tokens are left out of pooling and token views; <unk> and <mask> stand for text and stay.
         structural = ("bos_token_id", "eos_token_id", "pad_token_id", "cls_token_id", "sep_token_id")
         self._special_ids = {getattr(self.tokenizer, name) for name in structural} - {None}
+        self._centring: Centring | None = None
+        self._centring_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(
@@ -158,24 +176,35 @@ class Explorer:
         dtype: str = "auto",
         languages: Sequence[str] | str | None = None,
         limits: Limits | None = None,
+        progress: Callable[[DownloadProgress], None] | None = None,
     ) -> Explorer:
         """Load an X-MOD checkpoint (hub id, local folder, 'mini' or 'random'; None: the default).
 
         backend: 'transformers' (native XmodForMaskedLM), 'adapters' (XmodAdapterModel with one adapter
         per language, loaded on demand) or 'auto' (from the checkpoint). languages: load only these
         adapters. device: auto/cpu/cuda/mps. dtype: auto (float16 on GPU, float32 on CPU) or a name.
-        An explicitly named model that cannot be had is an error, never silently replaced.
+        An explicitly named model that cannot be had is an error, never silently replaced; the default
+        (None) falls back to the embedded mini model whatever goes wrong with it, and says why.
+        progress receives each file's download progress (bytes done of bytes total) while files come
+        from the hub.
         """
+
+        def load(reference: str) -> Loaded:
+            return load_backend(
+                reference, backend=backend, device=device, dtype=dtype, languages=languages, progress=progress
+            )
+
         if model is None:
-            choice = defaults.resolve_default()
+            loaded, choice = defaults.load_default(load)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
         else:
             if not isinstance(model, str) or not model.strip():
                 raise ExplorerError("Name a model: a hub id such as facebook/xmod-base, a local folder, or 'mini'.")
             choice = defaults.resolve_alias(model) or defaults.ModelChoice(
                 model.strip(), f"{model.strip()} asked for by name"
             )
-        log.info("model: %s (%s)", choice.reference, choice.reason)
-        loaded = load_backend(choice.reference, backend=backend, device=device, dtype=dtype, languages=languages)
+            log.info("model: %s (%s)", choice.reference, choice.reason)
+            loaded = load(choice.reference)
         return cls(loaded, reason=choice.reason, random_weights=choice.random_weights, limits=limits, name=choice.name)
 
     # ----- what is loaded -------------------------------------------------------------------
@@ -214,6 +243,9 @@ class Explorer:
             can_fill_masks=bool(self.backend.has_mlm),
             random_weights=self.random_weights,
             labels=list(self.backend.classifier_labels() or []),
+            tokenizer=self.loaded.tokenizer_name,
+            tokenizer_source=self.loaded.tokenizer_source,
+            post_hoc_languages=[code for code in self.loaded.post_hoc_languages if code in self.languages],
         )
 
     # ----- input checks and encoding: the building blocks the lab and the analyses share ------
@@ -289,6 +321,61 @@ class Explorer:
             on_batch(total, total)
         return out
 
+    def _pooled_layers(self, token_rows: Sequence[Sequence[int]], row_languages: Sequence[str]) -> torch.Tensor:
+        """One forward pass, each row under its own language's adapter: every layer's sentence vectors
+        (mean over the text's tokens), (layers + 1, rows, hidden) float32 on the CPU."""
+        input_ids, attention = self.pad(token_rows)
+        keep = content_mask(input_ids, attention, self._special_ids)
+        with torch.inference_mode():
+            encoded = self.backend.encode_rows(input_ids, attention, list(row_languages), all_layers=True)
+            return torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
+
+    def centring(self) -> Centring:
+        """The mean sentence vector per layer that every centred cosine subtracts: computed once per loaded model
+        (on first use, thread-safe) from the shipped parallel sentences in this model's languages, each through
+        its own language's adapter, so centred values never depend on what a request selects."""
+        if self._centring is None:
+            with self._centring_lock:
+                if self._centring is None:
+                    pairs = reference_sentences(self.languages)
+                    codes = [code for code, _ in pairs]
+                    rows = [self.tokenize(text, what="reference sentence") for _, text in pairs]
+                    self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
+                    pooled = self._pooled_layers(rows, codes)
+                    languages = sorted(set(codes), key=codes.index)
+                    self._centring = Centring(pooled.double().mean(1), languages, len(rows))
+        return self._centring
+
+    def pooled_layers(
+        self,
+        token_rows: Sequence[Sequence[int]],
+        row_languages: Sequence[str],
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> torch.Tensor:
+        """Sentence vectors at every layer, (layers + 1, rows, hidden) float32 on the CPU, embedding output first:
+        the mean over each row's text tokens, each row under its own language's adapter (codes from
+        check_languages, rows from tokenize), in passes of rows of similar length."""
+        self.backend.ensure_languages(sorted(set(row_languages), key=self.languages.index))
+        config = self.backend.model.config
+        out = torch.empty(int(config.num_hidden_layers) + 1, len(token_rows), int(config.hidden_size))
+        with torch.inference_mode():
+            for chosen, input_ids, attention, encoded in self._passes(
+                token_rows, row_languages, tokens_per_pass, all_layers=True
+            ):
+                keep = content_mask(input_ids, attention, self._special_ids)
+                out[:, chosen] = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
+        return out
+
+    def _passes(self, token_rows, row_languages, tokens_per_pass: int, *, all_layers: bool = False):
+        """Forward passes over rows grouped by length (tokens.length_batches): yields (row indices, input_ids,
+        attention_mask, Encoded) per pass. The caller holds inference mode."""
+        for chosen in length_batches([len(row) for row in token_rows], tokens_per_pass):
+            input_ids, attention = self.pad([token_rows[i] for i in chosen])
+            codes = [row_languages[i] for i in chosen]
+            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=all_layers)
+            yield chosen, input_ids, attention, encoded
+
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
         if not isinstance(head, ProbeHead):
@@ -360,14 +447,45 @@ class Explorer:
             encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
             states = encoded.last.reshape(len(codes) * len(positions), -1)
             probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
-        probabilities = probabilities.view(len(codes), len(positions), k).cpu()
-        token_ids = token_ids.view(len(codes), len(positions), k).cpu()
-        entropy = entropy.view(len(codes), len(positions)).cpu()
+        shape = (len(codes), len(positions))
+        return self._mask_prediction(
+            text,
+            codes,
+            ids,
+            positions,
+            probabilities.view(*shape, k),
+            token_ids.view(*shape, k),
+            entropy.view(shape),
+            auto_language=auto_language,
+        )
+
+    def _mask_prediction(
+        self,
+        text: str,
+        codes: list[str],
+        ids: list[int],
+        positions: list[int],
+        probabilities: torch.Tensor,
+        token_ids: torch.Tensor,
+        entropy: torch.Tensor,
+        names: dict[int, str] | None = None,
+        auto_language: str | None = None,
+    ) -> MaskPrediction:
+        """A MaskPrediction from top-k results of shape (languages, masks, k) and entropies (languages, masks);
+        names caches readable tokens across calls; auto_language is the adapter "auto" stood for, if any."""
+        names = {} if names is None else names
+        probabilities, token_ids, entropy = probabilities.cpu(), token_ids.cpu(), entropy.cpu()
+
+        def readable(token: int) -> str:
+            if token not in names:
+                names[token] = readable_token(self.tokenizer, token)
+            return names[token]
+
         slots = []
         for m, position in enumerate(positions):
             predictions = {
                 code: [
-                    TokenGuess(readable_token(self.tokenizer, int(t)), int(t), float(p))
+                    TokenGuess(readable(int(t)), int(t), float(p))
                     for t, p in zip(token_ids[row, m], probabilities[row, m])
                 ]
                 for row, code in enumerate(codes)
@@ -385,21 +503,36 @@ class Explorer:
         self, text: str, languages: Sequence[str] | str, reference: str | None = None
     ) -> AdapterComparison:
         """Run one text through each adapter and compare the hidden states layer by layer."""
-        codes = self.check_languages(languages)
-        reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
-        if reference not in codes:
-            raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
+        codes, reference = self._languages_and_reference(languages, reference)
         ids = self.tokenize(text)
         content = self._content_positions(ids)
         input_ids, attention = self.pad([ids])
         with torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
+        return self._adapter_comparison(text, codes, reference, ids, content, layers)
+
+    def _languages_and_reference(self, languages: Sequence[str] | str, reference: str | None) -> tuple[list[str], str]:
+        codes = self.check_languages(languages)
+        reference = codes[0] if reference in (None, "") else resolve_language(reference, self.languages)
+        if reference not in codes:
+            raise ExplorerError(f"The reference language {reference} must be one of the chosen languages {codes}.")
+        return codes, reference
+
+    def _adapter_comparison(
+        self, text: str, codes: list[str], reference: str, ids: list[int], content: list[int], layers: torch.Tensor
+    ) -> AdapterComparison:
+        """An AdapterComparison from the text's states at its content positions, (layers + 1, adapters, tokens,
+        hidden) float32 on the CPU."""
         ref = codes.index(reference)
-        pooled = torch.stack([cosine_matrix(layer.mean(1)) for layer in layers])
-        centred = torch.stack([centred_token_cosine(layer) for layer in layers])
+        centring = self.centring()
+        vectors = layers.mean(2)  # (L+1, k, h) sentence vectors
+        pooled = torch.stack([cosine_matrix(layer) for layer in vectors])
+        centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(vectors, centring.means)])
         per_token = torch.stack([token_cosine(layer, ref) for layer in layers])
-        per_token_centred = torch.stack([token_cosine(layer, ref, centred=True) for layer in layers])
+        per_token_centred = torch.stack(
+            [token_cosine(layer, ref, centre=mean) for layer, mean in zip(layers, centring.means)]
+        )
         tokens = [readable_token(self.tokenizer, ids[i]) for i in content]
         return AdapterComparison(
             model=self.name,
@@ -411,12 +544,28 @@ class Explorer:
             centred_cosine=centred,
             token_cosine=per_token,
             token_cosine_centred=per_token_centred,
+            centring=centring,
         )
 
     @_guard_device_memory
-    def compare_sentences(self, pairs: Sequence[tuple[str, str]], *, permutations: int = 20) -> SentenceComparison:
+    def compare_sentences(
+        self, pairs: Sequence[tuple[str, str]], *, permutations: int = PERMUTATIONS, seed: int = 0
+    ) -> SentenceComparison:
         """Each sentence through its own language's adapter; cosine per layer, and for parallel sets
-        (same count per language, i-th sentences translations of each other) CKA with shuffled baselines."""
+        (same count per language, i-th sentences translations of each other) CKA and translation-pair
+        cosine per layer and language pair, each with a permutation p-value and null band: every pairing
+        when there are at most `permutations`, else that many random ones drawn with `seed`."""
+        if (
+            not isinstance(permutations, int)
+            or isinstance(permutations, bool)
+            or not PERMUTATIONS <= permutations <= MAX_PERMUTATIONS
+        ):
+            raise ExplorerError(
+                f"permutations must be a whole number from {PERMUTATIONS:,} to {MAX_PERMUTATIONS:,}; "
+                f"got {permutations!r}."
+            )
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ExplorerError(f"seed must be a whole number of 0 or more; got {seed!r}.")
         rows = as_pairs(pairs)
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
@@ -432,17 +581,11 @@ class Explorer:
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        input_ids, attention = self.pad(token_rows)
-        keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode():
-            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=True)
-            pooled = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()  # (L+1, n, h)
+        pooled = self._pooled_layers(token_rows, codes)  # (L+1, n, h)
+        centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
-        centred = torch.stack([cosine_matrix(layer - layer.mean(0, keepdim=True)) for layer in pooled])
-        notes = []
-        if len(rows) < 3:
-            notes.append("With two sentences the centred cosine is always -1; add more rows for it to mean anything.")
-        scores, size, more = language_pair_scores(pooled, codes, permutations=permutations)
+        centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])
+        scores, size, notes, plan = language_pair_scores(pooled, codes, permutations=permutations, seed=seed)
         return SentenceComparison(
             model=self.name,
             pairs=[(code, str(text)) for code, (_, text) in zip(codes, rows)],
@@ -450,8 +593,108 @@ class Explorer:
             centred_cosine=centred,
             parallel_size=size,
             scores=scores,
-            notes=notes + more,
+            notes=notes,
+            centring=centring,
+            permutations=plan.count if plan is not None else 0,
+            exact_test=plan is not None and plan.exact,
         )
+
+    # ----- many texts at once (batch mode): each text checked alone, forward passes shared ---------------
+
+    @_guard_device_memory
+    def predict_masks_batch(
+        self,
+        texts: Sequence[object],
+        languages: Sequence[Sequence[str] | str],
+        top_k: int = 5,
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> list[MaskPrediction | ExplorerError]:
+        """predict_masks(texts[i], languages[i], top_k) for every i, in input order: the same results, with the
+        (text, language) rows of all texts sharing forward passes. A text that fails its checks gets its
+        ExplorerError in its place, and the others run."""
+        self._require_mlm()
+        self._same_length(texts, languages)
+        k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
+        results: list = [None] * len(texts)
+        prepared: dict[int, tuple[list[str], list[int], list[int]]] = {}
+        autos: dict[int, str | None] = {}
+        for i, (text, chosen) in enumerate(zip(texts, languages)):
+            try:
+                ids = self.tokenize(text)
+                chosen, autos[i] = self._resolve_auto(str(text), chosen)
+                codes = self.check_languages(chosen)
+                prepared[i] = (codes, ids, self._mask_positions(ids))
+            except ExplorerError as exc:
+                results[i] = exc
+        forward = [(i, code) for i, (codes, _, _) in prepared.items() for code in codes]
+        found: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
+        with torch.inference_mode():
+            for chosen, _, _, encoded in self._passes(
+                [prepared[i][1] for i, _ in forward], [code for _, code in forward], tokens_per_pass
+            ):
+                rows = [forward[j] for j in chosen]
+                states = torch.cat([encoded.last[r, prepared[i][2]] for r, (i, _) in enumerate(rows)])
+                top = [t.cpu() for t in top_k_with_entropy(states, self.backend.mlm_logits, k)]
+                start = 0
+                for i, code in rows:
+                    end = start + len(prepared[i][2])
+                    found[(i, code)] = tuple(t[start:end] for t in top)
+                    start = end
+        names: dict[int, str] = {}
+        for i, (codes, ids, positions) in prepared.items():
+            probabilities, token_ids, entropy = (torch.stack([found[(i, code)][n] for code in codes]) for n in range(3))
+            results[i] = self._mask_prediction(
+                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names, autos[i]
+            )
+        return results
+
+    @_guard_device_memory
+    def compare_adapters_batch(
+        self,
+        texts: Sequence[object],
+        languages: Sequence[Sequence[str] | str],
+        references: Sequence[str | None] | None = None,
+        *,
+        tokens_per_pass: int = TOKENS_PER_PASS,
+    ) -> list[AdapterComparison | ExplorerError]:
+        """compare_adapters(texts[i], languages[i], references[i]) for every i, in input order: the same results,
+        with the (text, language) rows of all texts sharing forward passes. A text that fails its checks gets
+        its ExplorerError in its place, and the others run."""
+        self._same_length(texts, languages)
+        references = [None] * len(texts) if references is None else references
+        self._same_length(texts, references, "references")
+        results: list = [None] * len(texts)
+        prepared: dict[int, tuple[list[str], str, list[int], list[int]]] = {}
+        for i, (text, chosen, reference) in enumerate(zip(texts, languages, references)):
+            try:
+                codes, reference = self._languages_and_reference(chosen, reference)
+                ids = self.tokenize(text)
+                prepared[i] = (codes, reference, ids, self._content_positions(ids))
+            except ExplorerError as exc:
+                results[i] = exc
+        forward = [(i, code) for i, (codes, *_) in prepared.items() for code in codes]
+        pending: dict[int, dict[str, torch.Tensor]] = {}
+        with torch.inference_mode():
+            for chosen, _, _, encoded in self._passes(
+                [prepared[i][2] for i, _ in forward], [code for _, code in forward], tokens_per_pass, all_layers=True
+            ):
+                for r, j in enumerate(chosen):
+                    i, code = forward[j]
+                    content = prepared[i][3]
+                    states = pending.setdefault(i, {})
+                    states[code] = torch.stack([layer[r, content].float() for layer in encoded.layers]).cpu()
+                    codes, reference, ids, _ = prepared[i]
+                    if len(states) == len(codes):  # the text's last adapter is done: summarise, free its states
+                        layers = torch.stack([states[c] for c in codes], dim=1)  # (L+1, k, t, h)
+                        del pending[i]
+                        results[i] = self._adapter_comparison(str(texts[i]), codes, reference, ids, content, layers)
+        return results
+
+    @staticmethod
+    def _same_length(texts: Sequence[object], other: Sequence[object], what: str = "languages") -> None:
+        if len(texts) != len(other):
+            raise ExplorerError(f"Give one {what} entry per text: {len(texts)} texts, {len(other)} {what} entries.")
 
     # ----- classification -----------------------------------------------------------------------
 

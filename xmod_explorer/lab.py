@@ -18,13 +18,13 @@ import torch
 
 from xmod_explorer.classify import (
     FEATURE,
+    GRADIENT_TOLERANCE,
     ProbeHead,
     ProbeTraining,
     TransferResult,
     TransferRow,
     accuracy,
     fit_linear_head,
-    majority_share,
     standardiser,
 )
 from xmod_explorer.datasets import (
@@ -162,7 +162,7 @@ def train_probe(
     examples,
     source_language: str,
     *,
-    max_steps: int = 100,
+    max_steps: int = 1000,
     weight_decay: float = 1e-2,
     batch_size: int = 32,
     progress: Progress | None = None,
@@ -197,7 +197,7 @@ def train_probe(
     def on_step(step: int, loss: float) -> None:
         _report(progress, 0.8 + 0.2 * step / max_steps, f"Training the probe: step {step}, loss {loss:.4f}")
 
-    weight, bias, losses, stopped = fit_linear_head(
+    fit = fit_linear_head(
         (features - mean) / std,
         targets,
         len(labels),
@@ -206,24 +206,32 @@ def train_probe(
         deadline=deadline,
         on_step=on_step,
     )
-    head = ProbeHead(weight, bias, mean, std, labels, source, explorer.name, FEATURE, len(items))
-    note = (
-        f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {len(losses)} steps; the head "
-        "is usable but may not be fully trained."
-        if stopped
-        else ""
-    )
+    head = ProbeHead(fit.weight, fit.bias, mean, std, labels, source, explorer.name, FEATURE, len(items))
+    if fit.stopped:
+        note = (
+            f"Stopped at the time cap of {explorer.limits.max_train_seconds:.0f} s after {fit.iterations} steps, "
+            f"before converging (largest gradient {fit.gradient_norm:.1e}); the head is usable but not fully trained."
+        )
+    elif not fit.converged:
+        note = (
+            f"Stopped after {fit.iterations} steps without converging (largest gradient {fit.gradient_norm:.1e}, "
+            f"tolerance {GRADIENT_TOLERANCE:.0e}); the head is usable but may not be fully trained."
+        )
+    else:
+        note = ""
     _report(progress, 1.0, "Probe trained")
     return ProbeTraining(
         head=head,
-        losses=losses,
+        losses=fit.losses,
         seconds=time.monotonic() - start,
         feature_seconds=feature_seconds,
         examples=len(items),
-        steps=len(losses),
+        steps=fit.iterations,
         train_accuracy=accuracy(head.predict(features), [example.label for example in items]),
-        stopped_early=stopped,
+        stopped_early=fit.stopped,
         note=note,
+        converged=fit.converged,
+        gradient_norm=fit.gradient_norm,
     )
 
 
@@ -310,15 +318,8 @@ def evaluate_transfer(
     for code, rows in groups.items():
         gold = [example.label for example in rows]
         n = len(rows)
-        result_rows.append(
-            TransferRow(
-                language=code,
-                examples=n,
-                target_adapter_accuracy=accuracy(predicted[offset : offset + n], gold),
-                source_adapter_accuracy=accuracy(predicted[offset + n : offset + 2 * n], gold),
-                majority_share=majority_share(gold),
-            )
-        )
+        target, baseline = predicted[offset : offset + n], predicted[offset + n : offset + 2 * n]
+        result_rows.append(TransferRow.from_predictions(code, target, baseline, gold))
         offset += 2 * n
     return TransferResult(model=explorer.name, source_language=source, labels=list(head.labels), rows=result_rows)
 

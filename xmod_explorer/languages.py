@@ -97,12 +97,14 @@ LANGUAGE_NAMES: dict[str, str] = {
     "sa_IN": "Sanskrit",
 }
 
-# Relatives built on X-MOD add their own codes (SwissBERT's Swiss varieties).
+# Relatives built on X-MOD add their own codes: SwissBERT (ZurichNLP/swissbert) names its adapters
+# after Switzerland's national languages, as its model card does, plus Swiss German dialect (gsw).
 EXTRA_NAMES: dict[str, str] = {
-    "de_CH": "Swiss German",
-    "fr_CH": "Swiss French",
-    "it_CH": "Swiss Italian",
-    "rm_CH": "Romansh",
+    "de_CH": "Swiss Standard German",
+    "fr_CH": "French (Switzerland)",
+    "it_CH": "Italian (Switzerland)",
+    "rm_CH": "Romansh Grischun",
+    "gsw": "Swiss German",
 }
 
 

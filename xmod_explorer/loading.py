@@ -1,8 +1,10 @@
 """Load any X-MOD checkpoint into a backend: local or hub, native or adapters format, any device.
 
-This is the only place that reads checkpoints. Weights come from safetensors where present;
-pickle files only go through ``torch.load(weights_only=True)`` (transformers and adapters both
-do this), and ``trust_remote_code`` is never set.
+This is the only place that reads checkpoints. config.json is read and checked here first
+(``checks``), and transformers only ever sees a config built from the checked values, so a
+refused checkpoint costs neither a weight download nor an allocation. Weights come from
+safetensors where present; pickle files only go through ``torch.load(weights_only=True)``
+(transformers and adapters both do this too), and ``trust_remote_code`` is never set.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from xmod_explorer import hub
+from xmod_explorer import compat, hub
 from xmod_explorer.adapter_format import ADAPTERS_DIR, MARKER, adapter_model_from_native
 from xmod_explorer.backends import AdapterBackend, NativeBackend
+from xmod_explorer.checks import check_config, check_no_code, read_config, read_json
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
+from xmod_explorer.tokenizers import resolve_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,10 @@ class Loaded:
     dtype: torch.dtype
     languages: list[str]
     checkpoint_format: str
+    tokenizer_name: str = "the checkpoint's own"
+    tokenizer_source: str = ""
+    # Languages whose adapters were trained after pre-training, with the rest frozen (config "post_hoc_languages").
+    post_hoc_languages: list[str] = field(default_factory=list)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -75,32 +84,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if name not in DTYPES:
         raise ExplorerError(f"Unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}.")
     return DTYPES[name]
-
-
-def read_config(folder: Path, reference: str) -> dict:
-    """config.json of an X-MOD checkpoint, or an error saying what the folder is instead."""
-    path = folder / "config.json"
-    if not path.exists():
-        raise ExplorerError(
-            f"{reference} has no config.json, so it is not a model folder. Point to an X-MOD checkpoint."
-        )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExplorerError(
-            f"{reference}: config.json is not valid JSON ({exc}). The download may be incomplete."
-        ) from exc
-    if not isinstance(config, dict) or config.get("model_type") != "xmod":
-        kind = config.get("model_type") if isinstance(config, dict) else None
-        raise ExplorerError(
-            f"{reference} is a {kind or 'non-X-MOD'} model, not X-MOD (config.json model_type must be 'xmod'). "
-            "Choose an X-MOD checkpoint such as facebook/xmod-base."
-        )
-    if not config.get("languages"):
-        raise ExplorerError(
-            f"{reference}: config.json lists no languages; an X-MOD checkpoint names its adapters there."
-        )
-    return config
 
 
 def checkpoint_format(folder: Path, config: dict) -> str:
@@ -150,30 +133,48 @@ def _weights_error(reference: str, exc: Exception) -> ExplorerError:
     )
 
 
-def _assign_safetensors(folder: Path, cls, languages: list[str], dtype: torch.dtype):
-    """The model from a single model.safetensors, or None where the general path is needed.
+def _read_weights(folder: Path) -> dict[str, torch.Tensor] | None:
+    """The single weights file's tensors, memory-mapped (nothing copied yet), or None where there is none.
+
+    safetensors maps its file; a pickle goes through torch.load(weights_only=True, mmap=True), which
+    refuses anything but tensors and maps the zip archive's storages instead of reading them.
+    """
+    safetensors_file, pickle_file = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if safetensors_file.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(safetensors_file))
+    if pickle_file.is_file() and zipfile.is_zipfile(pickle_file):
+        state = torch.load(str(pickle_file), map_location="cpu", weights_only=True, mmap=True)
+        return state if isinstance(state, dict) else None
+    return None
+
+
+def _assign_weights(folder: Path, cls, config, dtype: torch.dtype):
+    """The model from a single weights file (safetensors or pickle), or None where the general path is needed.
 
     Builds the modules without initialising any weight (parameters on the meta device) and assigns
-    the file's tensors, which safetensors memory-maps: nothing is computed only to be overwritten,
-    and the adapters of languages left out are never read. transformers' own from_pretrained does
-    the same work with a per-tensor overhead that costs seconds on xmod-base's 4,000 tensors. Any
-    mismatch (a missing or misshapen tensor, a sharded or pickle checkpoint) returns None, and the
-    caller loads through from_pretrained, which reports it.
+    the file's memory-mapped tensors: nothing is computed only to be overwritten, the adapters of
+    languages left out are never read, and where the file's dtype is the one asked for no weight is
+    copied at all, so loading needs little more memory than the model itself. transformers' own
+    from_pretrained does the same work with a per-tensor overhead that costs seconds on
+    xmod-base's 4,000 tensors. Any mismatch (a missing or misshapen tensor, a sharded checkpoint)
+    returns None, and the caller loads through from_pretrained, which reports it. A pickle that
+    holds more than tensors raises the refusal.
     """
-    from safetensors.torch import load_file
-    from transformers import XmodConfig
-    from transformers.integrations.accelerate import init_empty_weights
-    from transformers.modeling_utils import no_init_weights
-
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
+    try:
+        tensors = _read_weights(folder)
+    except Exception as exc:
+        if _is_refused_pickle(exc):
+            raise
+        return None  # unreadable: the general path gives the precise message
+    if tensors is None:
         return None
     try:
-        config = XmodConfig.from_pretrained(str(folder), languages=languages, default_language=None)
-        with no_init_weights(), init_empty_weights(include_buffers=False):
+        with compat.parameters_on_meta():
             model = cls(config)
         modules = dict(model.named_modules())
-        for key, tensor in load_file(str(weights)).items():
+        for key, tensor in tensors.items():
             owner, _, attribute = key.rpartition(".")
             # A bare encoder's checkpoint names its tensors without the "roberta." prefix.
             module = modules.get(owner)
@@ -187,8 +188,10 @@ def _assign_safetensors(folder: Path, cls, languages: list[str], dtype: torch.dt
             tensor = tensor if tensor.dtype == dtype else tensor.to(dtype)
             module._parameters[attribute] = torch.nn.Parameter(tensor, requires_grad=False)
         model.tie_weights()
-    except Exception:  # unreadable or unexpected: the general path gives the precise message
+    except Exception:  # unexpected: the general path gives the precise message
         return None
+    finally:
+        del tensors
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         return None  # a weight the file lacks (an untied head, say): from_pretrained handles it
     return model
@@ -199,18 +202,21 @@ def _load_native(folder: Path, reference: str, config: dict, languages: list[str
 
     architectures = config.get("architectures") or []
     cls = XmodForSequenceClassification if CLASSIFIER_ARCHITECTURES & set(architectures) else XmodForMaskedLM
-    fast = _assign_safetensors(folder, cls, languages, dtype)
+    checked = compat.config_from_checked(config, languages)
+    try:
+        fast = _assign_weights(folder, cls, checked, dtype)
+    except Exception as exc:
+        raise _weights_error(reference, exc) from exc
     if fast is not None:
         return fast, cls is XmodForMaskedLM
     try:
         with _quiet_transformers():
             model, info = cls.from_pretrained(
                 str(folder),
-                languages=languages,
-                default_language=None,
-                dtype=dtype,
+                config=compat.config_from_checked(config, languages),
                 output_loading_info=True,
                 use_safetensors=None,
+                **compat.dtype_argument(dtype),
             )
     except ExplorerError:
         raise
@@ -239,12 +245,16 @@ def _load_native(folder: Path, reference: str, config: dict, languages: list[str
     return model, has_mlm
 
 
-def _load_adapter_format(folder: Path, reference: str, dtype: torch.dtype):
+def _load_adapter_format(folder: Path, reference: str, config: dict, dtype: torch.dtype):
     from adapters import AutoAdapterModel
 
     try:
         with _quiet_transformers():
-            model = AutoAdapterModel.from_pretrained(str(folder), dtype=dtype)
+            model = AutoAdapterModel.from_pretrained(
+                str(folder),
+                config=compat.config_from_checked(config, config["languages"]),
+                **compat.dtype_argument(dtype),
+            )
     except Exception as exc:
         raise _weights_error(reference, exc) from exc
     return model
@@ -283,13 +293,28 @@ def _adapter_source(folder: Path, reference: str, from_hub: bool):
         if (local / "adapter_config.json").exists():
             return local
         if from_hub:
-            return hub.fetch(f"{reference}-{code}", adapter=True).path
+            return hub.fetch(f"{reference}-{code}", kind="adapter", before_weights=_check_adapter_config).path
         raise ExplorerError(
             f"No adapter for {code} in {folder / ADAPTERS_DIR}. Re-run the converter, or load with languages=[...] "
             "limited to the adapters present."
         )
 
     return locate
+
+
+def _check_adapter_config(folder: Path) -> None:
+    """Refuse an adapter_config.json that asks transformers or adapters for code."""
+    config = read_json(folder / "adapter_config.json", folder.name)
+    check_no_code(config, folder.name, "adapter_config.json")
+    if isinstance(config.get("config"), dict):
+        check_no_code(config["config"], folder.name, "adapter_config.json")
+
+
+def _chosen_codes(all_codes: list[str], languages) -> list[str]:
+    if languages in (None, "", []):
+        return all_codes
+    chosen = resolve_languages(languages, all_codes)
+    return [code for code in all_codes if code in chosen]  # keep the checkpoint's order
 
 
 def load_backend(
@@ -299,22 +324,40 @@ def load_backend(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     languages: list[str] | str | None = None,
+    progress: hub.ProgressCallback | None = None,
 ) -> Loaded:
-    """Resolve, read and place a checkpoint; see Explorer.from_pretrained for the arguments."""
+    """Resolve, check, read and place a checkpoint; see Explorer.from_pretrained for the arguments.
+
+    progress receives each file's download progress when files come from the hub.
+    """
     if backend not in BACKENDS:
         raise ExplorerError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
+    dtype_name = str(torch_dtype).replace("torch.", "")
+    if backend == "adapters" and (why := compat.adapters_unavailable()):
+        raise ExplorerError(f"{reference}: {why}")
     started = time.perf_counter()
-    local = hub.fetch(reference)
-    config = read_config(local.path, reference)
+
+    def check(folder: Path) -> dict:
+        config = read_config(folder, reference)  # the model_type, code and size checks, all codes
+        check_config(config, reference, languages=_chosen_codes(list(config["languages"]), languages), dtype=dtype_name)
+        return config
+
+    local = hub.fetch(reference, before_weights=check, progress=progress)
+    config = check(local.path)
     fmt = checkpoint_format(local.path, config)
     all_codes = [str(code) for code in config["languages"]]
-    codes = all_codes
-    if languages not in (None, "", []):
-        chosen_codes = resolve_languages(languages, all_codes)
-        codes = [code for code in all_codes if code in chosen_codes]  # keep the checkpoint's order
+    codes = _chosen_codes(all_codes, languages)
     chosen = fmt if backend == "auto" else backend
+    if chosen == "adapters" and (why := compat.adapters_unavailable()):
+        raise ExplorerError(f"{reference} is in the adapters library's format, but {why}")
+    if not hub.has_weights(local.path):
+        raise ExplorerError(
+            f"{reference} has a config.json but no weights file (model.safetensors or pytorch_model.bin)."
+        )
+    # The tokenizer before the weights: a checkpoint that cannot be tokenized fails in seconds, not after a load.
+    tokenizer = resolve_tokenizer(local.path, reference, int(config["vocab_size"]), progress=progress)
     log.info("loading %s (%s format) with the %s backend on %s in %s", reference, fmt, chosen, target, torch_dtype)
 
     if chosen == "transformers":
@@ -336,7 +379,7 @@ def load_backend(
             mlm_head = _mlm_head_name(model) if has_mlm else None
             task_adapter = None
         else:
-            model = _load_adapter_format(local.path, reference, torch_dtype)
+            model = _load_adapter_format(local.path, reference, config, torch_dtype)
             for code in list(model.adapters_config.adapters):
                 if code not in codes and code in all_codes:  # languages left out; a task adapter stays
                     model.delete_adapter(code)
@@ -357,31 +400,25 @@ def load_backend(
             runner.ensure_languages(codes)
     for parameter in runner.model.parameters():
         parameter.requires_grad_(False)
-    tokenizer = load_tokenizer(local.path, reference)
     log.info("loaded %s in %.1f s (%d languages)", reference, time.perf_counter() - started, len(codes))
     return Loaded(
         reference=reference,
         path=local.path,
         backend=runner,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer.tokenizer,
         device=target,
         dtype=torch_dtype,
         languages=codes,
         checkpoint_format=fmt,
+        tokenizer_name=tokenizer.name,
+        tokenizer_source=tokenizer.source,
+        post_hoc_languages=post_hoc_languages(config),
     )
 
 
-def load_tokenizer(folder: Path, reference: str):
-    """The checkpoint's own tokenizer; it must have a mask token."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except Exception as exc:
-        raise ExplorerError(
-            f"{reference}: no usable tokenizer next to the weights ({type(exc).__name__}: {str(exc)[:200]}). "
-            "Save the XLM-R tokenizer into the same folder."
-        ) from exc
-    if tokenizer.mask_token_id is None:
-        raise ExplorerError(f"{reference}: the tokenizer has no mask token; X-MOD uses XLM-R's <mask>.")
-    return tokenizer
+def post_hoc_languages(config: dict) -> list[str]:
+    """The config's languages marked as added after pre-training (an optional list; anything else is ignored)."""
+    marked = config.get("post_hoc_languages")
+    if not isinstance(marked, list):
+        return []
+    return [code for code in marked if isinstance(code, str) and code in config["languages"]]

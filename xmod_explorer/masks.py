@@ -44,18 +44,26 @@ class MaskSlot:
 
 @dataclass
 class MaskAgreement:
-    """How far the adapters agree on one mask."""
+    """How far the adapters agree on one mask. Agreement is on vocabulary ids: two different pieces that read
+    alike (say 'new' and '▁new', both shown as 'new') are different predictions."""
 
     position: int
-    top_tokens: dict[str, str]
-    all_agree: bool
-    mean_top_k_overlap: float
+    top_tokens: dict[str, str]  # each adapter's top prediction as readable text
+    all_agree: bool  # every adapter's top prediction is the same vocabulary id
+    mean_top_k_overlap: float  # mean pairwise Jaccard overlap of the top-k id sets
     entropy_bits: dict[str, float]
+    top_token_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def look_alike(self) -> bool:
+        """Different top ids that read the same: the text alone would suggest an agreement that is not there."""
+        return len(set(self.top_token_ids.values())) > len(set(self.top_tokens.values()))
 
     def to_dict(self) -> dict:
         return {
             "position": self.position,
             "top_tokens": dict(self.top_tokens),
+            "top_token_ids": dict(self.top_token_ids),
             "all_agree": self.all_agree,
             "mean_top_k_overlap": self.mean_top_k_overlap,
             "entropy_bits": dict(self.entropy_bits),
@@ -129,10 +137,12 @@ class MaskPrediction:
         return result
 
     def agreement(self) -> list[MaskAgreement]:
-        """Per mask: top token per adapter, whether all agree, mean pairwise top-k overlap (Jaccard)."""
+        """Per mask: top token per adapter, whether all agree (same vocabulary id), mean pairwise top-k overlap
+        (Jaccard, on ids)."""
         summaries = []
         for slot in self.masks:
             tops = {code: guesses[0].token for code, guesses in slot.predictions.items() if guesses}
+            top_ids = {code: guesses[0].token_id for code, guesses in slot.predictions.items() if guesses}
             sets = {code: {g.token_id for g in guesses} for code, guesses in slot.predictions.items()}
             pairs = list(combinations(sets.values(), 2))
             overlap = sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs) if pairs else 1.0
@@ -140,9 +150,10 @@ class MaskPrediction:
                 MaskAgreement(
                     position=slot.position,
                     top_tokens=tops,
-                    all_agree=len(set(tops.values())) <= 1,
+                    all_agree=len(set(top_ids.values())) <= 1,
                     mean_top_k_overlap=overlap,
                     entropy_bits=dict(slot.entropy_bits),
+                    top_token_ids=top_ids,
                 )
             )
         return summaries

@@ -15,6 +15,7 @@ from xmod_explorer.masks import MaskPrediction
 from xmod_explorer.projection import Projection
 from xmod_explorer.scoring import LanguageScores
 from xmod_explorer.similarity import AdapterComparison, SentenceComparison
+from xmod_explorer.stats import ALPHA
 
 # Above this many languages, side-by-side bar panels get unreadable and slow to draw; a heatmap scales.
 MAX_BAR_PANELS = 4
@@ -46,14 +47,15 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
     )
     codes = prediction.languages
     if len(codes) > MAX_BAR_PANELS:
-        tokens: list[str] = []
+        # One row per vocabulary id: pieces that read alike stay apart (their labels then show the id).
+        texts: dict[int, str] = {}
         for code in codes:
             for guess in slot.predictions[code]:
-                if _plain(guess.token) not in tokens:
-                    tokens.append(_plain(guess.token))
+                texts.setdefault(guess.token_id, _plain(guess.token))
+        spelled = list(texts.values())
+        tokens = [text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()]
         values = [
-            [next((g.probability for g in slot.predictions[c] if _plain(g.token) == t), None) for c in codes]
-            for t in tokens
+            [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes] for i in texts
         ]
         figure = go.Figure(
             go.Heatmap(
@@ -176,44 +178,56 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
 
 
 def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
-    """Language pairs x layers, two panels: debiased linear CKA of the translation sets, and how much closer
-    translations are than mismatched pairs (cosine gap). One row per pair stays readable at 12+ languages, where
-    one line per pair was a tangle; hover gives every number, the shuffled baselines included."""
-    pairs = sorted({(s.language_a, s.language_b) for s in comparison.scores})
+    """Language pairs x layers, two panels: linear CKA of the translation sets, and the translation-pair cosine
+    above its permutation null's mean. One row per pair stays readable at 12+ languages (one line per pair was a
+    tangle); a * marks p < ALPHA; hover gives every number with the null's 95 % band."""
+    pairs = list(dict.fromkeys((s.language_a, s.language_b) for s in comparison.scores))
     layers = sorted({s.layer for s in comparison.scores})
     by_key = {(s.language_a, s.language_b, s.layer): s for s in comparison.scores}
     names = [f"{a}-{b}" for a, b in pairs]
 
     def grid(value):
-        return [
-            [value(by_key[(a, b, layer)]) if (a, b, layer) in by_key else None for layer in layers] for a, b in pairs
-        ]
+        def cell(score):
+            number = value(score) if score is not None else None
+            return None if number is None or math.isnan(number) else number
 
-    hover = grid(
-        lambda s: (
-            f"CKA {s.cka:.4f} (shuffled {s.shuffled_cka:.4f})<br>"
-            f"cosine: translations {s.matched_cosine:.4f}, mismatched {s.shuffled_cosine:.4f}"
-        )
-    )
-    figure = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=["linear CKA (debiased)", "cosine gap: translations minus mismatched"],
-        horizontal_spacing=0.18,
-    )
-    for column, (values, title) in enumerate(
-        [(grid(lambda s: s.cka), "CKA"), (grid(lambda s: s.matched_cosine - s.shuffled_cosine), "gap")], start=1
-    ):
+        return [[cell(by_key.get((a, b, layer))) for layer in layers] for a, b in pairs]
+
+    panels = [
+        ("linear CKA", "CKA", lambda s: s.cka, "cka_p_value", "cka_null_low", "cka_null_high"),
+        (
+            "translation-pair cosine minus re-pairings' mean",
+            "cosine gap",
+            lambda s: s.matched_cosine - s.shuffled_cosine,
+            "cosine_p_value",
+            "cosine_null_low",
+            "cosine_null_high",
+        ),
+    ]
+    figure = make_subplots(rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.2)
+    for column, (_, short, value, p_value, low, high) in enumerate(panels, start=1):
+        p_values = grid(lambda s, key=p_value: getattr(s, key))
+        marks = [["*" if p is not None and p < ALPHA else "" for p in row] for row in p_values]
+        detail = grid(lambda s, key=p_value: getattr(s, key))
+        lows, highs = grid(lambda s, key=low: getattr(s, key)), grid(lambda s, key=high: getattr(s, key))
+        customdata = [
+            [[p, lo, hi] for p, lo, hi in zip(row_p, row_low, row_high)]
+            for row_p, row_low, row_high in zip(detail, lows, highs)
+        ]
         figure.add_trace(
             go.Heatmap(
-                z=values,
+                z=grid(value),
                 x=layers,
                 y=names,
-                customdata=hover,
+                text=marks,
+                texttemplate="%{text}",
+                customdata=customdata,
                 colorscale="RdBu",
                 zmid=0,
-                colorbar=dict(title=title, x=0.41 if column == 1 else 1.0, len=0.9),
-                hovertemplate="%{y}, layer %{x}: %{z:.4f}<br>%{customdata}<extra></extra>",
+                hoverongaps=False,
+                colorbar=dict(title=short, x=0.4 if column == 1 else 1.0, len=0.9),
+                hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
+                "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
             ),
             1,
             column,
@@ -222,7 +236,9 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     figure.update_yaxes(autorange="reversed")
     size = comparison.parallel_size
     return _layout(
-        figure, f"Parallel sentences, n = {size} per language: blue = above 0", height=max(320, 22 * len(pairs) + 160)
+        figure,
+        f"Parallel sentences, n = {size} per language: blue above 0, red below; * = p < {ALPHA} against re-pairings",
+        height=max(320, 22 * len(pairs) + 160),
     )
 
 
@@ -255,9 +271,17 @@ def transfer_bars(result: TransferResult) -> go.Figure:
     codes = result.languages
     labelled = len(codes) <= 4  # wider bars have room for their value
     figure = go.Figure()
-    for name, values in (
-        ("target language's adapter (X-MOD)", [row.target_adapter_accuracy for row in result.rows]),
-        (f"source adapter {result.source_language} (baseline)", [row.source_adapter_accuracy for row in result.rows]),
+    for name, values, intervals in (
+        (
+            "target language's adapter (X-MOD)",
+            [row.target_adapter_accuracy for row in result.rows],
+            [row.target_adapter_ci for row in result.rows],
+        ),
+        (
+            f"source adapter {result.source_language} (baseline)",
+            [row.source_adapter_accuracy for row in result.rows],
+            [row.source_adapter_ci for row in result.rows],
+        ),
     ):
         figure.add_trace(
             go.Bar(
@@ -265,8 +289,18 @@ def transfer_bars(result: TransferResult) -> go.Figure:
                 y=values,
                 name=name,
                 text=[f"{v:.0%}" for v in values] if labelled else None,
-                textposition="auto",
-                hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+                textposition="inside",
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[high - value for value, (_, high) in zip(values, intervals)],
+                    arrayminus=[value - low for value, (low, _) in zip(values, intervals)],
+                    color="#444",
+                    thickness=1.5,
+                ),
+                customdata=intervals,
+                hovertemplate="%{x}: %{y:.1%} (95 % interval %{customdata[0]:.1%} to %{customdata[1]:.1%})"
+                "<extra></extra>",
             )
         )
     figure.add_trace(
@@ -281,7 +315,12 @@ def transfer_bars(result: TransferResult) -> go.Figure:
     figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
     figure.update_yaxes(range=[0, 1.05], title_text="accuracy", tickformat=".0%")
     figure.update_xaxes(title_text="target language")
-    return _layout(figure, f"Zero-shot transfer from {result.source_language}: accuracy per language")
+    gaps = ", ".join(f"{row.language} p = {row.gap_p_value:.2f}" for row in result.target_rows)
+    return _layout(
+        figure,
+        f"Zero-shot transfer from {result.source_language}: accuracy per language with 95 % intervals"
+        + (f"<br><sup>gap, exact McNemar: {gaps}</sup>" if gaps else ""),
+    )
 
 
 def loss_curve(training: ProbeTraining) -> go.Figure:

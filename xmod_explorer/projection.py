@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from xmod_explorer.streaming_pca import CovarianceSums, Extremes
+
 METHODS = ("pca", "umap")
 
 
@@ -26,22 +28,15 @@ def umap_available() -> bool:
 
 def pca_2d(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, hidden) -> coordinates on the first two principal axes (n, 2) and the share of the total variance
-    each axis explains (2,), in float64. With no variance at all (every point the same) both are zeros."""
-    x = points.double()
-    x = x - x.mean(0, keepdim=True)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    coordinates = torch.zeros(x.shape[0], 2, dtype=torch.float64)
-    explained = torch.zeros(2, dtype=torch.float64)
-    total = (s**2).sum()
-    axes = min(2, s.shape[0])
-    if total > 0:
-        coordinates[:, :axes] = u[:, :axes] * s[:axes]
-        explained[:axes] = s[:axes] ** 2 / total
-    for axis in range(2):
-        column = coordinates[:, axis]
-        if column[column.abs().argmax()] < 0:
-            coordinates[:, axis] = -column
-    return coordinates, explained
+    each axis explains (2,), in float64. With no variance at all (every point the same) both are zeros. The same
+    fit and orientation as batch mode's map of a whole corpus (streaming_pca), here in one batch."""
+    sums = CovarianceSums(points.shape[1])
+    sums.add(points)
+    axes = sums.fit()
+    extremes = Extremes()
+    extremes.add(axes.project(points))
+    axes = axes.oriented(extremes.values)
+    return axes.project(points), axes.explained
 
 
 def umap_2d(points: torch.Tensor, seed: int = 0) -> torch.Tensor:

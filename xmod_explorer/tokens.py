@@ -24,3 +24,20 @@ def content_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, structur
     """True where a position holds text: not padding and not a structural token such as <s> or </s>."""
     special = torch.tensor(sorted(structural), dtype=input_ids.dtype, device=input_ids.device)
     return attention_mask.bool() & ~torch.isin(input_ids, special)
+
+
+def length_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Row indices grouped into forward passes: shortest rows first, each pass holding at most budget tokens
+    once padded to its longest row (a row longer than budget gets a pass of its own). Equal lengths keep
+    their order, so the passes depend only on the rows, never on the machine or the process."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and (len(current) + 1) * lengths[index] > budget:
+            passes.append(current)
+            current = []
+        current.append(index)
+    if current:
+        passes.append(current)
+    return passes

@@ -1,8 +1,9 @@
-"""Command line for the embedded model: corpus, train, export, evaluate (+ card), examples.
+"""Command line for the embedded model: corpus, train, export, add-language, evaluate (+ card), examples.
 
 python -m xmod_explorer.mini corpus --out data/corpus
 python -m xmod_explorer.mini train --corpus data/corpus --out runs/mini --steps 2600
 python -m xmod_explorer.mini export runs/mini assets/xmod-mini --corpus data/corpus
+python -m xmod_explorer.mini add-language nl_XX --model assets/xmod-mini --corpus data/corpus
 python -m xmod_explorer.mini evaluate assets/xmod-mini --corpus data/corpus
 python -m xmod_explorer.mini examples assets/xmod-mini --corpus data/corpus
 """
@@ -12,13 +13,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from xmod_explorer.mini.evaluate import EVALUATION_SAMPLE
+from xmod_explorer.mini.post_hoc import AddLanguageSettings
 from xmod_explorer.mini.train import TrainSettings
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One --flag per TrainSettings field (scalars only), defaulting to the dataclass default."""
-    for spec in fields(TrainSettings):
-        if spec.name in ("corpus", "out", "languages"):
+def _add_settings_flags(
+    parser: argparse.ArgumentParser, settings=TrainSettings, skip=("corpus", "out", "languages")
+) -> None:
+    """One --flag per settings field (scalars only), defaulting to the dataclass default."""
+    for spec in fields(settings):
+        if spec.name in skip:
             continue
         flag = "--" + spec.name.replace("_", "-")
         if isinstance(spec.default, bool):
@@ -47,11 +52,22 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--corpus", default="data/corpus", help="held-out data for the float16 check")
     export.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto")
 
+    add = commands.add_parser(
+        "add-language",
+        help="train one new language adapter with everything else frozen, and add it to a saved mini model",
+    )
+    add.add_argument("language", help="xmod-base code of a LibreOffice help language the model lacks, e.g. nl_XX")
+    _add_settings_flags(add, AddLanguageSettings, skip=("language",))
+
     evaluate = commands.add_parser("evaluate", help="languages x adapters masked-LM matrix on held-out text")
     evaluate.add_argument("model")
     evaluate.add_argument("--corpus", default="data/corpus")
-    evaluate.add_argument("--max-per-language", type=int, default=300)
-    evaluate.add_argument("--run", default="runs/mini", help="training run whose log and settings go in the card")
+    evaluate.add_argument("--max-per-language", type=int, default=EVALUATION_SAMPLE)
+    evaluate.add_argument(
+        "--run",
+        default=None,
+        help="training run whose log and settings go in the card (default: the model's training.json)",
+    )
 
     examples = commands.add_parser("examples", help="pick assets/mini_heldout.tsv and mini_examples.tsv")
     examples.add_argument("model")
@@ -72,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         from xmod_explorer.mini.export import export_model
 
         export_model(args.run, args.target, corpus=args.corpus, dtype=args.dtype)
+    elif args.command == "add-language":
+        from xmod_explorer.mini.post_hoc import add_language
+
+        add_language(
+            AddLanguageSettings(**{spec.name: getattr(args, spec.name) for spec in fields(AddLanguageSettings)})
+        )
     elif args.command == "evaluate":
         from xmod_explorer.mini.card import write_card
         from xmod_explorer.mini.evaluate import evaluate_model

@@ -39,9 +39,33 @@ HELP_PACKAGES: dict[str, str] = {
 }
 # The mini model's languages in xmod-base's order, so lang ids follow the same convention.
 MINI_LANGUAGES: list[str] = [code for code in LANGUAGE_NAMES if code in HELP_PACKAGES]
+# The other LibreOffice help languages that have an xmod-base code: the ones that can be added to the
+# pre-trained mini model post hoc (python -m xmod_explorer.mini add-language CODE).
+POST_HOC_PACKAGES: dict[str, str] = {
+    "ca_ES": "ca",
+    "cs_CZ": "cs",
+    "da_DK": "da",
+    "et_EE": "et",
+    "eu_ES": "eu",
+    "gl_ES": "gl",
+    "hu_HU": "hu",
+    "id_ID": "id",
+    "km_KH": "km",
+    "nl_XX": "nl",
+    "pl_PL": "pl",
+    "pt_XX": "pt",
+    "sk_SK": "sk",
+    "sl_SI": "sl",
+    "sv_SE": "sv",
+    "tr_TR": "tr",
+    "vi_VN": "vi",
+    "zh_TW": "zh-tw",
+}
 # Written without spaces between words: length is measured in characters there.
-UNSPACED = {"ja_XX", "zh_CN"}
-LATIN_SCRIPT = {"en_XX", "de_DE", "fr_XX", "es_XX", "it_IT", "fi_FI"}
+UNSPACED = {"ja_XX", "zh_CN", "zh_TW", "km_KH"}
+LATIN_SCRIPT = {"en_XX", "de_DE", "fr_XX", "es_XX", "it_IT", "fi_FI"} | {
+    code for code in POST_HOC_PACKAGES if code not in UNSPACED
+}
 MIN_WORDS = 5
 MIN_CHARS_UNSPACED = 12
 HELDOUT_PER_MILLE = 20
@@ -241,6 +265,15 @@ def help_pages(unpacked: Path) -> Iterator[tuple[str, str]]:
         yield path.relative_to(roots[0]).as_posix(), path.read_text(encoding="utf-8", errors="replace")
 
 
+def help_package(language: str) -> str:
+    """Name of the Debian package with a language's LibreOffice help pages."""
+    suffix = HELP_PACKAGES.get(language) or POST_HOC_PACKAGES.get(language)
+    if suffix is None:
+        known = ", ".join(sorted({*HELP_PACKAGES, *POST_HOC_PACKAGES}))
+        raise ValueError(f"No LibreOffice help package is known for {language}; known: {known}")
+    return f"libreoffice-help-{suffix}"
+
+
 def read_split(corpus_dir: str | Path, language: str, split: str) -> list[str]:
     """Paragraphs of one language and split ("train" or "heldout") from a built corpus."""
     path = Path(corpus_dir) / f"{language}.{split}.txt"
@@ -248,16 +281,24 @@ def read_split(corpus_dir: str | Path, language: str, split: str) -> list[str]:
 
 
 def build_corpus(out: str | Path, cache: str | Path = "data/debs", languages: list[str] | None = None) -> dict:
-    """Fetch, clean and split every language; writes <code>.<split>.txt and manifest.json; returns the manifest."""
+    """Fetch, clean and split each language; writes <code>.<split>.txt and manifest.json; returns the manifest.
+
+    The manifest keeps the entries of languages built earlier into the same folder (a language added
+    post hoc joins the pre-training corpus's manifest).
+    """
     out, cache = Path(out), Path(cache)
     out.mkdir(parents=True, exist_ok=True)
     languages = languages or MINI_LANGUAGES
-    english_dir, _ = fetch_package(f"libreoffice-help-{HELP_PACKAGES[ENGLISH]}", cache)
+    packages = {language: help_package(language) for language in languages}
+    english_dir, _ = fetch_package(help_package(ENGLISH), cache)
     english_pages = {key: set(extract_paragraphs(html)) for key, html in help_pages(english_dir)}
     english_words = english_vocabulary(text for page in english_pages.values() for text in page)
+    manifest_path = out / "manifest.json"
     manifest: dict = {"source": "Debian libreoffice-help-* HTML pages, <p> text", "languages": {}}
+    if manifest_path.exists():
+        manifest["languages"] = json.loads(manifest_path.read_text(encoding="utf-8")).get("languages", {})
     for language in languages:
-        package = f"libreoffice-help-{HELP_PACKAGES[language]}"
+        package = packages[language]
         unpacked, version = fetch_package(package, cache)
         corpus = clean_pages(help_pages(unpacked), language, english_pages, LanguageCorpus(english_words=english_words))
         sources = [{"package": package, "version": version, "paragraphs": len(corpus.seen)}]
@@ -288,5 +329,5 @@ def build_corpus(out: str | Path, cache: str | Path = "data/debs", languages: li
             + ", ".join(f"{s['package']} {s['version']}: {s['paragraphs']}" for s in sources),
             flush=True,
         )
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest

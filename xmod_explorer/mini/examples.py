@@ -26,7 +26,7 @@ MAX_SENTENCE_TOKENS = 40
 # Names are the same in every language, so filling them in says nothing about an adapter.
 PRODUCT_NAMES = {"LibreOffice", "OpenOffice", "Calc", "Writer", "Impress", "Draw", "Base", "Math", "Basic", "Microsoft"}
 # Pairs of related languages whose adapters are most likely to fill a mask differently.
-CONTRAST_PAIRS = [("es_XX", "it_IT"), ("fr_XX", "es_XX"), ("de_DE", "en_XX"), ("ja_XX", "zh_CN")]
+CONTRAST_PAIRS = [("es_XX", "it_IT"), ("fr_XX", "es_XX"), ("de_DE", "en_XX"), ("ja_XX", "zh_CN"), ("nl_XX", "de_DE")]
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoTokenizer, XmodForMaskedLM
 
 from xmod_explorer.mini.evaluate import adapter_matrix, heldout_texts
+from xmod_explorer.mini.train import TRAINING_RECORD, training_record
 
 FLOAT16_TOLERANCE = 0.5  # accuracy points
 CHECK_PER_LANGUAGE = 300
@@ -60,6 +61,9 @@ def export_model(run: str | Path, target: str | Path, *, corpus: str | Path | No
     target.mkdir(parents=True, exist_ok=True)
     model.to(getattr(torch, info["dtype"])).save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
+    # The card needs the run's settings and final log; the run folder is not shipped, so keep them here.
+    record = training_record(run)
+    (target / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     info["files_bytes"] = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file()}
     (target / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(info, indent=2))

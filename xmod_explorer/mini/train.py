@@ -25,6 +25,8 @@ from xmod_explorer.mini.mlm import masked_predictions
 from xmod_explorer.mini.tokenizer import save_tokenizer, train_tokenizer
 from xmod_explorer.tiny import xmod_config
 
+TRAINING_RECORD = "training.json"  # in an exported model folder: the run's settings, machine and final log record
+
 
 @dataclass
 class TrainSettings:
@@ -123,7 +125,7 @@ def prepare_tokenizer(settings: TrainSettings) -> PreTrainedTokenizerBase:
 
 
 def learning_rate(settings: TrainSettings, step: int) -> float:
-    """Linear warmup, then cosine decay to a tenth of the peak."""
+    """Linear warmup, then cosine decay to a tenth of the peak (settings: learning_rate, warmup_steps, steps)."""
     if step < settings.warmup_steps:
         return settings.learning_rate * (step + 1) / settings.warmup_steps
     progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
@@ -293,3 +295,14 @@ def _truncate_log(log_path: Path, step: int) -> None:
     lines = [line for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     kept = [line for line in lines if json.loads(line)["step"] <= step]
     log_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def training_record(run: str | Path) -> dict:
+    """What the model card needs from a run: its settings, machine, and final log record."""
+    run = Path(run)
+    lines = [line for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {
+        "settings": json.loads((run / "settings.json").read_text(encoding="utf-8")),
+        "environment": json.loads((run / "environment.json").read_text(encoding="utf-8")),
+        "last_log": json.loads(lines[-1]),
+    }

@@ -22,7 +22,9 @@ def register_api(holder: ModelHolder) -> None:
         return holder.explorer.predict_masks(text, languages, top_k).to_dict()
 
     def compare_adapters(text: str, languages: list[str], reference: str | None = None) -> dict:
-        """Run one text through several language adapters and compare hidden states layer by layer.
+        """Run one text through several language adapters and compare hidden states layer by layer: raw and
+        centred cosine (centred: minus the model's fixed mean sentence vector per layer, so a pair's value does
+        not depend on the other languages chosen; "centring" says what was subtracted).
 
         Args:
             text: Any text (no mask needed).
@@ -32,8 +34,11 @@ def register_api(holder: ModelHolder) -> None:
         return holder.explorer.compare_adapters(text, languages, reference).to_dict()
 
     def compare_sentences(pairs: list[list[str]]) -> dict:
-        """Compare sentences, each run through its own language's adapter: cosine per layer, and CKA
-        with a shuffled baseline for parallel sets.
+        """Compare sentences, each run through its own language's adapter: raw and centred cosine per layer
+        (centred: minus the model's fixed mean sentence vector, described under "centring"), and for parallel
+        sets CKA and translation-pair cosine per layer and language pair, each with a one-sided permutation
+        p-value (cka_p_value, cosine_p_value) and the 95 % band of its null (cka_null_low/high,
+        cosine_null_low/high).
 
         Args:
             pairs: Rows of [language code, sentence], e.g. [["en_XX", "Hello."], ["de_DE", "Hallo."]].

@@ -16,6 +16,7 @@ import pandas as pd
 from xmod_explorer import lab, plots
 from xmod_explorer.classify import ProbeHead, ProbeTraining, TransferResult
 from xmod_explorer.datasets import Example
+from xmod_explorer.defaults import MINI_NOTE, is_mini
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name, resolve_language
@@ -42,8 +43,10 @@ EXPLAIN_LAB = (
     "language adapters frozen works in other languages just by **switching the language adapter**. The lab trains a "
     "linear probe on sentence vectors (mean of the last layer) computed under the source language's adapter, then "
     "tests each target language twice: with **its own adapter** (X-MOD's way) and with the **source language's "
-    "adapter** (the baseline). The gap between the two bars is the lesson; the black mark is the accuracy of always "
-    "answering the most common label."
+    "adapter** (the baseline). The gap between the two bars is the lesson only where the data can tell: each "
+    "accuracy has a 95 % interval (the whiskers), and each gap an exact McNemar p-value on the same test texts; "
+    "below 0.05 the summary calls it a difference, otherwise it says the data cannot tell. The black mark is the "
+    "accuracy of always answering the most common label."
 )
 CSV_HELP = (
     "CSV with a header line `text,label` and optionally `language` (UTF-8; comma, semicolon or tab). Rows in the "
@@ -127,11 +130,28 @@ def lab_data(
 
 
 def transfer_table(result: TransferResult) -> pd.DataFrame:
-    """The transfer result with accuracies as percentages, for display."""
-    frame = result.to_frame()
-    for column in frame.columns[2:]:
-        frame[column] = (frame[column] * 100).round(1)
-    return frame.rename(columns={column: f"{column} (%)" for column in frame.columns[2:]})
+    """The transfer result for display: each accuracy as a percentage with its 95 % interval, the gap's p-value."""
+    source = f"source adapter ({result.source_language})"
+
+    def percent(value: float) -> str:
+        return f"{value * 100:.1f}"
+
+    return pd.DataFrame(
+        [
+            {
+                "language": row.language,
+                "examples": row.examples,
+                "target adapter (%)": percent(row.target_adapter_accuracy),
+                "target 95 % interval": f"{percent(row.target_adapter_ci[0])} to {percent(row.target_adapter_ci[1])}",
+                f"{source} (%)": percent(row.source_adapter_accuracy),
+                "source 95 % interval": f"{percent(row.source_adapter_ci[0])} to {percent(row.source_adapter_ci[1])}",
+                "gap (%)": percent(row.gap),
+                "gap p-value": "same adapter" if row.language == result.source_language else f"{row.gap_p_value:.3f}",
+                "majority label (%)": percent(row.majority_share),
+            }
+            for row in result.rows
+        ]
+    )
 
 
 def head_file(head: ProbeHead) -> str:
@@ -147,10 +167,12 @@ def summary_markdown(session: LabSession) -> str:
     training, head = session.training, session.head
     if training is not None:
         kind = "Probe" if session.tuned is None else "Fine-tuned model and head"
+        converged = f", converged (largest gradient {training.gradient_norm:.0e})" if training.converged else ""
         lines.append(
             f"**{kind} trained** on {training.examples} examples in {escape(display_name(head.source_language))}: "
-            f"{training.steps} steps in {training.seconds:.1f} s (sentence features {training.feature_seconds:.1f} s); "
-            f"training accuracy {training.train_accuracy:.0%}. Labels: {escape(', '.join(head.labels))}."
+            f"{training.steps} steps in {training.seconds:.1f} s{converged} (sentence features "
+            f"{training.feature_seconds:.1f} s); training accuracy {training.train_accuracy:.0%}. Labels: "
+            f"{escape(', '.join(head.labels))}."
         )
         if training.note:
             lines.append(f"Note: {escape(training.note)}")
@@ -160,12 +182,7 @@ def summary_markdown(session: LabSession) -> str:
             f"with {head.examples} examples on {escape(head.model)}."
         )
     if session.transfer is not None:
-        rows = session.transfer.rows
-        better = sum(row.gap > 0 for row in rows)
-        lines.append(
-            f"Transfer to {len(rows)} languages: the target language's own adapter beats the source adapter in "
-            f"{better} of {len(rows)}."
-        )
+        lines.append(escape(session.transfer.summary()))
     lines += [f"Note: {escape(note)}" for note in session.notes]
     return "\n\n".join(lines)
 
@@ -207,7 +224,8 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             elem_id="classify-probabilities",
         )
 
-    gr.Markdown("### The transfer lab\n" + EXPLAIN_LAB)
+    lesson = EXPLAIN_LAB + (f"\n\n**Note:** {MINI_NOTE}" if is_mini(explorer.info().folder) else "")
+    gr.Markdown("### The transfer lab\n" + lesson, elem_id="classify-lesson")
     with gr.Row():
         with gr.Column():
             dataset = gr.Radio([DEFAULT_SET, UPLOAD_SET], value=DEFAULT_SET, label="Data", elem_id="classify-dataset")
@@ -251,7 +269,17 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         loss = gr.Plot(label="Loss curve", elem_id="classify-loss")
         chart = gr.Plot(label="Accuracy per language", elem_id="classify-transfer-chart")
     table = gr.Dataframe(
-        headers=["language", "examples", "target adapter (%)", "source adapter (%)", "gap (%)", "majority label (%)"],
+        headers=[
+            "language",
+            "examples",
+            "target adapter (%)",
+            "target 95 % interval",
+            "source adapter (%)",
+            "source 95 % interval",
+            "gap (%)",
+            "gap p-value",
+            "majority label (%)",
+        ],
         label="Accuracy per target language",
         interactive=False,
         elem_id="classify-table",
@@ -313,6 +341,8 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         present = [code for code in chosen if code in tests]
         missing = [code for code in chosen if code not in tests]
         notes = [f"No test rows in {', '.join(missing)}; those languages are left out."] if missing else []
+        if is_mini(explorer.info().folder):
+            notes.append(MINI_NOTE)
         transfer = None
         if present:
             transfer = lab.evaluate_transfer(

@@ -24,7 +24,10 @@ HOW_TO_READ = {
     "tokens": "Rows are tokens, columns layers; darker = this adapter has moved the token further from where the "
     "reference adapter puts it (1 - cosine).",
     "centred": "Raw cosine between transformer states is high even for unrelated inputs (a few large dimensions "
-    "dominate). Centred: the mean state of all tokens under all adapters is subtracted first, which shows differences.",
+    "dominate). Centred: one fixed vector per layer is subtracted from every state first, this model's mean sentence "
+    "vector, computed once from the project's reference sentences (`assets/examples/parallel.tsv`, each through its "
+    "own language's adapter). It does not depend on which adapters you choose, so a pair's centred value is the same "
+    "in any selection; the sentence heatmap, the lines and the token view all subtract the same vector.",
 }
 
 

@@ -30,8 +30,9 @@ PREFERRED = ["en_XX", "de_DE", "fr_XX", "ja_XX"]
 EXAMPLE_FILES = [ASSETS / "mini_examples.tsv", ASSETS / "examples" / "fill_mask.tsv"]
 EXPLAIN = (
     "Each column is one language adapter run on the **same** sentence. The probability is the softmax over the "
-    "whole vocabulary at that mask. Agreement: do the adapters' top tokens match, how much do their top-k lists "
-    "overlap (Jaccard, 1 = identical), and how unsure each is (entropy in bits: 1 bit = a coin flip between two words)."
+    "whole vocabulary at that mask. Agreement: do the adapters' top tokens match (the same vocabulary piece, not just "
+    "the same text), how much do their top-k lists overlap (Jaccard, 1 = identical), and how unsure each is (entropy "
+    "in bits: 1 bit = a coin flip between two words)."
 )
 
 
@@ -97,7 +98,12 @@ def summary_markdown(prediction: MaskPrediction) -> str:
         )
     for number, agreement in enumerate(prediction.agreement(), start=1):
         verdict = "all adapters agree" if agreement.all_agree else "the adapters disagree"
-        tops = ", ".join(f"{code} **{escape(token)}**" for code, token in agreement.top_tokens.items())
+        if agreement.look_alike:
+            verdict += " (some top tokens read alike but are different vocabulary pieces: see the ids)"
+        tops = ", ".join(
+            f"{code} **{escape(token)}**" + (f" (id {agreement.top_token_ids[code]})" if agreement.look_alike else "")
+            for code, token in agreement.top_tokens.items()
+        )
         entropy = ", ".join(f"{code} {bits:.2f}" for code, bits in agreement.entropy_bits.items())
         lines.append(
             f"**Mask {number}**: {verdict}. Top tokens: {tops}. "

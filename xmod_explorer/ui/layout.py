@@ -94,9 +94,12 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
         if model.load is not None:
 
             @ui_errors
-            def load_model(reference, backend, device, dtype, subset, progress=gr.Progress(track_tqdm=True)):
+            def load_model(reference, backend, device, dtype, subset, progress=gr.Progress()):
                 progress(0, desc="Loading model")
-                new = load_explorer(settings, reference, backend, device, dtype, subset)
+                # Downloads report each file's bytes done of bytes total; the log gets the same lines.
+                new = load_explorer(
+                    settings, reference, backend, device, dtype, subset, lambda part, text: progress(part, desc=text)
+                )
                 holder.swap(new)
                 info = new.info()
                 log.info("now serving %s (%s)", info.model, info.reason)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from xmod_explorer.defaults import MINI_NOTE, is_mini
 from xmod_explorer.engine import Explorer, ModelInfo
+from xmod_explorer.hub import DownloadProgress
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui.common import ModelHolder, escape
 
@@ -24,10 +26,16 @@ class ModelTab:
 
 
 def banner_markdown(info: ModelInfo) -> str:
-    """One line, always visible at the top: which model, and why."""
+    """Always visible at the top: which model, why, and whose tokenizer; for the embedded mini model, what it was
+    trained on."""
+    tokenizer = f" Tokenizer: {escape(info.tokenizer_source)}." if info.tokenizer_source else ""
     if info.random_weights:
-        return f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
-    return f"Model: **{escape(info.model)}** ({escape(info.reason)})."
+        return (
+            f"Model: **{escape(info.model)}**. **Random weights: outputs are meaningless.** ({escape(info.reason)})"
+            f"{tokenizer}"
+        )
+    line = f"Model: **{escape(info.model)}** ({escape(info.reason)}).{tokenizer}"
+    return f"{line} {MINI_NOTE}" if is_mini(info.folder) else line  # MINI_NOTE is our own words: nothing to escape
 
 
 def summary_markdown(info: ModelInfo) -> str:
@@ -35,6 +43,7 @@ def summary_markdown(info: ModelInfo) -> str:
         ("Model", escape(info.model)),
         ("Why this model", escape(info.reason)),
         ("Folder", escape(info.folder)),
+        ("Tokenizer", escape(info.tokenizer_source or info.tokenizer)),
         ("Backend", f"{info.backend} (checkpoint format: {info.checkpoint_format})"),
         ("Device, dtype", f"{info.device}, {info.dtype}"),
         ("Parameters", f"{info.parameters:,}"),
@@ -44,6 +53,9 @@ def summary_markdown(info: ModelInfo) -> str:
         ("Languages", f"{len(info.languages)} ({len(info.loaded_languages)} adapters in memory now)"),
         ("Fills masks", "yes" if info.can_fill_masks else "no (no masked-LM head)"),
     ]
+    if info.post_hoc_languages:
+        added = escape(", ".join(info.post_hoc_languages))
+        rows.append(("Added post hoc", f"{added} (adapter trained after pre-training, every other weight frozen)"))
     if info.labels:
         rows.append(("Classifier labels", escape(", ".join(info.labels))))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
@@ -75,8 +87,12 @@ def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
     return ModelTab(summary, languages, reference, backend, device, dtype, subset, load)
 
 
-def load_explorer(settings: Settings, reference, backend, device, dtype, subset) -> Explorer:
-    """Load a new Explorer with the app's limits (the caller swaps it in)."""
+def load_explorer(settings: Settings, reference, backend, device, dtype, subset, progress=None) -> Explorer:
+    """Load a new Explorer with the app's limits (the caller swaps it in); progress(fraction, text) shows downloads."""
+
+    def show(event: DownloadProgress) -> None:
+        progress(event.fraction, event.describe())
+
     return Explorer.from_pretrained(
         (reference or "").strip() or None,
         backend=backend or "auto",
@@ -84,4 +100,5 @@ def load_explorer(settings: Settings, reference, backend, device, dtype, subset)
         dtype=dtype or "auto",
         languages=subset or None,
         limits=settings.limits,
+        progress=show if progress is not None else None,
     )

@@ -9,20 +9,24 @@ import gradio as gr
 import pandas as pd
 
 from xmod_explorer import plots
-from xmod_explorer.defaults import ASSETS
+from xmod_explorer.datasets import PARALLEL_SET
 from xmod_explorer.engine import Explorer
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import SentenceComparison
 from xmod_explorer.ui import links
 from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, ui_errors
 
-PARALLEL_FILE = ASSETS / "examples" / "parallel.tsv"
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "es_XX", "ja_XX"]
 EXPLAIN = (
     "Write sentences in several languages; each runs through **its own** language adapter. For a parallel set "
-    "(the same number of sentences per language, the i-th sentence of each language a translation of the others) "
-    "the chart compares translations (solid) with mismatched pairs (dotted, the shuffled baseline): only the gap "
-    "between them means something. CKA (linear, debiased) compares the geometry of whole sets of sentences."
+    "(the same number of sentences per language, the i-th sentence of each language a translation of the others) the "
+    "chart shows, per layer and language pair, linear CKA (debiased; it compares the geometry of whole sets of "
+    "sentences, with each language's vectors centred on that language's own mean) and the mean cosine of translation "
+    "pairs (uncentred). Each line runs over a shaded band: the middle 95 % of the same number when the sentences are "
+    "re-paired at random (a permutation test over every pairing, or 1,000 random ones when there are more). A filled "
+    "marker means p < 0.05 (one-sided: translations score higher than chance pairings); inside the band the data "
+    "cannot tell a finding from chance. With fewer than 5 sentences per language the test can show little. The "
+    "centred heatmap subtracts the model's mean sentence vector, the same one in every tab."
 )
 
 
@@ -70,7 +74,7 @@ class SentencesTab:
 
 def default_pairs(languages: list[str], count: int = 4, preferred: list[str] = PREFERRED) -> pd.DataFrame:
     """The project's parallel example set, limited to languages the model has (the preferred ones first)."""
-    frame = pd.read_csv(PARALLEL_FILE, sep="\t", dtype=str)
+    frame = pd.read_csv(PARALLEL_SET, sep="\t", dtype=str)
     chosen = [code for code in preferred if code in languages][:count]
     return frame[frame.language.isin(chosen)].reset_index(drop=True)
 
@@ -92,10 +96,12 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     copy_link, link_box = links.link_row("sentences")
     with gr.Row():
         layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)")
-        centred = gr.Checkbox(value=False, label="Centred cosine (subtract the mean sentence vector)")
+        centred = gr.Checkbox(
+            value=False, label="Centred cosine (subtract the model's mean sentence vector, as in Compare adapters)"
+        )
     with gr.Row():
         heatmap = gr.Plot(label="Sentence similarity at one layer", elem_id="sentences-heatmap")
-        cka = gr.Plot(label="Translations vs mismatched pairs, per layer", elem_id="sentences-cka")
+        cka = gr.Plot(label="Translations vs random re-pairings, per layer", elem_id="sentences-cka")
     notes = gr.Markdown()
     scores = gr.Dataframe(
         label="Language pairs at this layer (the CSV has every layer)",

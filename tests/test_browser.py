@@ -181,6 +181,8 @@ def test_failed_model_loads_keep_the_old_model_serving(page, tmp_path, base_dir)
     for reference, message in faults.items():
         page.locator("#model-reference textarea, #model-reference input").first.fill(reference)
         page.click("#model-load")
+        assert "for everyone" in page.locator("#model-load-question").inner_text()  # it asks first
+        page.click("#model-load-confirm")
         toast = page.locator(".toast-body", has_text=message)
         toast.first.wait_for(timeout=30_000)
         assert "Traceback" not in toast.first.inner_text()
@@ -259,6 +261,7 @@ def test_model_tab_shows_download_progress_per_file(browser, tmp_path, tokenizer
             page.get_by_role("tab", name="Model").click()
             page.locator("#model-reference textarea, #model-reference input").first.fill("xmod-test/slow-download")
             page.click("#model-load")
+            page.click("#model-load-confirm")
             progress = page.get_by_text(re.compile(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB \(file \d of \d\)"))
             progress.first.wait_for(timeout=30_000)
             # The progress text shows inside the outputs (the banner among them) while loading; the banner's own

@@ -14,7 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from xmod_explorer import lab, plots
-from xmod_explorer.classify import ProbeHead, ProbeTraining, TransferResult
+from xmod_explorer.classify import Classification, ProbeHead, ProbeTraining, TransferResult
 from xmod_explorer.datasets import Example
 from xmod_explorer.defaults import MINI_NOTE, is_mini
 from xmod_explorer.engine import Explorer
@@ -46,7 +46,8 @@ EXPLAIN_LAB = (
     "adapter** (the baseline). The gap between the two bars is the lesson only where the data can tell: each "
     "accuracy has a 95 % interval (the whiskers), and each gap an exact McNemar p-value on the same test texts; "
     "below 0.05 the summary calls it a difference, otherwise it says the data cannot tell. The black mark is the "
-    "accuracy of always answering the most common label."
+    "accuracy of always answering the most common label: where a language's bars reach down to it, the probe does "
+    "no better than chance there and its gap says nothing about the adapters (the summary says which languages)."
 )
 CSV_HELP = (
     "CSV with a header line `text,label` and optionally `language` (UTF-8; comma, semicolon or tab). Rows in the "
@@ -161,6 +162,34 @@ def head_file(head: ProbeHead) -> str:
     return str(head.save(folder / f"{stem}.safetensors"))
 
 
+def probability_frame(result: Classification) -> pd.DataFrame:
+    """The probabilities as text with two decimals ("0.98", "0.00"): a number column shows 0.0012 as 0."""
+    frame = result.to_frame()
+    for label in result.labels:
+        frame[label] = frame[label].map(lambda value: f"{value:.2f}")
+    return frame
+
+
+def chance_markdown(transfer: TransferResult) -> str:
+    """Which languages the probe does better than chance on: only there can the result say anything."""
+    rows = transfer.target_rows or transfer.rows
+    above = [row.language for row in rows if row.target_adapter_ci[0] > row.majority_share]
+    if not above:
+        return (
+            "**At chance everywhere**: in no target language is the accuracy with its own adapter clearly above "
+            "always answering the most common label (its 95 % interval reaches that floor). This run shows nothing "
+            "about transfer, for or against X-MOD's claim; a larger model or more training data may."
+        )
+    chance = [row.language for row in rows if row.language not in above]
+    text = (
+        f"Clearly above chance (the 95 % interval of the own-adapter accuracy lies above the most-common-label "
+        f"floor) in {len(above)} of {len(rows)}: {escape(', '.join(above))}."
+    )
+    if chance:
+        text += f" At chance in {escape(', '.join(chance))}: there the gap says nothing about the adapters."
+    return text
+
+
 def summary_markdown(session: LabSession) -> str:
     """What was trained and how; every user-given string is escaped."""
     lines = []
@@ -183,6 +212,7 @@ def summary_markdown(session: LabSession) -> str:
         )
     if session.transfer is not None:
         lines.append(escape(session.transfer.summary()))
+        lines.append(chance_markdown(session.transfer))
     lines += [f"Note: {escape(note)}" for note in session.notes]
     return "\n\n".join(lines)
 
@@ -323,6 +353,11 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     @gpu
     def classify_text(sentence, codes, choice, state: LabSession):
         state = state or LabSession()
+        # Rows and bars in the model's language order, whatever order the languages were picked in.
+        codes = sorted(
+            codes or [],
+            key=lambda code: holder.explorer.languages.index(code) if code in holder.explorer.languages else -1,
+        )
         if choice == SESSION_HEAD:
             if state.head is None:
                 raise ExplorerError("You have no probe yet: train one in the transfer lab below, or load a head file.")
@@ -332,7 +367,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         return {
             tab.note: f"Head: {escape(result.head)}.",
             tab.probabilities: plots.classification_bars(result),
-            tab.probability_table: result.to_frame().round(4),
+            tab.probability_table: probability_frame(result),
         }
 
     def evaluation(

@@ -95,12 +95,14 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
 
             @ui_errors
             def load_model(reference, backend, device, dtype, subset, progress=gr.Progress()):
-                progress(0, desc="Loading model")
+                progress(0, desc="Step 1 of 3: finding and reading the checkpoint")
                 # Downloads report each file's bytes done of bytes total; the log gets the same lines.
                 new = load_explorer(
                     settings, reference, backend, device, dtype, subset, lambda part, text: progress(part, desc=text)
                 )
+                progress(0.9, desc="Step 2 of 3: swapping the model in for everyone")
                 holder.swap(new)
+                progress(0.95, desc="Step 3 of 3: updating every tab's language lists")
                 info = new.info()
                 log.info("now serving %s (%s)", info.model, info.reason)
                 choices = language_choices(new)
@@ -122,7 +124,7 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                     **{field: update for tab in reloaded.values() for field, update in tab.model_updates(new).items()},
                 }
 
-            model.load.click(
+            model.confirm.click(
                 load_model,
                 [model.reference, model.backend, model.device, model.dtype, model.subset],
                 [

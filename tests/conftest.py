@@ -80,3 +80,11 @@ def all_languages_dir(tmp_path_factory, tokenizer):
 
     spec = TinySpec(languages=list(LANGUAGE_NAMES), hidden_size=16, num_heads=2, intermediate_size=32, seed=2)
     return build_random_checkpoint(tmp_path_factory.mktemp("all81"), spec, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def wide_dir(tmp_path_factory, tokenizer):
+    """Random weights, xmod-base's width (768, 12 heads, 3072), 2 layers: a batch of 4,096 tokens takes seconds, so
+    long jobs are long for real."""
+    spec = TinySpec(languages=LANGUAGES, hidden_size=768, num_heads=12, intermediate_size=3072, adapter_scale=0.0)
+    return build_random_checkpoint(tmp_path_factory.mktemp("wide"), spec, tokenizer)

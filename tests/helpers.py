@@ -84,6 +84,22 @@ def assert_same_predictions(a: dict, b: dict, atol: float = 1e-6) -> None:
                 assert abs(ga["probability"] - gb["probability"]) <= atol, (code, ga, gb)
 
 
+# ----- hostile uploads ----------------------------------------------------------------------------------
+
+
+def excel_for_mac_csv(size: int) -> bytes:
+    """A labelled CSV of at least size bytes as Excel for Mac saves it: CR line ends only, so to a reader
+    that looks for LF the whole file is one line."""
+    lines = ["text,label,language"]
+    number = 0
+    while sum(len(line) + 1 for line in lines) < size:
+        number += 1
+        label = "positive" if number % 2 else "negative"
+        # Excel quotes a cell that holds the separator; csv.Sniffer's regular expressions are quadratic in those.
+        lines.append(f'"Review {number}: the program opens the document, and shows every page quickly",{label},en_XX')
+    return ("\r".join(lines) + "\r").encode("utf-8")
+
+
 # ----- servers: the app in-process, or as `python app.py` on a real port ------------------------------
 
 
@@ -93,14 +109,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(settings, explorer):
-    """The app built around explorer, launched in this process on a free port; returns (demo, client)."""
+def serve(settings, explorer, **build):
+    """The app built around explorer (build: build_app's keywords), launched in this process on a free port;
+    returns (demo, client)."""
     from gradio_client import Client
 
     from xmod_explorer.ui.layout import build_app, launch_options
 
-    demo = build_app(settings, explorer)
-    options = {**launch_options(settings), "server_name": "127.0.0.1", "server_port": free_port(), "share": False}
+    demo = build_app(settings, explorer, **build)
+    options = {**launch_options(settings, demo), "server_name": "127.0.0.1", "server_port": free_port(), "share": False}
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **options)
     return demo, Client(url, verbose=False)
 
@@ -162,3 +179,43 @@ def pca_reference(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if coordinates[coordinates[:, axis].abs().argmax(), axis] < 0:
             coordinates[:, axis] *= -1
     return coordinates, s[:2] ** 2 / (s**2).sum()
+
+
+# ----- Gradio's own protocol, spoken directly (what the page and API clients send) --------------------------
+
+
+def event_index(config: dict, elem_id: str, trigger: str = "click") -> int:
+    """The fn_index of the event that a component (by elem_id) triggers, from the app's /config."""
+    ids = [c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id]
+    for dependency in config["dependencies"]:
+        if any(target == [ids[0], trigger] for target in dependency.get("targets", [])):
+            return dependency["id"]
+    raise LookupError(f"no {trigger} event on #{elem_id}")
+
+
+def join(base: str, fn_index: int, data: list, session_hash: str, timeout: float = 30) -> str:
+    """POST /gradio_api/queue/join as the page does; returns the event id."""
+    import httpx
+
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    response = httpx.post(f"{base}/gradio_api/queue/join", json=body, timeout=timeout)
+    response.raise_for_status()
+    return response.json()["event_id"]
+
+
+def upload(base: str, name: str, data: bytes) -> dict:
+    """POST one file to /gradio_api/upload; returns the FileData an event input takes."""
+    import httpx
+
+    response = httpx.post(f"{base}/gradio_api/upload", files={"files": (name, data)}, timeout=30)
+    response.raise_for_status()
+    return {"path": response.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+
+def messages(stream) -> Iterator[dict]:
+    """The JSON messages of an open /gradio_api/queue/data event stream (an httpx streaming response)."""
+    import json
+
+    for line in stream.iter_lines():
+        if line.startswith("data:"):
+            yield json.loads(line[5:])

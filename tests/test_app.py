@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from gradio_client.exceptions import AppError
 from helpers import LANGUAGES, ROOT, assert_same_predictions, free_port, serve
 
 from xmod_explorer import Explorer
+from xmod_explorer.limits import Limits
 from xmod_explorer.settings import load_settings
 from xmod_explorer.ui.layout import build_app
 
@@ -168,7 +170,36 @@ def test_flags_and_environment(tmp_path):
     assert settings.model == "mini" and settings.device == "cpu"
     assert settings.languages == ["en_XX", "de_DE"]
     assert settings.port == 9000  # the flag wins over the environment
-    assert settings.share and not settings.public
+    assert settings.share and settings.public  # a gradio.live link serves strangers
+
+
+@pytest.mark.parametrize(
+    "flags, environ, public, reason",
+    [
+        ([], {}, False, "serving on 127.0.0.1 only"),
+        (["--host", "localhost"], {}, False, "serving on localhost only"),
+        (["--share"], {}, True, "--share opens a public gradio.live link"),
+        (["--host", "0.0.0.0"], {}, True, "--host 0.0.0.0 accepts connections from other machines"),
+        (["--host", "192.168.1.5"], {"XMOD_SHARE": "1"}, True, "--share opens.*--host 192.168.1.5"),
+        (["--host", "0.0.0.0", "--no-public"], {}, False, "--no-public keeps local mode"),
+        (["--share"], {"XMOD_NO_PUBLIC": "1"}, False, "--no-public keeps local mode"),
+        (["--no-public"], {"SPACE_ID": "someone/space"}, True, "Hugging Face Space"),
+        (["--public", "--no-public"], {}, True, "--public given"),
+    ],
+)
+def test_public_mode_is_on_wherever_strangers_can_reach_the_server(flags, environ, public, reason):
+    settings = load_settings(flags, environ=environ)
+    assert settings.public is public and re.search(reason, settings.public_reason)
+    assert settings.limits == (Limits.public() if public else Limits.local())
+
+
+def test_the_log_says_which_mode_and_why(base_dir, caplog):
+    from xmod_explorer.ui.server import create_demo
+
+    settings = load_settings(["--model", str(base_dir), "--host", "0.0.0.0"])
+    with caplog.at_level("INFO", logger="xmod_explorer"):
+        create_demo(settings).close()
+    assert "public mode: --host 0.0.0.0 accepts connections from other machines" in caplog.text
 
 
 @pytest.mark.slow
@@ -239,7 +270,7 @@ def test_public_server_reads_no_arbitrary_paths_and_caps_uploads(public_app, tmp
     big.write_text("text,label\n" + "a,b\n" * 400_000)  # about 1.6 MB, over the public 1 MiB cap
     with open(big, "rb") as handle:
         response = httpx.post(f"{base}/gradio_api/upload", files={"files": handle})
-    assert response.status_code == 413 and "maximum allowed size" in response.text
+    assert response.status_code == 413 and "accepts files of at most 1.0 MiB" in response.json()["detail"]
     small = tmp_path / "small.csv"
     small.write_text("text,label\nfine,positive\n")
     with open(small, "rb") as handle:
@@ -287,16 +318,18 @@ def test_transfer_lab_endpoint(local_app):
 
 
 def _lab(demo):
-    """The lab's event functions and its per-session state component, found by name in the built app."""
+    """The lab's training event function, found by name in the built app, and the server's session store."""
+    from xmod_explorer.ui.layout import serving_of
+
     functions = {fn.name: fn for fn in demo.fns.values()}
-    train = functions["train_head"]
-    return train, train.inputs[-1]
+    return functions["train_head"], serving_of(demo).sessions
 
 
 def _run(demo, function, inputs, session):
+    """Run an event as Gradio would for one browser session; returns the lab session handle it answers with."""
     import asyncio
 
-    return asyncio.run(demo.process_api(function, inputs, state=session))
+    return asyncio.run(demo.process_api(function, inputs, state=session))["data"][-1]
 
 
 def test_two_sessions_train_their_own_heads(base_dir, tmp_path):
@@ -311,7 +344,7 @@ def test_two_sessions_train_their_own_heads(base_dir, tmp_path):
     explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
     shared_attributes = set(vars(explorer))
     demo = build_app(settings, explorer)
-    train, state_component = _lab(demo)
+    train, store = _lab(demo)
     upload = tmp_path / "mine.csv"
     upload.write_text(
         "text,label,language\n"
@@ -325,11 +358,11 @@ def test_two_sessions_train_their_own_heads(base_dir, tmp_path):
         "a": [DEFAULT_SET, None, "en_XX", ["ja_XX", "de_DE"], False, None],
         "b": [UPLOAD_SET, file_data, "de_DE", ["fr_XX"], False, None],
     }
-    errors = []
+    errors, handles = [], {}
 
     def train_in(name):
         try:
-            _run(demo, train, inputs[name], sessions[name])
+            handles[name] = _run(demo, train, inputs[name], sessions[name])
         except Exception as exc:  # surfaced below
             errors.append((name, exc))
 
@@ -339,7 +372,8 @@ def test_two_sessions_train_their_own_heads(base_dir, tmp_path):
     for thread in threads:
         thread.join(timeout=300)
     assert errors == []
-    a, b = sessions["a"][state_component._id], sessions["b"][state_component._id]
+    a, b = store.get(handles["a"]), store.get(handles["b"])
+    assert len(handles["a"]) >= 32 and handles["a"] != handles["b"]  # server-made, unguessable
     assert a.head.labels == ["negative", "positive"] and a.head.source_language == "en_XX" and a.head.examples == 200
     assert b.head.labels == ["bad", "good"] and b.head.source_language == "de_DE" and b.head.examples == 24
     assert a.transfer.languages == ["ja_XX", "de_DE"] and b.transfer.languages == ["fr_XX"]
@@ -350,8 +384,13 @@ def test_two_sessions_train_their_own_heads(base_dir, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nonly,good\nlabels,good\n", encoding="utf-8")
     with pytest.raises(gr.Error, match="only one label"):
-        _run(demo, train, [UPLOAD_SET, {**file_data, "path": str(bad)}, "de_DE", ["fr_XX"], False, None], sessions["b"])
-    assert sessions["b"][state_component._id] is b and sessions["a"][state_component._id] is a
+        _run(
+            demo,
+            train,
+            [UPLOAD_SET, {**file_data, "path": str(bad)}, "de_DE", ["fr_XX"], False, handles["b"]],
+            sessions["b"],
+        )
+    assert store.get(handles["b"]) is b and store.get(handles["a"]) is a
 
 
 def test_public_mode_caps_the_lab(base_dir, tmp_path):
@@ -361,14 +400,14 @@ def test_public_mode_caps_the_lab(base_dir, tmp_path):
 
     settings = load_settings(["--model", str(base_dir), "--public"])
     demo = build_app(settings, Explorer.from_pretrained(str(base_dir), limits=settings.limits))
-    train, state_component = _lab(demo)
+    train, store = _lab(demo)
     big = tmp_path / "big.csv"
     big.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(601)), encoding="utf-8")
     session = SessionState(demo)
     file_data = {"path": str(big), "orig_name": "big.csv", "meta": {"_type": "gradio.FileData"}}
     with pytest.raises(gr.Error, match="more than 600 rows"):
         _run(demo, train, [UPLOAD_SET, file_data, "en_XX", ["de_DE"], True, None], session)
-    assert session[state_component._id] is None or session[state_component._id].head is None
+    assert len(store) == 0
     labels = [getattr(block, "label", None) for block in demo.blocks.values()]
     finetune = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "classify-finetune")
     assert finetune.visible is False  # fine-tuning is not offered without --allow-finetune
@@ -394,10 +433,9 @@ def test_allow_finetune_trains_a_private_copy_for_the_session(base_dir):
     demo = build_app(settings, explorer)
     finetune = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "classify-finetune")
     assert finetune.visible is True
-    train, state_component = _lab(demo)
+    train, store = _lab(demo)
     session = SessionState(demo)
-    _run(demo, train, [DEFAULT_SET, None, "en_XX", ["de_DE"], True, None], session)
-    state = session[state_component._id]
+    state = store.get(_run(demo, train, [DEFAULT_SET, None, "en_XX", ["de_DE"], True, None], session))
     assert state.tuned is not None and state.tuned.backend.model is not explorer.backend.model
     assert state.head.encoder == "fine-tuned" and state.transfer.languages == ["de_DE"]
     assert digest() == before
@@ -425,3 +463,73 @@ def test_the_mini_model_says_what_it_was_trained_on(base_dir):
     with build_app(settings, Explorer.from_pretrained(str(base_dir), limits=settings.limits)) as demo:
         texts = markdown_values(demo)
     assert MINI_NOTE not in texts["model-banner"] and MINI_NOTE not in texts["classify-lesson"]
+
+
+# ----- small things a public server must get right ------------------------------------------------------------
+
+
+def test_csv_downloads_cannot_start_a_formula_in_a_spreadsheet(tmp_path):
+    import pandas as pd
+
+    from xmod_explorer.ui.common import csv_file
+
+    frame = pd.DataFrame(
+        {
+            "token": ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "plain", "-"],
+            "probability": [0.5, -0.25, 0.1, 0.0, 1.0, 0.3, 0.2, -1.5],
+        }
+    )
+    frame["=title"] = "x"
+    written = pd.read_csv(csv_file(frame, "predictions"), keep_default_na=False)
+    assert written["token"].tolist() == [
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tcmd",
+        "'\rcmd",
+        "plain",
+        "'-",
+    ]
+    assert written["probability"].tolist() == [0.5, -0.25, 0.1, 0.0, 1.0, 0.3, 0.2, -1.5]  # numbers stay numbers
+    assert list(written.columns) == ["token", "probability", "'=title"]
+
+
+def test_a_public_server_shows_no_path_of_its_disk(tmp_path, base_dir):
+    import httpx
+    from helpers import app_process
+
+    with app_process(["--model", str(base_dir), "--public"], tmp_path) as (url, _):
+        info = Client(url, verbose=False).predict(api_name="/model_info")
+        page = httpx.get(f"{url}/config").text
+        answer = Client(url, verbose=False).predict("A <mask>.", ["en_XX"], 2, api_name="/predict_masks")
+    assert info["folder"] == "" and info["model"] == base_dir.name
+    assert str(base_dir) not in page and str(base_dir.parent) not in page
+    assert answer["model"] == base_dir.name
+    assert "public mode: --public given" in (tmp_path / "app.log").read_text()
+
+
+def test_heads_with_numbers_that_are_not_finite_are_refused(base_dir, tmp_path):
+    import torch
+    from gradio.state_holder import SessionState
+
+    from xmod_explorer.classify import ProbeHead
+
+    settings = load_settings(["--model", str(base_dir)])
+    explorer = Explorer.from_pretrained(str(base_dir), limits=settings.limits)
+    demo = build_app(settings, explorer)
+    load_head = next(fn for fn in demo.fns.values() if fn.name == "load_head")
+    hidden = explorer.shape.hidden
+    for broken in ("nan", "inf", "std"):
+        weight, std = torch.zeros(2, hidden), torch.ones(hidden)
+        if broken == "nan":
+            weight[0, 0] = float("nan")
+        elif broken == "inf":
+            weight[1, 3] = float("inf")
+        else:
+            std[0] = 0.0
+        head = ProbeHead(weight, torch.zeros(2), torch.zeros(hidden), std, ["a", "b"], "en_XX", explorer.name)
+        path = head.save(tmp_path / f"{broken}.safetensors")
+        file_data = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+        with pytest.raises(gr.Error, match="not finite"):
+            _run(demo, load_head, [file_data, ""], SessionState(demo))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,18 @@ def test_an_old_link_without_a_tab_fills_and_runs_the_first_tab(browser, app_url
     tokens = page.locator("#fill-languages .token").all_inner_texts()
     assert tokens == ["German (de_DE)", "French (fr_XX)"]
     assert "de_DE: Die " in page.locator("#fill-summary").inner_text()  # the completed sentence
+    page.close()
+
+
+def test_a_bad_deep_link_parameter_is_dropped_alone_with_a_message(browser, app_url):
+    page = browser.new_page()
+    page.goto(f"{app_url}/?text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=%C2%B2")  # top_k=² (not ASCII)
+    page.wait_for_selector("#fill-text textarea", timeout=30_000)
+    page.wait_for_function("document.querySelector('#fill-text textarea').value.includes('ist neu')", timeout=30_000)
+    assert page.locator("#fill-languages .token").all_inner_texts() == ["German (de_DE)", "French (fr_XX)"]
+    toast = page.locator(".toast-body", has_text="top_k")
+    toast.first.wait_for(timeout=30_000)
+    assert "'²' is not a whole number" in toast.first.inner_text()
     page.close()
 
 
@@ -553,3 +566,191 @@ def test_a_result_with_every_adapter_never_holds_the_page(browser, app_url, name
     print(f"{name}: longest task {longest:.0f} ms; long tasks (start, ms) {tasks}; load {os.getloadavg()}")
     assert longest < LONGEST_TASK_MS, (name, tasks)
     page.close()
+
+
+# ----- nothing a visitor sends becomes markup -------------------------------------------------------------------
+
+# Each payload would leave an element (or run code) if it were rendered as HTML anywhere on the page.
+INJECTIONS = [
+    '<style id="xss-style">body { display: none !important; }</style>',
+    '<img id="xss-img" src="x" onerror="window.__xss = 1">',
+    '<form id="xss-form" action="https://phish.example/login"><input name="password"></form>',
+    '<a id="xss-a" href="javascript:window.__xss = 2">open</a>',
+    '<script id="xss-script">window.__xss = 3</script>',
+]
+FOUND = """() => {
+    const selector = '[id^="xss-"], img[src="x"], form[action*="phish"], a[href^="javascript:"], svg a';
+    const hits = [...document.querySelectorAll(selector)].map(e => e.outerHTML.slice(0, 80));
+    for (const e of document.querySelectorAll('style, script')) {
+        const text = e.textContent;
+        if (text.includes('__xss') || text.includes('display: none !important')) hits.push(e.outerHTML.slice(0, 80));
+    }
+    if (window.__xss !== undefined) hits.push('window.__xss = ' + window.__xss);
+    return hits;
+}"""
+
+
+def assert_inert(page, where: str) -> None:
+    page.wait_for_timeout(300)
+    assert page.evaluate(FOUND) == [], where
+    assert page.locator("#fill-run").count() == 1 and page.locator("body").is_visible(), where
+
+
+def close_toasts(page) -> None:
+    for close in page.locator(".toast-close").all():
+        close.click()
+
+
+def edit_cell(page, table: str, row: int, column: int, value: str) -> None:
+    page.locator(f"{table} [data-row='{row}'][data-col='{column}']").first.dblclick()
+    editor = page.locator(f"{table} textarea[aria-label='Edit cell']").first
+    editor.fill(value)
+    editor.press("Enter")
+
+
+def finished(page, selector: str, timeout: float = 60_000) -> None:
+    """Wait until the result (selector) or an error toast shows."""
+    page.wait_for_selector(f"{selector}, .toast-body", timeout=timeout)
+
+
+def test_no_payload_becomes_markup_anywhere(browser, tmp_path, base_dir):
+    """<style>, <img onerror>, <form>, <a href=javascript:> and <script> through every query parameter and every
+    text field (and an uploaded CSV's name, texts and labels, and a head file's names): the DOM must hold no
+    element from any of them, and no script may have run. Local mode, so the Model tab's fields are there too."""
+    from urllib.parse import quote
+
+    folder = tmp_path / "app"
+    folder.mkdir()
+    with app_process(["--model", str(base_dir)], folder, env={"HF_HUB_CACHE": str(folder / "hub")}) as (url, _):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("dialog", lambda dialog: dialog.dismiss())
+        for payload in INJECTIONS:  # every query parameter
+            page.goto(f"{url}/?text={quote(payload)}&languages={quote(payload)}&top_k={quote(payload)}")
+            page.wait_for_selector("#fill-run", timeout=30_000)
+            page.locator(".toast-body").first.wait_for(state="attached", timeout=30_000)
+            assert_inert(page, f"deep link {payload}")
+            toasts = " ".join(page.locator(".toast-body").all_inner_texts())
+            assert "The link's top_k parameter was not used" in toasts  # dropped by name, the value never echoed
+            assert page.locator("#fill-text textarea").input_value() == payload  # the text arrives as text
+        page.goto(url)
+        page.wait_for_selector("#fill-run", timeout=30_000)
+        hostile = " ".join(INJECTIONS)
+
+        page.locator("#fill-text textarea").fill(f"{hostile} <mask>")
+        page.click("#fill-run")
+        finished(page, "#fill-chart .js-plotly-plot")
+        assert_inert(page, "fill the mask")
+
+        page.get_by_role("tab", name="Compare adapters").click()
+        page.locator("#compare-text textarea").fill(hostile)
+        page.click("#compare-run")
+        finished(page, "#compare-tokens .js-plotly-plot .heatmaplayer")
+        assert_inert(page, "compare adapters")
+
+        page.get_by_role("tab", name="Across languages").click()
+        edit_cell(page, "#sentences-table", 0, 1, hostile)
+        edit_cell(page, "#sentences-table", 1, 0, INJECTIONS[1])  # a language code that is markup
+        page.click("#sentences-run")
+        finished(page, "#sentences-heatmap .js-plotly-plot")
+        assert_inert(page, "across languages, bad language")
+        close_toasts(page)
+        edit_cell(page, "#sentences-table", 1, 0, "de_DE")
+        page.click("#sentences-run")
+        page.wait_for_selector("#sentences-heatmap .js-plotly-plot", timeout=60_000)
+        assert_inert(page, "across languages")
+
+        page.get_by_role("tab", name="Classify").click()
+        page.locator("#classify-text textarea").fill(hostile)
+        page.click("#classify-run")
+        finished(page, "#classify-chart .js-plotly-plot")
+        assert_inert(page, "classify")
+        close_toasts(page)
+        rows = "".join(f'"{text} {i}",{INJECTIONS[i % 2]}\n' for i, text in enumerate(INJECTIONS * 4))
+        csv_file = tmp_path / '<img src=x onerror="window.__xss=4">.csv'
+        csv_file.write_text("text,label\n" + rows, encoding="utf-8")
+        page.locator("#classify-upload input[type=file]").set_input_files(str(csv_file))
+        page.wait_for_timeout(1000)
+        page.click("#classify-train")
+        page.wait_for_selector(
+            "#classify-transfer-chart .js-plotly-plot, #classify-loss .js-plotly-plot", timeout=120_000
+        )
+        page.wait_for_timeout(1000)
+        assert INJECTIONS[0][:20] in page.locator("#classify-summary").inner_text()  # the labels, as text
+        assert_inert(page, "transfer lab")
+
+        head = _hostile_head(tmp_path, base_dir)
+        page.locator("#classify-head-file input[type=file]").set_input_files(str(head))
+        page.locator(".toast-body").first.wait_for(timeout=30_000)
+        assert_inert(page, "head file")
+        close_toasts(page)
+
+        page.get_by_role("tab", name="Model").click()
+        page.locator("#model-reference textarea, #model-reference input").first.fill(INJECTIONS[1])
+        page.click("#model-load")
+        page.locator(".toast-body").first.wait_for(timeout=30_000)
+        assert_inert(page, "model reference")
+        page.close()
+
+
+def _hostile_head(tmp_path, base_dir):
+    """A probe head file whose labels, language and model name are payloads."""
+    import torch
+
+    from xmod_explorer.classify import ProbeHead
+
+    hidden = 32
+    head = ProbeHead(
+        torch.zeros(2, hidden),
+        torch.zeros(2),
+        torch.zeros(hidden),
+        torch.ones(hidden),
+        [INJECTIONS[2], INJECTIONS[3]],
+        INJECTIONS[4],
+        INJECTIONS[0],
+    )
+    return head.save(tmp_path / "hostile.safetensors")
+
+
+# ----- Stop and a closed tab stop the work on the server -------------------------------------------------------
+
+
+def server_cpu(process, seconds: float = 2.0) -> float:
+    """The share of one core (percent) the server process used over the next few seconds."""
+    return process.cpu_percent(interval=seconds)
+
+
+def test_stop_and_a_closed_tab_stop_the_training_on_the_server(browser, tmp_path, wide_dir, tokenizer):
+    """The lab on a model as wide as xmod-base with 1,500 long rows: minutes of sentence features. Stop, and then
+    closing the tab during a second run, must each leave the server idle within seconds."""
+    import re
+
+    import psutil
+
+    word = next(token for token in tokenizer.get_vocab() if token.isalpha() and len(token) > 2)
+    rows = "".join(f"{(word + ' ') * 150},{'ab'[i % 2]}\n" for i in range(1500))
+    data = tmp_path / "long.csv"
+    data.write_text("text,label\n" + rows, encoding="utf-8")
+    folder = tmp_path / "app"
+    folder.mkdir()
+    with app_process(["--model", str(wide_dir)], folder) as (url, process):
+        server = psutil.Process(process.pid)
+        for ending in ("Stop", "closed tab"):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#fill-run", timeout=30_000)
+            page.get_by_role("tab", name="Classify").click()
+            page.locator("#classify-upload input[type=file]").set_input_files(str(data))
+            page.wait_for_timeout(1500)
+            page.click("#classify-train")
+            page.get_by_text(re.compile(r"Sentence features: batch \d+ of \d+")).first.wait_for(timeout=120_000)
+            # A training pass takes whole cores; on a machine shared with other work it still gets a fifth of one.
+            assert server_cpu(server) > 20, "the training should keep the server busy"
+            if ending == "Stop":
+                page.click("#classify-stop")
+            else:
+                page.close()
+            deadline = time.monotonic() + 30
+            while server_cpu(server) > 10:  # an idle server with a page open uses a few percent
+                assert time.monotonic() < deadline, f"the server still works 30 s after: {ending}"
+            if ending == "Stop":
+                page.close()

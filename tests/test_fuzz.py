@@ -8,7 +8,9 @@ message; never the generic "Something went wrong" (an unhandled exception), a tr
 from __future__ import annotations
 
 import json
+import os
 import string
+import time
 
 import pytest
 from gradio_client.exceptions import AppError
@@ -199,3 +201,61 @@ def test_generated_inputs(target, text, languages, top_k):
         oracle(explorer.predict_masks, text, languages, top_k),
         label,
     )
+
+
+def test_disk_and_memory_stay_flat_when_the_fuzz_runs_twice(all_languages_dir):
+    """The catalogue through the API, and the page's Predict (which writes a CSV for download), twice over, on a
+    public server whose files live 3 s: after each pass and the clean-up, the files left and the resident memory
+    are the same."""
+    import asyncio
+    import ctypes
+    import dataclasses
+    import gc
+
+    import psutil
+    from gradio.state_holder import SessionState
+    from helpers import serve as serve_app
+
+    from xmod_explorer.ui.common import downloads_root
+
+    app_settings = load_settings(["--model", str(all_languages_dir), "--public"])
+    app_settings = dataclasses.replace(app_settings, limits=dataclasses.replace(app_settings.limits, file_seconds=3.0))
+    explorer = Explorer.from_pretrained(str(all_languages_dir), limits=app_settings.limits)
+    demo, client = serve_app(app_settings, explorer)
+    predict = next(fn for fn in demo.fns.values() if fn.name == "predict")
+
+    def files() -> int:
+        tracked = {path for paths in demo.temp_file_sets for path in paths}
+        ours = [path for path in downloads_root().rglob("*") if path.is_file()]
+        return sum(os.path.getsize(path) for path in [*tracked, *ours] if os.path.exists(path))
+
+    def resident() -> int:
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return psutil.Process().memory_info().rss
+
+    def one_pass() -> tuple[int, int, int]:
+        for text in TRICKY:
+            for languages in LANGUAGE_SETS[:10]:
+                call(client, "/predict_masks", text, languages, 5)
+        session = SessionState(demo)
+        for number in range(20):
+            asyncio.run(
+                demo.process_api(predict, [f"Choose {number} <mask> now.", ["de_DE", "ja_XX"], 5], state=session)
+            )
+        written = files()
+        time.sleep(15)  # the janitor looks every 10 s; Gradio's delete_cache every second
+        return written, files(), resident()
+
+    try:
+        written_first, left_first, memory_first = one_pass()
+        written_second, left_second, memory_second = one_pass()
+    finally:
+        demo.close()
+    print(
+        f"\nfuzz twice: files written {written_first} then {written_second} bytes, left {left_first} then "
+        f"{left_second}; memory {memory_first / 2**20:.0f} then {memory_second / 2**20:.0f} MiB"
+    )
+    assert written_first > 0 and written_second > 0  # the pass did make files...
+    assert left_first == left_second == 0  # ...and none of them stayed
+    assert memory_second < memory_first * 1.05

@@ -1,13 +1,16 @@
 """Labelled text for the transfer lab: the project's sentiment set and users' CSV files, validated here once.
 
 A labelled CSV has a header line naming the columns ``text,label[,language]`` (any order; comma,
-semicolon or tab separated; UTF-8). Anything wrong is an ExplorerError naming the row or column.
+semicolon or tab separated, told apart by the header; CR, LF or CRLF line ends; UTF-8 with or without a
+byte-order mark). Anything wrong is an ExplorerError naming the row or column.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,12 +140,51 @@ def _decode(data: bytes, name: str) -> str:
         ) from None
 
 
-def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
-    first = text.split("\n", 1)[0]
-    try:
-        return csv.Sniffer().sniff(first, delimiters=",;\t")
-    except csv.Error:
-        return csv.excel
+# The header is looked for in this many characters; a first line longer than that is not a header.
+HEADER_CHARS = 64 * 1024
+SEPARATORS = (",", ";", "\t")
+# csv.reader works row by row and gives other threads the interpreter between rows, but a file of many
+# short rows still takes a while at the local caps; past this the upload is refused rather than waited for.
+PARSE_SECONDS = 10.0
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _header_line(text: str, name: str) -> str:
+    """The first line, found within the first HEADER_CHARS characters whatever the line ends (CR, LF, CRLF).
+
+    csv.Sniffer is not used: its regular expressions are quadratic in the length of what they read and hold
+    the interpreter while they run (a 476 KB file saved by Excel for Mac, one CR-separated "line", froze the
+    whole server for over a minute). The header itself says which separator the file uses.
+    """
+    prefix = text[:HEADER_CHARS]
+    end = _LINE_END.search(prefix)
+    if end is not None:
+        return prefix[: end.start()]
+    if len(text) > HEADER_CHARS:
+        raise ExplorerError(
+            f"{name} has no line break in its first {HEADER_CHARS // 1024} KB, so it has no header line. The first "
+            "line must name the columns (text,label and optionally language), and each row must be on a line of "
+            "its own."
+        )
+    return text
+
+
+def _separator(header: str) -> tuple[str, list[str]]:
+    """The separator (comma, semicolon or tab) that splits the header into the most known column names,
+    and the column names it gives (lower case)."""
+    best = None
+    for separator in SEPARATORS:
+        try:
+            cells = next(csv.reader([header], delimiter=separator), [])
+        except csv.Error:
+            continue
+        columns = [cell.strip().lower() for cell in cells]
+        score = (sum(column in COLUMNS for column in columns), len(columns))
+        if best is None or score > best[0]:
+            best = (score, separator, columns)
+    if best is None:
+        return ",", []
+    return best[1], best[2]
 
 
 def read_labelled_csv(
@@ -169,12 +211,14 @@ def read_labelled_csv(
     text = _decode(data, name)
     if not text.strip():
         raise ExplorerError(f"{name} is empty. It needs a header line text,label[,language] and labelled rows.")
-    reader = csv.reader(io.StringIO(text, newline=""), _dialect(text))
+    started = time.monotonic()
+    separator, columns = _separator(_header_line(text, name))
+    # newline="": the reader sees CR, LF and CRLF line ends alike (Excel for Mac still writes CR only).
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quotechar='"', doublequote=True)
     try:
-        header = next(reader)
+        next(reader)
     except csv.Error as exc:
         raise ExplorerError(f"{name} is not a readable CSV ({exc}). Check the quoting on line 1.") from None
-    columns = [cell.strip().lower() for cell in header]
     missing = [column for column in ("text", "label") if column not in columns]
     if missing:
         found = ", ".join(repr(c) for c in columns if c) or "none"
@@ -191,6 +235,11 @@ def read_labelled_csv(
             if not any(cell.strip() for cell in cells):
                 continue  # blank lines
             number += 1
+            if number % 256 == 0 and time.monotonic() - started > PARSE_SECONDS:
+                raise ExplorerError(
+                    f"{name} took longer than {PARSE_SECONDS:.0f} s to read (stopped at row {number:,}). Upload a "
+                    "smaller file."
+                )
             if number > cap:
                 raise ExplorerError(
                     f"{name} has more than {cap:,} rows; at most {cap:,} labelled rows are accepted here. Remove some "
@@ -220,6 +269,11 @@ def read_labelled_csv(
                     raise ExplorerError(f"{where}, column 'language': {exc}") from None
             examples.append(Example(sentence, label, language))
     except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise ExplorerError(
+                f"{name} has a cell longer than {csv.field_size_limit():,} characters near line {reader.line_num}; "
+                "a quote that is never closed does this. Check the quoting, or shorten the text."
+            ) from None
         raise ExplorerError(f"{name} is not a readable CSV near line {reader.line_num} ({exc}).") from None
     if not examples:
         raise ExplorerError(f"{name} has a header but no labelled rows. Add rows of text,label.")

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
-from xmod_explorer import defaults
+from xmod_explorer import defaults, jobs
+from xmod_explorer.budget import Cost, ModelShape, forward_cost
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs, reference_sentences
 from xmod_explorer.detect import detect
@@ -219,6 +220,20 @@ class Explorer:
         """Codes this model can run, in the model's own order (lang id = index)."""
         return list(self.loaded.languages)
 
+    @property
+    def shape(self) -> ModelShape:
+        """The model's sizes that decide what a forward pass costs (layers, widths, vocabulary, value size)."""
+        return ModelShape.from_config(self.backend.model.config, torch.finfo(self.loaded.dtype).bits // 8)
+
+    def cost(self, rows: int, tokens: int, **kwargs) -> Cost:
+        """What one forward pass over rows x tokens costs on this model (budget.forward_cost's keywords)."""
+        return forward_cost(self.shape, rows, tokens, **kwargs)
+
+    def admitted(self, rows: int, tokens: int, **kwargs):
+        """A context in which one forward pass over rows x tokens runs once the server's memory budget allows
+        (at once outside a server job); refuses a pass that could never fit. Keywords as for cost()."""
+        return jobs.admitted(self.cost(rows, tokens, **kwargs))
+
     def info(self) -> ModelInfo:
         model = self.backend.model
         config = model.config
@@ -295,7 +310,9 @@ class Explorer:
         own language's adapter; (rows, hidden) float32 on the device. grad=True keeps the graph (fine-tuning)."""
         input_ids, attention = self.pad(token_rows)
         keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
+        shape = (len(token_rows), input_ids.shape[1])
+        what = f"Computing sentence vectors for {shape[0]} rows of up to {shape[1]} tokens"
+        with self.admitted(*shape, grad=grad, what=what), torch.inference_mode(not grad), torch.set_grad_enabled(grad):
             encoded = self.backend.encode_rows(input_ids, attention, list(row_languages))
             return mean_pool(encoded.last.float(), keep)
 
@@ -312,7 +329,11 @@ class Explorer:
         order = sorted(range(len(token_rows)), key=lambda i: len(token_rows[i]))
         out = torch.empty(len(token_rows), int(self.backend.model.config.hidden_size))
         total = math.ceil(len(order) / batch_size)
+        what = f"Computing sentence vectors for {len(token_rows)} rows"
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        jobs.feasible(self._batches_cost(token_rows, batches, what))
         for number, start in enumerate(range(0, len(order), batch_size)):
+            jobs.checkpoint()
             if on_batch is not None:
                 on_batch(number, total)
             chosen = order[start : start + batch_size]
@@ -326,7 +347,8 @@ class Explorer:
         (mean over the text's tokens), (layers + 1, rows, hidden) float32 on the CPU."""
         input_ids, attention = self.pad(token_rows)
         keep = content_mask(input_ids, attention, self._special_ids)
-        with torch.inference_mode():
+        what = f"Reading the {len(token_rows)} reference sentences"
+        with self.admitted(len(token_rows), input_ids.shape[1], layer_copies=1, what=what), torch.inference_mode():
             encoded = self.backend.encode_rows(input_ids, attention, list(row_languages), all_layers=True)
             return torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
 
@@ -355,32 +377,57 @@ class Explorer:
     ) -> torch.Tensor:
         """Sentence vectors at every layer, (layers + 1, rows, hidden) float32 on the CPU, embedding output first:
         the mean over each row's text tokens, each row under its own language's adapter (codes from
-        check_languages, rows from tokenize), in passes of rows of similar length."""
+        check_languages, rows from tokenize), in passes of rows of similar length, so memory stays bounded and a
+        stopped job stops between passes."""
         self.backend.ensure_languages(sorted(set(row_languages), key=self.languages.index))
         config = self.backend.model.config
         out = torch.empty(int(config.num_hidden_layers) + 1, len(token_rows), int(config.hidden_size))
         with torch.inference_mode():
             for chosen, input_ids, attention, encoded in self._passes(
-                token_rows, row_languages, tokens_per_pass, all_layers=True
+                token_rows, row_languages, tokens_per_pass, all_layers=True, label="Sentences"
             ):
                 keep = content_mask(input_ids, attention, self._special_ids)
                 out[:, chosen] = torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu()
         return out
 
-    def _passes(self, token_rows, row_languages, tokens_per_pass: int, *, all_layers: bool = False):
+    def _passes(
+        self, token_rows, row_languages, tokens_per_pass: int, *, all_layers: bool = False, label: str = "Passes"
+    ):
         """Forward passes over rows grouped by length (tokens.length_batches): yields (row indices, input_ids,
-        attention_mask, Encoded) per pass. The caller holds inference mode."""
-        for chosen in length_batches([len(row) for row in token_rows], tokens_per_pass):
+        attention_mask, Encoded) per pass, each admitted by the server's budget (a whole job that could never
+        fit is refused first) and each a point where a stopped job stops. The caller holds inference mode."""
+        batches = length_batches([len(row) for row in token_rows], tokens_per_pass)
+        copies = 1 if all_layers else 0
+        what = f"{label}: {len(token_rows)} rows of up to {max((len(row) for row in token_rows), default=0)} tokens"
+        jobs.feasible(self._batches_cost(token_rows, batches, what, layer_copies=copies))
+        for number, chosen in enumerate(batches):
+            jobs.checkpoint(number, len(batches), f"{label}: batch {number + 1} of {len(batches)}")
             input_ids, attention = self.pad([token_rows[i] for i in chosen])
             codes = [row_languages[i] for i in chosen]
-            encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=all_layers)
-            yield chosen, input_ids, attention, encoded
+            with self.admitted(len(chosen), input_ids.shape[1], layer_copies=copies, what=what):
+                encoded = self.backend.encode_rows(input_ids, attention, codes, all_layers=all_layers)
+                yield chosen, input_ids, attention, encoded
+
+    def _batches_cost(self, token_rows, batches: list[list[int]], what: str, **kwargs) -> Cost:
+        """The whole job's work, and its largest pass's memory: for refusing work that could never run."""
+        total = Cost(0, 0.0, what)
+        for chosen in batches:
+            cost = self.cost(len(chosen), max(len(token_rows[i]) for i in chosen), what=what, **kwargs)
+            total = Cost(max(total.bytes, cost.bytes), total.flops + cost.flops, what)
+        return total
 
     def check_head(self, head: object) -> ProbeHead:
         """head, if it is a ProbeHead trained on features of this model; otherwise an ExplorerError."""
         if not isinstance(head, ProbeHead):
             raise ExplorerError(
                 f"head must be a ProbeHead (from train_probe or ProbeHead.load); got {type(head).__name__}."
+            )
+        tensors = (head.weight, head.bias, head.mean, head.std)
+        finite = all(isinstance(t, torch.Tensor) and bool(torch.isfinite(t).all()) for t in tensors)
+        if not finite or bool((head.std <= 0).any()):
+            raise ExplorerError(
+                "This head holds numbers that are not finite (NaN or infinity) or a standard deviation that is not "
+                "positive, so its probabilities would be meaningless. Train a new head here, or load an intact file."
             )
         hidden = int(self.backend.model.config.hidden_size)
         if head.hidden_size != hidden or head.model != self.name:
@@ -441,7 +488,8 @@ class Explorer:
         ids = self.tokenize(text)
         positions = self._mask_positions(ids)
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        what = f"Filling {len(positions)} mask(s) under {len(codes)} adapters"
+        with self.admitted(len(codes), len(ids), output_positions=len(positions), what=what), torch.inference_mode():
             # The last layer and the vocabulary projection only at mask positions: on xmod-base the
             # projection over every token would cost more than the whole encoder.
             encoded = self.backend.encode_adapters(input_ids, attention, codes, positions=positions)
@@ -507,7 +555,8 @@ class Explorer:
         ids = self.tokenize(text)
         content = self._content_positions(ids)
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        what = f"Comparing {len(codes)} adapters on {len(ids)} tokens"
+        with self.admitted(len(codes), len(ids), layer_copies=3, what=what), torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             layers = torch.stack([layer[:, content].float() for layer in encoded.layers]).cpu()  # (L+1, k, t, h)
         return self._adapter_comparison(text, codes, reference, ids, content, layers)
@@ -581,7 +630,7 @@ class Explorer:
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
         self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        pooled = self._pooled_layers(token_rows, codes)  # (L+1, n, h)
+        pooled = self.pooled_layers(token_rows, codes)  # (L+1, n, h)
         centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
         centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])
@@ -714,7 +763,8 @@ class Explorer:
         codes = self.check_languages(languages)
         ids = self.tokenize(text)
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        what = f"Classifying under {len(codes)} adapters"
+        with self.admitted(len(codes), len(ids), what=what), torch.inference_mode():
             encoded = self.backend.encode_adapters(input_ids, attention, codes)
             if head is None:
                 labels = self.backend.classifier_labels()
@@ -769,7 +819,12 @@ class Explorer:
         ids = self.tokenize(text)
         positions = self._mask_positions(ids)
         input_ids, attention = self.pad([ids])
-        with torch.inference_mode():
+        readouts = len(positions) * (self.shape.layers + 1)  # every mask at every layer meets the vocabulary
+        what = f"Reading {len(positions)} mask(s) at every layer under {len(codes)} adapters"
+        with (
+            self.admitted(len(codes), len(ids), layer_copies=2, output_positions=readouts, what=what),
+            torch.inference_mode(),
+        ):
             encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
             last = len(encoded.layers) - 1
             # (layers, adapters, masks, hidden); the last layer already carries the closing LayerNorm.
@@ -841,17 +896,23 @@ class Explorer:
         per_pass = rows_per_pass(len(ids))
         log_probs = torch.empty(rows)
         passes = 0
+        total = -(-rows // per_pass)
+        what = f"Scoring {count} tokens under {len(codes)} adapters"
+        jobs.feasible(Cost(0, total * self.cost(per_pass, len(ids), output_positions=1).flops, what))
         start = time.perf_counter()
         with torch.inference_mode():
             # Rows adapter by adapter, so that each pass holds few languages (one adapter call per language).
             for first in range(0, rows, per_pass):
+                jobs.checkpoint(passes, total, f"Scoring: pass {passes + 1} of {total}")
                 chosen = range(first, min(rows, first + per_pass))
                 input_ids, attention = self.pad([copies[row % count] for row in chosen])
-                encoded = self.backend.encode_rows(input_ids, attention, [codes[row // count] for row in chosen])
-                at = torch.tensor([scored[row % count] for row in chosen], device=encoded.last.device)
-                states = encoded.last[torch.arange(len(chosen), device=at.device), at]
-                targets = torch.tensor([ids[scored[row % count]] for row in chosen])
-                log_probs[first : first + len(chosen)] = token_log_probs(states, self.backend.mlm_logits, targets).cpu()
+                with self.admitted(len(chosen), len(ids), output_positions=1, what=what):
+                    encoded = self.backend.encode_rows(input_ids, attention, [codes[row // count] for row in chosen])
+                    at = torch.tensor([scored[row % count] for row in chosen], device=encoded.last.device)
+                    states = encoded.last[torch.arange(len(chosen), device=at.device), at]
+                    targets = torch.tensor([ids[scored[row % count]] for row in chosen])
+                    found = token_log_probs(states, self.backend.mlm_logits, targets)
+                log_probs[first : first + len(chosen)] = found.cpu()
                 passes += 1
         seconds = time.perf_counter() - start
         per_token = log_probs.view(len(codes), count)
@@ -898,7 +959,8 @@ class Explorer:
         alphas = mixing_weights(count)
         input_ids, attention = self.pad([ids])
         masks = len(positions)
-        with torch.inference_mode():
+        what = f"Mixing two adapters at {count} weights"
+        with self.admitted(count, len(ids), output_positions=2 * masks, what=what), torch.inference_mode():
             encoded = self.backend.encode_mixed(input_ids, attention, code_a, code_b, alphas, positions=positions)
             states = encoded.last.reshape(count * masks, -1)
             top_p, top_ids, _ = vocabulary_readout(states, self.backend.mlm_logits, k)
@@ -945,15 +1007,7 @@ class Explorer:
                 token_rows.append(self.tokenize(text, what=f"sentence in row {number}"))
             except ExplorerError as exc:
                 raise ExplorerError(f"Row {number}: {exc}") from None
-        self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        batches = []
-        with torch.inference_mode():
-            for first in range(0, len(rows), 32):
-                input_ids, attention = self.pad(token_rows[first : first + 32])
-                keep = content_mask(input_ids, attention, self._special_ids)
-                encoded = self.backend.encode_rows(input_ids, attention, codes[first : first + 32], all_layers=True)
-                batches.append(torch.stack([mean_pool(layer.float(), keep) for layer in encoded.layers]).cpu())
-        return codes, [str(text) for _, text in rows], torch.cat(batches, dim=1)
+        return codes, [str(text) for _, text in rows], self.pooled_layers(token_rows, codes)
 
     @_guard_device_memory
     def project(
@@ -977,7 +1031,8 @@ class Explorer:
             ids = self.tokenize(pairs_or_text)
             content = self._content_positions(ids)
             input_ids, attention = self.pad([ids])
-            with torch.inference_mode():
+            what = f"Mapping one text under {len(codes)} adapters"
+            with self.admitted(len(codes), len(ids), layer_copies=2, what=what), torch.inference_mode():
                 encoded = self.backend.encode_adapters(input_ids, attention, codes, all_layers=True)
                 pooled = torch.stack([state[:, content].float().mean(1) for state in encoded.layers]).cpu()
             texts = [pairs_or_text] * len(codes)

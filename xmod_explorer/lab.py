@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from xmod_explorer import jobs
+from xmod_explorer.budget import Cost
 from xmod_explorer.classify import (
     FEATURE,
     GRADIENT_TOLERANCE,
@@ -195,6 +198,7 @@ def train_probe(
     targets = torch.tensor([labels.index(example.label) for example in items])
 
     def on_step(step: int, loss: float) -> None:
+        jobs.checkpoint()
         _report(progress, 0.8 + 0.2 * step / max_steps, f"Training the probe: step {step}, loss {loss:.4f}")
 
     fit = fit_linear_head(
@@ -389,7 +393,11 @@ def finetune(
         )
     torch.manual_seed(seed)
     _report(progress, 0.0, "Copying the model for this session")
-    tuned = explorer.private_copy(f"{explorer.name} (fine-tuned on {source})")
+    # The copy outlives this request: a server's budget holds its memory for as long as the copy exists.
+    with jobs.admitted(Cost(needed, 0.0, "A fine-tuned copy of the model"), hold=True) as holding:
+        tuned = explorer.private_copy(f"{explorer.name} (fine-tuned on {source})")
+        if holding is not None:
+            weakref.finalize(tuned, holding.release)
     trainable = tuned.backend.start_finetuning(TASK_ADAPTER)
     rate = learning_rate or (2e-5 if native else 1e-3)
     rows = _rows(explorer, items, "training examples")
@@ -415,9 +423,12 @@ def finetune(
             if time.monotonic() > deadline:
                 stopped = True
                 break
+            jobs.checkpoint()
             chosen = torch.randperm(len(rows), generator=generator)[:batch_size].tolist()
-            pooled = tuned.pooled_batch([rows[i] for i in chosen], [source] * len(chosen), grad=True)
-            with torch.enable_grad():
+            tokens = max(len(rows[i]) for i in chosen)
+            step_cost = tuned.cost(len(chosen), tokens, grad=True, what=f"A fine-tuning step on {len(chosen)} rows")
+            with jobs.admitted(step_cost), torch.enable_grad():
+                pooled = tuned.pooled_batch([rows[i] for i in chosen], [source] * len(chosen), grad=True)
                 logits = ((pooled - mean.to(device)) / std.to(device)) @ weight.to(device).T + bias.to(device)
                 loss = torch.nn.functional.cross_entropy(logits, targets[chosen].to(device))
                 optimizer.zero_grad()

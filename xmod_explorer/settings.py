@@ -24,8 +24,10 @@ class Settings:
     port: int = 7860
     share: bool = False
     public: bool = False
+    public_reason: str = "serving on this machine only"
     allow_finetune: bool = False
     mcp: bool = False
+    memory_budget_gib: float | None = None  # None: a share of the memory free once the model is loaded
     limits: Limits = field(default_factory=Limits.local)
 
     @property
@@ -51,11 +53,42 @@ FLAGS = {
     "public": (
         "XMOD_PUBLIC",
         "public-server mode: no model loading from the UI, tight input caps, no tracebacks (on automatically when "
-        "SPACE_ID is set)",
+        "SPACE_ID is set, and with --share or a --host other than loopback)",
+    ),
+    "no_public": (
+        "XMOD_NO_PUBLIC",
+        "stay in local mode with --share or a non-loopback --host (only behind access control of your own)",
+    ),
+    "memory_budget": (
+        "XMOD_MEMORY_BUDGET",
+        "memory in GiB that requests may use at once, all endpoints and users together (default: 75%% of what is "
+        "free once the model is loaded)",
     ),
     "allow_finetune": ("XMOD_ALLOW_FINETUNE", "let the transfer lab also train a task adapter (slow without a GPU)"),
     "mcp": ("XMOD_MCP", "also serve the API endpoints as MCP tools (needs the mcp package)"),
 }
+
+
+BOOLEAN_FLAGS = {"share", "public", "no_public", "allow_finetune", "mcp"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def public_mode(*, public: bool, no_public: bool, space: bool, share: bool, host: str) -> tuple[bool, str]:
+    """Whether the server runs in public mode, and why: on wherever strangers can reach it."""
+    strangers = []
+    if share:
+        strangers.append("--share opens a public gradio.live link")
+    if host not in LOOPBACK and not host.startswith("127."):
+        strangers.append(f"--host {host} accepts connections from other machines")
+    if public:
+        return True, "--public given"
+    if space:
+        return True, "running on a Hugging Face Space (SPACE_ID is set)"
+    if strangers and not no_public:
+        return True, "; ".join(strangers) + " (--no-public keeps local mode)"
+    if strangers:
+        return False, "; ".join(strangers) + ", but --no-public keeps local mode: put access control in front"
+    return False, f"serving on {host} only"
 
 
 def build_parser(prog: str = "python app.py") -> argparse.ArgumentParser:
@@ -66,10 +99,12 @@ def build_parser(prog: str = "python app.py") -> argparse.ArgumentParser:
     )
     for name, (variable, text) in FLAGS.items():
         flag = "--" + name.replace("_", "-")
-        if name in {"share", "public", "allow_finetune", "mcp"}:
+        if name in BOOLEAN_FLAGS:
             parser.add_argument(flag, action="store_true", default=None, help=f"{text} [{variable}=1]")
         elif name == "port":
             parser.add_argument(flag, type=int, default=None, help=f"{text} [{variable}]")
+        elif name == "memory_budget":
+            parser.add_argument(flag, type=float, default=None, metavar="GIB", help=f"{text} [{variable}]")
         else:
             parser.add_argument(flag, default=None, help=f"{text} [{variable}]")
     return parser
@@ -90,10 +125,17 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         value = getattr(args, name)
         return bool(value) if value is not None else environ.get(FLAGS[name][0], "").strip().lower() in TRUE
 
-    public = flag("public") or bool(environ.get("SPACE_ID"))
     languages = pick("languages")
     port = pick("port")
     host = pick("host") or ("0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1")
+    public, reason = public_mode(
+        public=flag("public"),
+        no_public=flag("no_public"),
+        space=bool(environ.get("SPACE_ID")),
+        share=flag("share"),
+        host=host,
+    )
+    budget = pick("memory_budget")
     return Settings(
         model=pick("model"),
         backend=pick("backend") or "auto",
@@ -104,7 +146,9 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         port=int(port) if port else 7860,
         share=flag("share"),
         public=public,
+        public_reason=reason,
         allow_finetune=flag("allow_finetune"),
         mcp=flag("mcp"),
+        memory_budget_gib=float(budget) if budget else None,
         limits=Limits.public() if public else Limits.local(),
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import gradio as gr
 
 from xmod_explorer import lab
+from xmod_explorer.settings import Settings
 from xmod_explorer.ui.common import ModelHolder, gpu, ui_errors
+from xmod_explorer.ui.model import shown_info
 
 
-def register_api(holder: ModelHolder) -> None:
-    """Add the API-only endpoints to the Blocks being built."""
+def register_api(holder: ModelHolder, settings: Settings) -> None:
+    """Add the API-only endpoints to the Blocks being built; each heavy one runs as a job of the server's."""
 
     def predict_masks(text: str, languages: list[str], top_k: int = 5) -> dict:
         """Fill every <mask> in a text under each chosen X-MOD language adapter, in one batched pass.
@@ -122,8 +124,9 @@ def register_api(holder: ModelHolder) -> None:
 
     def model_info() -> dict:
         """Describe the loaded model: id, backend, device, dtype, parameter count, and languages in model order."""
-        return holder.explorer.info().to_dict()
+        return shown_info(holder.explorer.info(), settings).to_dict()
 
-    endpoints = (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab, model_info)
-    for fn in (*endpoints, logit_lens, score_languages, interpolate, project):
-        gr.api(ui_errors(gpu(fn), escape_html=False), api_name=fn.__name__)
+    heavy = (predict_masks, compare_adapters, compare_sentences, classify, transfer_lab)
+    for fn in (*heavy, logit_lens, score_languages, interpolate, project):
+        gr.api(holder.serving.heavy(gpu(fn), escape_html=False, progress=False), api_name=fn.__name__)
+    gr.api(ui_errors(model_info, escape_html=False), api_name="model_info")

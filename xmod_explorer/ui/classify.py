@@ -1,7 +1,8 @@
 """Classify tab: label probabilities per adapter, and the cross-lingual transfer lab.
 
-The head a user trains or loads lives only in that user's session (a gr.State), never on the
-shared Explorer, so two users never see or overwrite each other's heads.
+The head a user trains or loads lives only in that user's lab session, never on the shared Explorer, so
+two users never see or overwrite each other's heads. The session is kept on the server behind a handle the
+server made (ui/sessions.py); the page holds the handle in a hidden field. Unused sessions expire.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class ClassifyTab:
     chart: gr.Plot
     download: gr.DownloadButton
     head_file: gr.File
-    session: gr.State
+    session: gr.Textbox  # hidden: the handle of this page's lab session on the server
+    stop: gr.Button
     copy_link: gr.Button | None = None
     link_box: gr.Textbox | None = None
 
@@ -294,6 +296,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     with gr.Row():
         train = gr.Button("Train probe", variant="primary", elem_id="classify-train")
         evaluate = gr.Button("Evaluate my head again", elem_id="classify-evaluate")
+        stop = gr.Button("Stop", variant="stop", elem_id="classify-stop")
     summary = gr.Markdown(elem_id="classify-summary")
     with gr.Row():
         loss = gr.Plot(label="Loss curve", elem_id="classify-loss")
@@ -322,7 +325,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             type="filepath",
             elem_id="classify-head-file",
         )
-    session = gr.State(LabSession())
+    session = gr.Textbox(value="", visible=False, elem_id="classify-session")
     tab = ClassifyTab(
         text,
         languages,
@@ -345,22 +348,34 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         download,
         head_file_input,
         session,
+        stop,
         copy_link,
         link_box,
     )
+    store = holder.serving.sessions
+    idle_minutes = settings.limits.session_idle_seconds / 60
 
-    @ui_errors
+    def session_of(handle) -> LabSession:
+        """This page's lab session; an empty one if it has none, or none any more."""
+        state = store.get(handle)
+        if state is not None:
+            return state
+        expired = f"Your lab session was unused for {idle_minutes:.0f} minutes and has expired, with its head."
+        return LabSession(notes=[expired] if handle else [])
+
+    def need_head(state: LabSession, what: str) -> None:
+        if state.head is None:
+            raise ExplorerError(" ".join([*state.notes, what]))
+
+    @holder.serving.heavy
     @gpu
-    def classify_text(sentence, codes, choice, state: LabSession):
-        state = state or LabSession()
+    def classify_text(sentence, codes, choice, handle):
         # Rows and bars in the model's language order, whatever order the languages were picked in.
-        codes = sorted(
-            codes or [],
-            key=lambda code: holder.explorer.languages.index(code) if code in holder.explorer.languages else -1,
-        )
+        order = holder.explorer.languages
+        codes = sorted(codes or [], key=lambda code: order.index(code) if code in order else -1)
         if choice == SESSION_HEAD:
-            if state.head is None:
-                raise ExplorerError("You have no probe yet: train one in the transfer lab below, or load a head file.")
+            state = session_of(handle)
+            need_head(state, "You have no probe yet: train one in the transfer lab below, or load a head file.")
             result = state.explorer_for(holder.explorer).classify(sentence, codes, head=state.head)
         else:
             result = holder.explorer.classify(sentence, codes)
@@ -387,7 +402,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             notes.append("No test rows in any chosen target language, so there is nothing to evaluate.")
         return LabSession(state.head, state.training, transfer, notes, state.tuned)
 
-    def outputs_for(state: LabSession) -> dict:
+    def outputs_for(state: LabSession, handle, request: gr.Request | None) -> dict:
         finetuned = state.tuned is not None
         result = {
             tab.summary: summary_markdown(state),
@@ -398,13 +413,13 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             if state.head is not None and not finetuned
             else gr.DownloadButton(visible=False),
             tab.head_choice: SESSION_HEAD,
-            tab.session: state,
+            tab.session: store.put(state, handle, owner=getattr(request, "session_hash", None)),
         }
         return result
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
-    def train_head(data, path, source_code, chosen, tune, state, progress=gr.Progress()):
+    def train_head(data, path, source_code, chosen, tune, handle, request: gr.Request, progress=gr.Progress()):
         explorer = holder.explorer
         source_code = resolve_language(source_code, explorer.languages)
         codes = lab.target_languages(explorer, chosen)
@@ -415,6 +430,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
 
         tuned = None
         if tune and settings.allow_finetune:
+            store.drop(handle)  # one fine-tuned copy per session: the old one goes before the new one is made
             finetuned = lab.finetune(explorer, train_rows, source_code, progress=step)
             tuned, training = finetuned.explorer, finetuned.training
         else:
@@ -427,37 +443,40 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             codes,
             lambda f, desc=None: progress(0.85 + 0.15 * f, desc=desc),
         )
-        return outputs_for(state)
+        return outputs_for(state, handle, request)
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
-    def evaluate_head(data, path, chosen, state, progress=gr.Progress()):
-        state = state or LabSession()
-        if state.head is None:
-            raise ExplorerError("You have no head yet: train a probe, or load a head file first.")
+    def evaluate_head(data, path, chosen, handle, request: gr.Request, progress=gr.Progress()):
+        state = session_of(handle)
+        need_head(state, "You have no head yet: train a probe, or load a head file first.")
         explorer = state.explorer_for(holder.explorer)
         codes = lab.target_languages(explorer, chosen)
         _, tests = lab_data(explorer, data, path, state.head.source_language, training=False)
-        return outputs_for(evaluation(explorer, state, tests, codes, progress))
+        return outputs_for(evaluation(explorer, state, tests, codes, progress), handle, request)
 
     @ui_errors
-    def load_head(path, state):
+    def load_head(path, handle, request: gr.Request):
         if not path:
             return gr.skip()
         head = holder.explorer.check_head(ProbeHead.load(path, max_bytes=settings.limits.max_upload_bytes))
-        return outputs_for(LabSession(head))
+        return outputs_for(LabSession(head), handle, request)
 
     classify_outputs = [note, probabilities, probability_table]
     for trigger in (run.click, text.submit):
         trigger(classify_text, [text, languages, head_choice, session], classify_outputs, api_visibility="private")
     lab_outputs = [summary, loss, table, chart, download, head_choice, session]
-    train.click(
+    training = train.click(
         train_head,
         [dataset, upload, source, targets, finetune, session],
         lab_outputs,
         api_visibility="private",
-    ).success(None, None, None, js=links.NEXT_RUN)
-    evaluate.click(evaluate_head, [dataset, upload, targets, session], lab_outputs, api_visibility="private")
+    )
+    training.success(None, None, None, js=links.NEXT_RUN)
+    evaluating = evaluate.click(
+        evaluate_head, [dataset, upload, targets, session], lab_outputs, api_visibility="private"
+    )
+    stop.click(None, None, None, cancels=[training, evaluating], api_visibility="private")
     head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private")
     upload.upload(lambda _: UPLOAD_SET, upload, dataset, api_visibility="private")
     return tab

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import csv
 import functools
 import html
 import logging
@@ -10,7 +11,9 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
@@ -20,6 +23,9 @@ from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui import allocator
+
+if TYPE_CHECKING:  # the holder carries the serving layer, which itself builds on this module
+    from xmod_explorer.ui.serving import Serving
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +67,13 @@ def ui_errors(fn, escape_html: bool = True):
 
 
 class ModelHolder:
-    """The one shared Explorer; swapped as a whole when the Model tab loads another model."""
+    """The one shared Explorer, swapped as a whole when the Model tab loads another model, and the serving
+    layer every heavy handler runs through (holder.serving.heavy)."""
 
-    def __init__(self, explorer: Explorer):
+    def __init__(self, explorer: Explorer, serving: Serving):
         self._explorer = explorer
         self._lock = threading.Lock()
+        self.serving = serving
 
     @property
     def explorer(self) -> Explorer:
@@ -137,21 +145,66 @@ _files_root: Path | None = None
 _files_lock = threading.Lock()
 
 
-def fresh_folder() -> Path:
-    """A new empty folder for one download; all of them live under one root, made on first use and
-    removed when the process ends."""
+# Gradio copies a returned file into its own cache (which delete_cache empties) as it answers, so the
+# app's own copy is needed only for a moment; folders older than this are removed by the janitor.
+DOWNLOAD_SECONDS = 600.0
+
+
+def downloads_root() -> Path:
+    """The one folder under which the app writes files for download; made on first use, removed at exit."""
     global _files_root
     with _files_lock:
         if _files_root is None:
             _files_root = Path(tempfile.mkdtemp(prefix="xmod-explorer-files-"))
             atexit.register(shutil.rmtree, _files_root, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=_files_root))
+        return _files_root
+
+
+def fresh_folder() -> Path:
+    """A new empty folder for one download, under downloads_root()."""
+    return Path(tempfile.mkdtemp(dir=downloads_root()))
+
+
+def remove_old_downloads(max_age: float = DOWNLOAD_SECONDS) -> int:
+    """Delete download folders older than max_age seconds; returns how many went."""
+    if _files_root is None or not _files_root.exists():
+        return 0
+    now = time.time()
+    removed = 0
+    for folder in _files_root.iterdir():
+        try:
+            if now - folder.stat().st_mtime > max_age:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+# A cell a spreadsheet would read as a formula or a command: prefix it with an apostrophe, which spreadsheets
+# show as text and do not display (OWASP's advice for CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of frame whose text cells (and column names) cannot start a formula in a spreadsheet."""
+
+    def safe(value):
+        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+    safe_frame = frame.copy()
+    for column in safe_frame.columns:
+        if safe_frame[column].dtype == object or pd.api.types.is_string_dtype(safe_frame[column]):
+            safe_frame[column] = safe_frame[column].map(safe)
+    safe_frame.columns = [safe(str(column)) for column in safe_frame.columns]
+    return safe_frame
 
 
 def csv_file(frame: pd.DataFrame, stem: str) -> str:
-    """Write a table to a fresh CSV file for a download button."""
+    """Write a table to a fresh CSV file for a download button, safe to open in a spreadsheet."""
     path = fresh_folder() / f"{stem}.csv"
-    frame.to_csv(path, index=False)
+    # Every text cell quoted: a token holding a carriage return must not split its row in a spreadsheet.
+    spreadsheet_safe(frame).to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
     return str(path)
 
 

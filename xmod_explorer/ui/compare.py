@@ -149,7 +149,7 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
             tab.table: comparison.pairs_at(at_layer).round(4),
         }
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def compare(sentence, codes, reference_code, at_layer, use_centred, token_code):
         codes = list(codes or [])

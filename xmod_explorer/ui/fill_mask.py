@@ -163,7 +163,7 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
         text, languages, top_k, run, summary, table, mask_number, chart, download, result, copy_link, link_box
     )
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def predict(sentence, codes, k):
         prediction = holder.explorer.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)

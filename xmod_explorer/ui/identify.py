@@ -21,7 +21,6 @@ from xmod_explorer.ui.common import (
     language_choices,
     language_dropdown,
     text_box,
-    ui_errors,
 )
 
 HOW_TO_READ = (
@@ -116,7 +115,7 @@ def build_identify_tab(holder: ModelHolder, settings: Settings) -> IdentifyTab:
     download = gr.DownloadButton("Download CSV (log p of every token under every adapter)", visible=False, size="sm")
     tab = IdentifyTab(text, languages, run, summary, chart, table, download, copy_link=copy_link, link_box=link_box)
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def identify(sentence, codes):
         scores = holder.explorer.score_languages(sentence, list(codes or []) or None)

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from xmod_explorer import lab, plots
+from xmod_explorer.budget import Budget, GiB
 from xmod_explorer.engine import Explorer
+from xmod_explorer.machine import available_memory_bytes, matmul_flops_per_second
 from xmod_explorer.settings import Settings
-from xmod_explorer.ui import allocator, links
+from xmod_explorer.ui import allocator, gradio_upkeep, links
 from xmod_explorer.ui.about import build_about_tab
 from xmod_explorer.ui.api import register_api
 from xmod_explorer.ui.classify import build_classify_tab, default_source
-from xmod_explorer.ui.common import ModelHolder, language_choices, pick_languages, ui_errors
+from xmod_explorer.ui.common import (
+    DOWNLOAD_SECONDS,
+    ModelHolder,
+    language_choices,
+    pick_languages,
+    remove_old_downloads,
+    ui_errors,
+)
 from xmod_explorer.ui.compare import PREFERRED as COMPARE_PREFERRED
 from xmod_explorer.ui.compare import build_compare_tab
 from xmod_explorer.ui.fill_mask import PREFERRED as FILL_PREFERRED
 from xmod_explorer.ui.fill_mask import build_fill_mask_tab
+from xmod_explorer.ui.http_guard import RequestGuard
 from xmod_explorer.ui.identify import build_identify_tab
 from xmod_explorer.ui.lens import build_lens_tab
 from xmod_explorer.ui.maps import build_map_tab
 from xmod_explorer.ui.mix import build_mix_tab
-from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, summary_markdown
+from xmod_explorer.ui.model import banner_markdown, build_model_tab, load_explorer, shown_info, summary_markdown
 from xmod_explorer.ui.sentences import build_sentences_tab, default_pairs
+from xmod_explorer.ui.serving import Serving, start_janitor
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +47,26 @@ CSS = """
 """
 
 
-def launch_options(settings: Settings) -> dict:
+BUDGET_SHARE = 0.75  # of the memory free once the model is loaded, unless --memory-budget says otherwise
+
+_serving: weakref.WeakKeyDictionary[gr.Blocks, Serving] = weakref.WeakKeyDictionary()
+
+
+def serving_of(demo: gr.Blocks) -> Serving:
+    """The serving layer (budget, jobs, sessions) of an app made by build_app."""
+    return _serving[demo]
+
+
+def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
     """Keyword arguments for demo.launch() that follow from the settings (app.py and the tests use them)."""
+    serving = serving_of(demo)
+    guard = Middleware(
+        RequestGuard,
+        limits=settings.limits,
+        on_client_gone=serving.client_gone,
+        pages=serving.live_pages,
+        on_request=serving.loop_upkeep,
+    )
     return {
         "server_name": settings.host,
         "server_port": settings.port,
@@ -44,21 +76,43 @@ def launch_options(settings: Settings) -> dict:
         "mcp_server": settings.mcp or None,
         "footer_links": ["api", "gradio"],
         "css": CSS,
+        "app_kwargs": {"middleware": [guard]},
     }
 
 
-def concurrency_for(explorer: Explorer) -> int:
-    """Forward passes on a CPU share its cores, so more at once only adds memory; a GPU overlaps well."""
-    return 4 if explorer.loaded.device.type != "cpu" else 2
+def memory_budget(settings: Settings, explorer: Explorer) -> Budget:
+    """The server's budget: --memory-budget, else a share of the memory (or GPU memory) free now that the model
+    is loaded; the machine's speed is measured once for the time estimates."""
+    device = explorer.loaded.device
+    if settings.memory_budget_gib:
+        capacity = int(settings.memory_budget_gib * GiB)
+    else:
+        free = available_memory_bytes(device)
+        capacity = int(BUDGET_SHARE * free) if free else 4 * GiB
+    return Budget(capacity, flops_per_second=matmul_flops_per_second(device), max_running=passes_at_once(device))
 
 
-def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
-    """The whole app around one loaded Explorer."""
+def passes_at_once(device) -> int:
+    """Forward passes that may run at once: a CPU's cores (more only share them, and each pass waits longer), or
+    four on a GPU, where passes overlap well."""
+    if device.type != "cpu":
+        return 4
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None = None) -> gr.Blocks:
+    """The whole app around one loaded Explorer; budget: the server's memory budget (default memory_budget())."""
     allocator.limit_arenas()
-    holder = ModelHolder(explorer)
-    with gr.Blocks(title="X-MOD Explorer") as demo:
+    serving = Serving(settings.limits, budget or memory_budget(settings, explorer))
+    holder = ModelHolder(explorer, serving)
+    # Files Gradio keeps for the page (uploads, its copies of downloads) go after limits.file_seconds.
+    lifetime = int(settings.limits.file_seconds)
+    with gr.Blocks(title="X-MOD Explorer", delete_cache=(max(1, min(600, lifetime // 6)), lifetime)) as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
-        banner = gr.Markdown(banner_markdown(explorer.info()), elem_id="model-banner")
+        banner = gr.Markdown(banner_markdown(shown_info(explorer.info(), settings)), elem_id="model-banner")
         # Every analysis tab has its own deep link (?tab=ID&...), filled and run by ui/links.py.
         linked, items = {}, {}
         with gr.Tabs():
@@ -84,12 +138,20 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 model = build_model_tab(holder, settings)
             with gr.Tab("About", id="about"):
                 build_about_tab()
-        register_api(holder)
+        register_api(holder, settings)
 
         # Plotly's code is parsed and set up the first time any chart is drawn (about a second of one main-thread
         # task on a slow laptop): a tiny chart nobody sees pays that while the page loads, not when a result arrives.
         gr.Plot(plots.warm_up(), visible="hidden", show_label=False, elem_id="plotly-warm-up")
         links.open_linked_tab(demo, {name: (items[name], tab) for name, tab in linked.items()}, holder, settings)
+
+        def page_closed(request: gr.Request):
+            """The page's heartbeat ended (tab closed): stop its requests, free what its lab session held."""
+            if request is not None and request.session_hash:
+                serving.client_gone(request.session_hash)
+                serving.sessions.drop_owner(request.session_hash)
+
+        demo.unload(page_closed)
 
         if model.load is not None:
 
@@ -146,5 +208,28 @@ def build_app(settings: Settings, explorer: Explorer) -> gr.Blocks:
                 concurrency_limit=1,
                 concurrency_id="load-model",
             )
-    demo.queue(default_concurrency_limit=concurrency_for(explorer), max_size=256)
+    # Gradio's per-event limits would let about 2 x 21 event groups run at once; the budget decides instead, for
+    # all endpoints together, so Gradio hands every event straight to its handler.
+    demo.queue(default_concurrency_limit=None, max_size=256)
+    _serving[demo] = serving
+    reference = weakref.ref(demo)
+
+    def gradio_leftovers() -> None:
+        app = reference()
+        if app is not None:
+            dropped = gradio_upkeep.forget_finished_events(app)
+            dropped += gradio_upkeep.forget_idle_sessions(app, serving.live_pages)
+            if dropped:
+                allocator.release_freed_memory()
+
+    def finished_tasks() -> None:
+        app = reference()
+        if app is not None:
+            gradio_upkeep.forget_finished_tasks(app)
+
+    serving.add_upkeep(lambda: remove_old_downloads(min(settings.limits.file_seconds, DOWNLOAD_SECONDS)))
+    serving.add_upkeep(gradio_leftovers)
+    serving.add_upkeep(finished_tasks, in_loop=True)
+    start_janitor(serving)
+    log.info("%s", serving.describe())
     return demo

@@ -146,7 +146,7 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
         link_box=link_box,
     )
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def read(sentence, codes, k):
         lens = holder.explorer.logit_lens(sentence, codes, int(k) if isinstance(k, (int, float)) else k)

@@ -185,7 +185,7 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
             tab.points: frame[frame.layer == at_layer].drop(columns=["layer"]).round(4),
         }
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def draw(what, rows, sentence, codes, how, at_layer):
         if what == "adapters":

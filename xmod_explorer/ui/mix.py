@@ -169,7 +169,7 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
             tab.table: frame[frame["mask"] == number].drop(columns=["mask", "position"]).round(4),
         }
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def mix_adapters(sentence, code_a, code_b, count, k):
         mix = holder.explorer.interpolate(sentence, code_a, code_b, count, k)  # the engine checks both numbers

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -27,6 +29,33 @@ class ModelTab:
     asking: gr.Column | None = None
 
 
+def server_paths(info: ModelInfo) -> list[str]:
+    """Where on this server's disk the model lives: what a public server must not show."""
+    return [text for text in (info.folder, info.model) if text and (Path(text).is_absolute() or Path(text).exists())]
+
+
+def without_paths(text: str, paths: list[str]) -> str:
+    """text with each of paths replaced by its last part (the folder's name)."""
+    for path in sorted(paths, key=len, reverse=True):
+        text = text.replace(path, Path(path).name or "model")
+    return text
+
+
+def shown_info(info: ModelInfo, settings: Settings) -> ModelInfo:
+    """info as this server may show it: a public server shows no path of its disk (the folder is left out,
+    a model named by its path shows the folder's name)."""
+    if not settings.public:
+        return info
+    paths = server_paths(info)
+    return dataclasses.replace(
+        info,
+        folder="",
+        model=without_paths(info.model, paths),
+        reason=without_paths(info.reason, paths),
+        tokenizer_source=without_paths(info.tokenizer_source, paths),
+    )
+
+
 def banner_markdown(info: ModelInfo) -> str:
     """Always visible at the top: which model, why, and whose tokenizer; for the embedded mini model, what it was
     trained on."""
@@ -44,7 +73,7 @@ def summary_markdown(info: ModelInfo) -> str:
     rows = [
         ("Model", escape(info.model)),
         ("Why this model", escape(info.reason)),
-        ("Folder", escape(info.folder)),
+        *([("Folder", escape(info.folder))] if info.folder else []),
         ("Tokenizer", escape(info.tokenizer_source or info.tokenizer)),
         ("Backend", f"{info.backend} (checkpoint format: {info.checkpoint_format})"),
         ("Device, dtype", f"{info.device}, {info.dtype}"),
@@ -66,7 +95,7 @@ def summary_markdown(info: ModelInfo) -> str:
 
 
 def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
-    info = holder.explorer.info()
+    info = shown_info(holder.explorer.info(), settings)
     summary = gr.Markdown(summary_markdown(info), elem_id="model-summary")
     languages = gr.Dataframe(
         info.to_frame(), label="Languages in model order (lang id = row)", interactive=False, max_height=360

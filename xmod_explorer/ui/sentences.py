@@ -92,7 +92,9 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         max_height=420,
         elem_id="sentences-table",
     )
-    run = gr.Button("Compare sentences", variant="primary", elem_id="sentences-run")
+    with gr.Row():
+        run = gr.Button("Compare sentences", variant="primary", elem_id="sentences-run", scale=4)
+        stop = gr.Button("Stop", variant="stop", elem_id="sentences-stop", scale=1)
     copy_link, link_box = links.link_row("sentences")
     with gr.Row():
         layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)")
@@ -114,7 +116,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     result = gr.State(None)
     tab = SentencesTab(table, run, layer, centred, heatmap, cka, notes, scores, download, result, copy_link, link_box)
 
-    @ui_errors
+    @holder.serving.heavy
     @gpu
     def compare(rows, at_layer, use_centred):
         comparison = holder.explorer.compare_sentences(rows)
@@ -150,12 +152,14 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
 
     # The CKA chart comes in a second answer, drawn by the browser in a task of its own (issue 16); the controls
     # redraw on user input only, not on the change the answer itself makes.
-    run.click(
+    comparing = run.click(
         compare,
         [table, layer, centred],
         [heatmap, scores, notes, download, layer, result],
         api_visibility="private",
-    ).success(draw_cka, result, cka, api_visibility="private", show_progress="hidden")
+    )
+    comparing.success(draw_cka, result, cka, api_visibility="private", show_progress="hidden")
+    stop.click(None, None, None, cancels=[comparing], api_visibility="private")
     for control in (layer, centred):
         control.input(redraw, [result, layer, centred], [heatmap, scores], api_visibility="private")
     return tab

@@ -10,6 +10,7 @@ import gradio as gr
 from xmod_explorer.engine import Explorer
 from xmod_explorer.settings import Settings, build_parser, load_settings
 from xmod_explorer.ui.layout import build_app, launch_options
+from xmod_explorer.ui.model import server_paths, without_paths
 
 log = logging.getLogger("xmod_explorer.app")
 
@@ -30,6 +31,18 @@ def create_demo(settings: Settings) -> gr.Blocks:
         languages=settings.languages,
         limits=settings.limits,
     )
+    if settings.public:
+        # A public server's answers name the model without the folder it was read from.
+        paths = server_paths(explorer.info())
+        if paths:
+            explorer = Explorer(
+                explorer.loaded,
+                reason=without_paths(explorer.reason, paths),
+                random_weights=explorer.random_weights,
+                limits=explorer.limits,
+                name=without_paths(explorer.name, paths),
+            )
+    log.info("%s mode: %s", "public" if settings.public else "local", settings.public_reason)
     info = explorer.info()
     log.info(
         "serving %s: %s; %s backend on %s (%s), %d languages",
@@ -50,7 +63,7 @@ def launch(demo: gr.Blocks, settings: Settings) -> None:
             import mcp  # noqa: F401
         except ImportError:
             sys.exit('--mcp needs the MCP extra: pip install "gradio[mcp]==6.17.3"')
-    demo.launch(**launch_options(settings))
+    demo.launch(**launch_options(settings, demo))
 
 
 def settings_from(argv: list[str] | None, prog: str = "python app.py") -> Settings:

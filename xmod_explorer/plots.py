@@ -23,9 +23,14 @@ COLUMNS = 4
 
 
 def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figure:
+    """Every chart's frame: the colour-blind-safe palette for anything not coloured by language, and transparent
+    backgrounds so that the page's light or dark theme shows through (ui/layout.py's CSS recolours the text)."""
     figure.update_layout(
         title=title,
         template="plotly_white",
+        colorway=PALETTE,
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
         margin=dict(l=60, r=20, t=60, b=40),
         height=height,
         font=dict(size=13),
@@ -101,9 +106,12 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
     return _layout(figure, title, height=260 * rows + 60)
 
 
-def similarity_heatmap(matrix, labels: list[str], title: str) -> go.Figure:
-    """A symmetric similarity matrix with its values printed in the cells."""
+def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] | None = None) -> go.Figure:
+    """A symmetric similarity matrix, its values printed in the cells while they fit. Past 24 rows the cells shrink,
+    and with groups (one name per row, for example its language) only each group's first row is labelled: every
+    label is text the browser measures, and hover still names each cell."""
     values = [[float(v) for v in row] for row in matrix]
+    many = len(labels) > 24
     figure = go.Figure(
         go.Heatmap(
             z=values,
@@ -115,10 +123,17 @@ def similarity_heatmap(matrix, labels: list[str], title: str) -> go.Figure:
             text=[[f"{v:.3f}" for v in row] for row in values],
             texttemplate="%{text}" if len(labels) <= 12 else None,
             colorbar=dict(title="cosine"),
+            hovertemplate="%{y} and %{x}: %{z:.4f}<extra></extra>",
         )
     )
     figure.update_yaxes(autorange="reversed")
-    return _layout(figure, title, height=max(380, 28 * len(labels) + 140))
+    if many and groups:
+        first = [label for index, label in enumerate(labels) if index == 0 or groups[index] != groups[index - 1]]
+        names = [groups[labels.index(label)] for label in first]
+        figure.update_xaxes(tickmode="array", tickvals=first, ticktext=names)
+        figure.update_yaxes(tickmode="array", tickvals=first, ticktext=names)
+    cell = max(3, 860 // len(labels)) if many else 28
+    return _layout(figure, title, height=max(380, cell * len(labels) + 140))
 
 
 def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = False) -> go.Figure:
@@ -131,12 +146,20 @@ def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = F
 def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.Figure:
     """Each adapter's similarity to the reference adapter across layers."""
     curve = comparison.reference_curve(centred)
+    colours = language_colours(comparison.languages)
     figure = go.Figure()
     for index, code in enumerate(comparison.languages):
         if code == comparison.reference:
             continue
         figure.add_trace(
-            go.Scatter(x=comparison.layers, y=[float(v) for v in curve[:, index]], mode="lines+markers", name=code)
+            go.Scatter(
+                x=comparison.layers,
+                y=[float(v) for v in curve[:, index]],
+                mode="lines+markers",
+                name=code,
+                line=dict(color=colours[code]),
+                hovertemplate=f"{code}, layer %{{x}}: %{{y:.4f}}<extra></extra>",
+            )
         )
     figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
     figure.update_yaxes(title_text="similarity to " + comparison.reference)
@@ -174,7 +197,8 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
     """Similarity of sentences (each through its own adapter) at one layer."""
     matrix = (comparison.centred_cosine if centred else comparison.pooled_cosine)[layer]
     kind = "centred cosine" if centred else "cosine"
-    return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}")
+    groups = [code for code, _ in comparison.pairs]
+    return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}", groups=groups)
 
 
 def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
@@ -257,7 +281,12 @@ def classification_bars(result: Classification) -> go.Figure:
         values = [result.probabilities[code][label] for code in result.languages]
         figure.add_trace(
             go.Bar(
-                x=result.languages, y=values, name=_plain(label), text=[f"{v:.2f}" for v in values], textposition="auto"
+                x=result.languages,
+                y=values,
+                name=_plain(label),
+                text=[f"{v:.2f}" for v in values],
+                textposition="auto",
+                hovertemplate=f"%{{x}}: {_plain(label)} p=%{{y:.4f}}<extra></extra>",
             )
         )
     figure.update_layout(barmode="group", legend=dict(title_text="label", orientation="h", y=-0.25))
@@ -295,7 +324,7 @@ def transfer_bars(result: TransferResult) -> go.Figure:
                     symmetric=False,
                     array=[high - value for value, (_, high) in zip(values, intervals)],
                     arrayminus=[value - low for value, (low, _) in zip(values, intervals)],
-                    color="#444",
+                    color="#777777",  # seen on a light and on a dark page
                     thickness=1.5,
                 ),
                 customdata=intervals,
@@ -309,7 +338,7 @@ def transfer_bars(result: TransferResult) -> go.Figure:
             y=[row.majority_share for row in result.rows],
             mode="markers",
             name="always the majority label",
-            marker=dict(symbol="line-ew-open", size=30, color="black", line=dict(width=3, color="black")),
+            marker=dict(symbol="line-ew-open", size=30, color="#777777", line=dict(width=3, color="#777777")),
         )
     )
     figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))

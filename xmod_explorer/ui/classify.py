@@ -408,7 +408,6 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
             tab.summary: summary_markdown(state),
             tab.loss: plots.loss_curve(state.training) if state.training is not None else None,
             tab.table: transfer_table(state.transfer) if state.transfer is not None else None,
-            tab.chart: plots.transfer_bars(state.transfer) if state.transfer is not None else None,
             tab.download: gr.DownloadButton(value=head_file(state.head), visible=True)
             if state.head is not None and not finetuned
             else gr.DownloadButton(visible=False),
@@ -465,18 +464,29 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     classify_outputs = [note, probabilities, probability_table]
     for trigger in (run.click, text.submit):
         trigger(classify_text, [text, languages, head_choice, session], classify_outputs, api_visibility="private")
-    lab_outputs = [summary, loss, table, chart, download, head_choice, session]
+
+    @ui_errors
+    def draw_transfer(handle):
+        state = store.get(handle)
+        return plots.transfer_bars(state.transfer) if state is not None and state.transfer is not None else None
+
+    def then_chart(event):
+        """The accuracy chart in an answer of its own: the browser draws each in a task of its own (issue 16)."""
+        return event.success(draw_transfer, session, chart, api_visibility="private", show_progress="hidden")
+
+    lab_outputs = [summary, loss, table, download, head_choice, session]
     training = train.click(
         train_head,
         [dataset, upload, source, targets, finetune, session],
         lab_outputs,
         api_visibility="private",
     )
-    training.success(None, None, None, js=links.NEXT_RUN)
+    then_chart(training).then(None, None, None, js=links.NEXT_RUN)
     evaluating = evaluate.click(
         evaluate_head, [dataset, upload, targets, session], lab_outputs, api_visibility="private"
     )
+    then_chart(evaluating)
     stop.click(None, None, None, cancels=[training, evaluating], api_visibility="private")
-    head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private")
+    then_chart(head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private"))
     upload.upload(lambda _: UPLOAD_SET, upload, dataset, api_visibility="private")
     return tab

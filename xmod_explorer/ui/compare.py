@@ -18,7 +18,8 @@ QUIET = {"api_visibility": "private", "show_progress": "hidden"}
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "ja_XX", "zh_CN"]
 HOW_TO_READ = {
     "heatmap": "Each cell: similarity of two adapters' sentence vectors (mean over tokens) at the chosen layer. "
-    "Layer 0 is the embedding output, before any adapter, so every cell there is 1.",
+    "Layer 0 is the embedding output, before any adapter, so every cell there is 1. A negative value (possible with "
+    "the centred cosine) means the two adapters move the sentence in opposite directions from the average.",
     "lines": "How similar each adapter's sentence vector stays to the reference adapter's, layer after layer. "
     "A line that drops early means that adapter changes the representation early.",
     "tokens": "Rows are tokens, columns layers; darker = this adapter has moved the token further from where the "

@@ -158,6 +158,11 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     download = gr.DownloadButton("Download CSV", visible=False, size="sm")
     mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False, elem_id="fill-mask-number")
     chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")
+    gr.Markdown(
+        "How to read the chart: for up to four adapters, one panel each with its top-k tokens and their "
+        "probabilities (the axis stops just above the largest one); for more, one column per adapter and one row "
+        "per token, darker = more probable, blank = not in that adapter's top-k. Hover for exact values."
+    )
     result = gr.State(None)
     tab = FillMaskTab(
         text, languages, top_k, run, summary, table, mask_number, chart, download, result, copy_link, link_box

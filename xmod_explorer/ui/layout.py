@@ -44,6 +44,17 @@ log = logging.getLogger(__name__)
 CSS = """
 #model-banner { font-size: 0.95em; opacity: 0.9; }
 .gradio-container { max-width: 1400px !important; }
+/* Charts follow the page's theme: their backgrounds are transparent (plots._layout); in dark mode the axis, title
+   and legend text and the grid take the page's colours (cell labels inside heatmaps keep Plotly's contrast). */
+.dark .js-plotly-plot .main-svg :is(.xtick, .ytick, .g-xtitle, .g-ytitle, .gtitle, .legendtext, .legendtitletext,
+    .annotation-text, .cbtitle, .cbaxis) text,
+.dark .js-plotly-plot .main-svg :is(.gtitle, .legendtext, .annotation-text) {
+    fill: var(--body-text-color) !important;
+}
+.dark .js-plotly-plot .main-svg :is(.gridlayer path, .zerolinelayer path) { stroke: #555 !important; }
+.dark .js-plotly-plot .main-svg .legend .bg { fill: transparent !important; }
+/* A phone-wide page must not scroll sideways: charts shrink with their column. */
+.js-plotly-plot, .plot-container { max-width: 100%; }
 """
 
 

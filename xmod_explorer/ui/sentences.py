@@ -16,6 +16,13 @@ from xmod_explorer.similarity import SentenceComparison
 from xmod_explorer.ui import links
 from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, ui_errors
 
+CKA_HOW_TO_READ = (
+    "**How to read the right-hand chart.** One row per language pair, one column per layer. Left panel: linear CKA "
+    "between the two languages' sets of translations (1 = the same geometry, 0 = unrelated); with few sentences the "
+    "debiased estimate can fall below 0 by chance, so read a small negative value as 0. Right panel: how much more "
+    "similar translations are than randomly re-paired sentences (cosine; above 0 = translations are closer, below 0 "
+    "= farther). A * marks p < 0.05 against the re-pairings; hover shows each number and the re-pairings' 95 % band."
+)
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "es_XX", "ja_XX"]
 EXPLAIN = (
     "Write sentences in several languages; each runs through **its own** language adapter. For a parallel set "
@@ -104,6 +111,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     with gr.Row():
         heatmap = gr.Plot(label="Sentence similarity at one layer", elem_id="sentences-heatmap")
         cka = gr.Plot(label="Translations vs random re-pairings, per layer", elem_id="sentences-cka")
+    gr.Markdown(CKA_HOW_TO_READ)
     notes = gr.Markdown()
     scores = gr.Dataframe(
         label="Language pairs at this layer (the CSV has every layer)",

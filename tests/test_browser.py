@@ -756,3 +756,85 @@ def test_stop_and_a_closed_tab_stop_the_training_on_the_server(browser, tmp_path
                 assert time.monotonic() < deadline, f"the server still works 30 s after: {ending}"
             if ending == "Stop":
                 page.close()
+
+
+# ----- any screen, any user: axe-core on every tab with its result, light and dark; a phone-wide page --------------
+
+# The README's screenshots come from here (XMOD_SCREENSHOTS=assets/screenshots), one per tab with its result.
+SCREENSHOT_NAMES = {
+    "fill": "fill_the_mask",
+    "compare": "compare_adapters",
+    "sentences": "across_languages",
+    "lens": "logit_lens",
+    "identify": "which_language",
+    "mix": "mix_adapters",
+    "map": "map",
+    "classify": "classify",
+}
+
+
+def serious_violations(page) -> list:
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        (v["id"], v["impact"], [node["target"] for node in v["nodes"][:3]])
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("name", list(LINKS))
+def test_axe_finds_no_serious_violation_on_a_tab_with_its_result(browser, app_url, name, theme):
+    query, _, chart = LINKS[name]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{app_url}/{query}" + ("&__theme=dark" if theme == "dark" else ""))
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=90_000)
+    page.wait_for_timeout(500)
+    assert serious_violations(page) == []
+    if theme == "light":
+        screenshot(page, SCREENSHOT_NAMES[name])
+    else:  # the chart follows the theme: its background lets the page through, its labels are light
+        fill = page.locator(f"{chart} .main-svg .gtitle").first.evaluate("e => getComputedStyle(e).fill")
+        assert fill not in ("rgb(42, 63, 95)", "rgb(68, 68, 68)"), fill  # Plotly's dark text on a light page
+    page.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_axe_finds_no_serious_violation_on_the_model_and_about_tabs(browser, app_url, theme):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url + ("/?__theme=dark" if theme == "dark" else "/"))
+    page.wait_for_selector("#fill-run", timeout=30_000)
+    for tab in ("Model", "About"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(500)
+        assert serious_violations(page) == [], tab
+    page.close()
+
+
+def test_each_tab_is_one_tab_stop(page):
+    """Gradio keeps a hidden copy of the tab bar; its buttons must not be in the keyboard order as well."""
+    hidden = page.locator('.tab-container[aria-hidden="true"] button')
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.tab-container[aria-hidden="true"] button')]
+            .every(button => button.tabIndex === -1)""",
+        timeout=10_000,
+    )
+    assert hidden.count() >= 8
+
+
+@pytest.mark.parametrize("name", list(LINKS))
+def test_a_phone_wide_page_does_not_scroll_sideways(browser, app_url, name):
+    query, _, chart = LINKS[name]
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.goto(f"{app_url}/{query}")
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=90_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    run = page.locator(f"#{LINKS[name][2].split('-')[0][1:]}-run").first.bounding_box()
+    assert run is None or run["x"] + run["width"] <= 360
+    chart_box = page.locator(f"{chart} .js-plotly-plot").first.bounding_box()
+    assert chart_box["x"] + chart_box["width"] <= 362  # the chart shrank with the page
+    screenshot(page, f"phone_{SCREENSHOT_NAMES[name]}")
+    page.close()

@@ -20,6 +20,11 @@ from xmod_explorer.stats import ALPHA
 # Above this many languages, side-by-side bar panels get unreadable and slow to draw; a heatmap scales.
 MAX_BAR_PANELS = 4
 COLUMNS = 4
+# Above this many cells a heatmap prints nothing in them (hover still gives every value): each printed label is
+# text the browser lays out and measures, and thousands of them held the page for seconds at 81 languages.
+MAX_CELL_LABELS = 400
+# Above this many rows a heatmap's rows shrink and lose their tick labels (hover names each row).
+MAX_LABELLED_ROWS = 80
 
 
 def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figure:
@@ -120,7 +125,8 @@ def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] 
             zmin=min(0.0, min(min(row) for row in values)),
             zmax=1.0,
             colorscale="Viridis",
-            text=[[f"{v:.3f}" for v in row] for row in values],
+            # Values in the cells while they fit; past that no text array at all (hover reads z).
+            text=[[f"{v:.3f}" for v in row] for row in values] if len(labels) <= 12 else None,
             texttemplate="%{text}" if len(labels) <= 12 else None,
             colorbar=dict(title="cosine"),
             hovertemplate="%{y} and %{x}: %{z:.4f}<extra></extra>",
@@ -244,7 +250,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
                 x=layers,
                 y=names,
                 text=marks,
-                texttemplate="%{text}",
+                texttemplate="%{text}" if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
                 customdata=customdata,
                 colorscale="RdBu",
                 zmid=0,
@@ -257,12 +263,14 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
             column,
         )
     figure.update_xaxes(title_text="layer", dtick=1)
-    figure.update_yaxes(autorange="reversed")
+    many = len(pairs) > MAX_LABELLED_ROWS
+    figure.update_yaxes(autorange="reversed", showticklabels=not many)
     size = comparison.parallel_size
+    marked = "" if len(pairs) * len(layers) > MAX_CELL_LABELS else f"; * = p < {ALPHA} against re-pairings"
     return _layout(
         figure,
-        f"Parallel sentences, n = {size} per language: blue above 0, red below; * = p < {ALPHA} against re-pairings",
-        height=max(320, 22 * len(pairs) + 160),
+        f"Parallel sentences, n = {size} per language: blue above 0, red below{marked}",
+        height=max(320, (max(2, 1400 // len(pairs)) if many else 22) * len(pairs) + 160),
     )
 
 
@@ -424,7 +432,7 @@ def lens_grid(lens: LogitLens, mask_number: int = 1) -> go.Figure:
             x=codes,
             y=[f"layer {layer}" for layer in lens.layers],
             text=text,
-            texttemplate="%{text}",
+            texttemplate="%{text}" if len(codes) * len(lens.layers) <= MAX_CELL_LABELS else None,
             hovertext=hover,
             hoverinfo="text",
             zmin=0,

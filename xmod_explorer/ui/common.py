@@ -214,3 +214,15 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 def escape(text: str) -> str:
     """Text from users or the vocabulary, safe inside Markdown: HTML escaped, Markdown syntax neutralised."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+
+
+# A table on the page shows at most this many rows (each is markup the browser lays out); the CSV has all of them.
+MAX_SHOWN_ROWS = 100
+
+
+def summarised(frame: pd.DataFrame, label: str, *, visible: bool = True) -> gr.Dataframe:
+    """A Dataframe update showing the first MAX_SHOWN_ROWS rows of frame, its label saying so when rows were left
+    out (sort the frame first so that the first rows are the ones worth seeing)."""
+    if len(frame) > MAX_SHOWN_ROWS:
+        label = f"{label}: the first {MAX_SHOWN_ROWS} of {len(frame):,} rows (the CSV has all)"
+    return gr.Dataframe(value=frame.head(MAX_SHOWN_ROWS), label=label, visible=visible)

@@ -12,8 +12,18 @@ from xmod_explorer.engine import Explorer
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import AdapterComparison
 from xmod_explorer.ui import links
-from xmod_explorer.ui.common import ModelHolder, csv_file, gpu, language_dropdown, pick_languages, text_box, ui_errors
+from xmod_explorer.ui.common import (
+    ModelHolder,
+    csv_file,
+    gpu,
+    language_dropdown,
+    pick_languages,
+    summarised,
+    text_box,
+    ui_errors,
+)
 
+PAIRS_LABEL = "Pairs of adapters at this layer, least similar first (the CSV has every layer)"
 QUIET = {"api_visibility": "private", "show_progress": "hidden"}
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "ja_XX", "zh_CN"]
 HOW_TO_READ = {
@@ -115,7 +125,7 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
     tokens = gr.Plot(label="Tokens x layers", elem_id="compare-tokens")
     gr.Markdown(HOW_TO_READ["tokens"])
     table = gr.Dataframe(
-        label="Pairs of adapters at this layer, least similar first (the CSV has every layer)",
+        label=PAIRS_LABEL,
         interactive=False,
         max_height=300,
         elem_id="compare-table",
@@ -147,7 +157,7 @@ def build_compare_tab(holder: ModelHolder, settings: Settings) -> CompareTab:
         at_layer = at(comparison, at_layer)
         return {
             tab.heatmap: plots.adapter_heatmap(comparison, at_layer, bool(use_centred)),
-            tab.table: comparison.pairs_at(at_layer).round(4),
+            tab.table: summarised(comparison.pairs_at(at_layer).round(4), PAIRS_LABEL),
         }
 
     @holder.serving.heavy

@@ -53,6 +53,21 @@ CSS = """
 }
 .dark .js-plotly-plot .main-svg :is(.gridlayer path, .zerolinelayer path) { stroke: #555 !important; }
 .dark .js-plotly-plot .main-svg .legend .bg { fill: transparent !important; }
+/* Contrast of at least 4.5:1 for text on buttons, placeholders, small print and the footer (WCAG AA), light and
+   dark: Gradio 6.17's defaults give 2.8:1 on the orange buttons and 1.9:1 for placeholders. */
+:root, .dark {
+    --button-primary-background-fill: #b93c0b !important;
+    --button-primary-background-fill-hover: #9a3412 !important;
+    --button-primary-text-color: #ffffff !important;
+    --button-cancel-background-fill: #b91c1c !important;
+    --button-cancel-background-fill-hover: #991b1b !important;
+    --button-cancel-text-color: #ffffff !important;
+}
+:root { --input-placeholder-color: #6b6b76 !important; --body-text-color-subdued: #5c5c66 !important; }
+.dark { --input-placeholder-color: #a9a9b4 !important; --body-text-color-subdued: #b4b4be !important; }
+input::placeholder, textarea::placeholder { color: var(--input-placeholder-color) !important; opacity: 1; }
+.slider_input_container .min_value, .slider_input_container .max_value, footer, footer a, .show-api, .built-with,
+.or { color: var(--body-text-color-subdued) !important; opacity: 1 !important; }
 /* A phone-wide page must not scroll sideways: charts shrink with their column. */
 .js-plotly-plot, .plot-container { max-width: 100%; }
 """
@@ -66,6 +81,50 @@ _serving: weakref.WeakKeyDictionary[gr.Blocks, Serving] = weakref.WeakKeyDiction
 def serving_of(demo: gr.Blocks) -> Serving:
     """The serving layer (budget, jobs, sessions) of an app made by build_app."""
     return _serving[demo]
+
+
+# Runs once in the browser when the page loads (from the page's head: launch(js=...) is not run as a script).
+# Gradio 6.17 leaves some of its own markup inaccessible; this repairs it after each render (debounced, cheap:
+# a few selector queries, never a long task):
+# - inputs with no accessible name (the dropdowns' search boxes) get their block's label as aria-label;
+# - the hidden copy of the tab bar (for its overflow menu) takes its buttons out of the keyboard order, so that
+#   every tab is one tab stop, not two;
+# - a table's drop-a-file button wrapper and its nested grid roles (interactive content inside a button, a grid
+#   holding a button) become plain groups: the table inside keeps its native table semantics;
+# - an empty plot's placeholder, a div with an aria-label, gets the role that allows one.
+A11Y_HEAD = """<script>
+(() => {
+  const start = () => {
+    const repair = () => {
+        for (const field of document.querySelectorAll("input:not([type=hidden]), textarea, select")) {
+            if (field.labels?.length || field.getAttribute("aria-label") || field.getAttribute("aria-labelledby"))
+                continue;
+            const label = field.closest(".block")?.querySelector('[data-testid="block-info"]')?.textContent?.trim();
+            if (label) field.setAttribute("aria-label", label);
+        }
+        for (const button of document.querySelectorAll('.tab-container[aria-hidden="true"] button'))
+            button.setAttribute("tabindex", "-1");
+        for (const grid of document.querySelectorAll('.table-wrap[role="grid"], .virtual-table-viewport[role="grid"]'))
+            grid.removeAttribute("role");
+        for (const drop of document.querySelectorAll("button[aria-dropeffect]")) {
+            drop.removeAttribute("aria-dropeffect");
+            drop.setAttribute("role", "group");
+            drop.setAttribute("tabindex", "-1");
+        }
+        for (const empty of document.querySelectorAll("div.empty[aria-label]:not([role])"))
+            empty.setAttribute("role", "img");
+    };
+    let pending = null;
+    new MutationObserver(() => {
+        if (pending === null) pending = setTimeout(() => { pending = null; repair(); }, 150);
+    }).observe(document.body, {childList: true, subtree: true});
+    repair();
+  };
+  // Gradio may add this to the head after the document has loaded.
+  if (document.readyState === "loading") window.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
+</script>"""
 
 
 def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
@@ -87,6 +146,7 @@ def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
         "mcp_server": settings.mcp or None,
         "footer_links": ["api", "gradio"],
         "css": CSS,
+        "head": A11Y_HEAD,
         "app_kwargs": {"middleware": [guard]},
     }
 

@@ -14,8 +14,9 @@ from xmod_explorer.engine import Explorer
 from xmod_explorer.settings import Settings
 from xmod_explorer.similarity import SentenceComparison
 from xmod_explorer.ui import links
-from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, ui_errors
+from xmod_explorer.ui.common import ModelHolder, csv_file, escape, gpu, summarised, ui_errors
 
+SCORES_LABEL = "Language pairs at this layer (the CSV has every layer)"
 CKA_HOW_TO_READ = (
     "**How to read the right-hand chart.** One row per language pair, one column per layer. Left panel: linear CKA "
     "between the two languages' sets of translations (1 = the same geometry, 0 = unrelated); with few sentences the "
@@ -114,7 +115,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
     gr.Markdown(CKA_HOW_TO_READ)
     notes = gr.Markdown()
     scores = gr.Dataframe(
-        label="Language pairs at this layer (the CSV has every layer)",
+        label=SCORES_LABEL,
         interactive=False,
         max_height=300,
         visible=False,
@@ -143,7 +144,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         frame = comparison.to_frame()
         return {
             tab.heatmap: plots.sentence_heatmap(comparison, at_layer, bool(use_centred)),
-            tab.scores: gr.Dataframe(value=frame[frame.layer == at_layer].round(4), visible=not frame.empty),
+            tab.scores: summarised(frame[frame.layer == at_layer].round(4), SCORES_LABEL, visible=not frame.empty),
         }
 
     @ui_errors

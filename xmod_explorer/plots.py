@@ -226,15 +226,17 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     panels = [
         ("linear CKA", "CKA", lambda s: s.cka, "cka_p_value", "cka_null_low", "cka_null_high"),
         (
-            "translation-pair cosine minus re-pairings' mean",
-            "cosine gap",
+            "cosine gap: translations minus re-pairings",
+            "gap",
             lambda s: s.matched_cosine - s.shuffled_cosine,
             "cosine_p_value",
             "cosine_null_low",
             "cosine_null_high",
         ),
     ]
-    figure = make_subplots(rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.2)
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.16, shared_yaxes=True
+    )
     for column, (_, short, value, p_value, low, high) in enumerate(panels, start=1):
         p_values = grid(lambda s, key=p_value: getattr(s, key))
         marks = [["*" if p is not None and p < ALPHA else "" for p in row] for row in p_values]
@@ -255,7 +257,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
                 colorscale="RdBu",
                 zmid=0,
                 hoverongaps=False,
-                colorbar=dict(title=short, x=0.4 if column == 1 else 1.0, len=0.9),
+                colorbar=dict(title=short, x=0.43 if column == 1 else 1.01, len=0.9, thickness=12),
                 hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
                 "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
             ),
@@ -269,7 +271,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     marked = "" if len(pairs) * len(layers) > MAX_CELL_LABELS else f"; * = p < {ALPHA} against re-pairings"
     return _layout(
         figure,
-        f"Parallel sentences, n = {size} per language: blue above 0, red below{marked}",
+        f"n = {size} sentences per language; blue above 0, red below{marked}",
         height=max(320, (max(2, 1400 // len(pairs)) if many else 22) * len(pairs) + 160),
     )
 

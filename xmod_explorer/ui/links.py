@@ -60,6 +60,7 @@ def open_linked_tab(
     """Wire ?tab=NAME links: the browser opens the tab (its gr.Tab has elem_id tab-NAME), the tab fills itself,
     the browser clicks its run button."""
     names = json.dumps(sorted(tabs))
+    labels = json.dumps({name: item.label for name, (item, _) in tabs.items()})
     demo.load(
         None,
         None,
@@ -74,8 +75,15 @@ def open_linked_tab(
             // is not drawn while the page is still busy loading.
             for (let waited = 0; waited < 10000 && !document.querySelector("#plotly-warm-up .main-svg"); waited += 100)
                 await new Promise((resolve) => setTimeout(resolve, 100));
-            const target = name === "{FIRST_TAB}" ? "link-open-{FIRST_TAB}" : `tab-${{name}}-button`;
-            document.getElementById(target)?.click();
+            if (name === "{FIRST_TAB}") {{
+                document.getElementById("link-open-{FIRST_TAB}")?.click();
+                return;
+            }}
+            // On a narrow screen the tab's button may sit in the tab bar's overflow menu, which has no ids.
+            const button = document.getElementById(`tab-${{name}}-button`) ||
+                [...document.querySelectorAll(".overflow-dropdown button")]
+                    .find((item) => item.textContent.trim() === {labels}[name]);
+            button?.click();
         }}""",
     )
     for name, (item, tab) in tabs.items():

@@ -30,9 +30,9 @@ EXPLAIN = (
     "(the same number of sentences per language, the i-th sentence of each language a translation of the others) the "
     "chart shows, per layer and language pair, linear CKA (debiased; it compares the geometry of whole sets of "
     "sentences, with each language's vectors centred on that language's own mean) and the mean cosine of translation "
-    "pairs (uncentred). Each line runs over a shaded band: the middle 95 % of the same number when the sentences are "
-    "re-paired at random (a permutation test over every pairing, or 1,000 random ones when there are more). A filled "
-    "marker means p < 0.05 (one-sided: translations score higher than chance pairings); inside the band the data "
+    "pairs (uncentred), each tested against the sentences re-paired at random (a permutation test over every "
+    "pairing, or 1,000 random ones when there are more). A * in a cell means p < 0.05 (one-sided: translations score "
+    "higher than chance pairings); hover shows the middle 95 % of the re-pairings' values, inside which the data "
     "cannot tell a finding from chance. With fewer than 5 sentences per language the test can show little. The "
     "centred heatmap subtracts the model's mean sentence vector, the same one in every tab."
 )

@@ -407,7 +407,6 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         result = {
             tab.summary: summary_markdown(state),
             tab.loss: plots.loss_curve(state.training) if state.training is not None else None,
-            tab.table: transfer_table(state.transfer) if state.transfer is not None else None,
             tab.download: gr.DownloadButton(value=head_file(state.head), visible=True)
             if state.head is not None and not finetuned
             else gr.DownloadButton(visible=False),
@@ -466,15 +465,22 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         trigger(classify_text, [text, languages, head_choice, session], classify_outputs, api_visibility="private")
 
     @ui_errors
+    def draw_table(handle):
+        state = store.get(handle)
+        return transfer_table(state.transfer) if state is not None and state.transfer is not None else None
+
+    @ui_errors
     def draw_transfer(handle):
         state = store.get(handle)
         return plots.transfer_bars(state.transfer) if state is not None and state.transfer is not None else None
 
     def then_chart(event):
-        """The accuracy chart in an answer of its own: the browser draws each in a task of its own (issue 16)."""
-        return event.success(draw_transfer, session, chart, api_visibility="private", show_progress="hidden")
+        """The table and the accuracy chart in answers of their own: the browser draws each in a task of its own
+        (issue 16)."""
+        quiet = {"api_visibility": "private", "show_progress": "hidden"}
+        return event.success(draw_table, session, table, **quiet).success(draw_transfer, session, chart, **quiet)
 
-    lab_outputs = [summary, loss, table, download, head_choice, session]
+    lab_outputs = [summary, loss, download, head_choice, session]
     training = train.click(
         train_head,
         [dataset, upload, source, targets, finetune, session],

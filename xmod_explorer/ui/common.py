@@ -223,6 +223,8 @@ MAX_SHOWN_ROWS = 100
 def summarised(frame: pd.DataFrame, label: str, *, visible: bool = True) -> gr.Dataframe:
     """A Dataframe update showing the first MAX_SHOWN_ROWS rows of frame, its label saying so when rows were left
     out (sort the frame first so that the first rows are the ones worth seeing)."""
-    if len(frame) > MAX_SHOWN_ROWS:
-        label = f"{label}: the first {MAX_SHOWN_ROWS} of {len(frame):,} rows (the CSV has all)"
+    if len(frame) <= MAX_SHOWN_ROWS:
+        # No label in the update: Gradio 6.17 then redraws the whole table, which took seconds in the browser.
+        return gr.Dataframe(value=frame, visible=visible)
+    label = f"{label}: the first {MAX_SHOWN_ROWS} of {len(frame):,} rows (the CSV has all)"
     return gr.Dataframe(value=frame.head(MAX_SHOWN_ROWS), label=label, visible=visible)

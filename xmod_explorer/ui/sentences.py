@@ -132,7 +132,7 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         at_layer = min(int(at_layer), comparison.layers[-1])
         frame = comparison.to_frame()
         return {
-            **layer_view(comparison, at_layer, use_centred),
+            tab.heatmap: plots.sentence_heatmap(comparison, at_layer, bool(use_centred)),
             tab.notes: "\n\n".join(f"Note: {escape(note)}" for note in comparison.notes),
             tab.download: gr.DownloadButton(value=csv_file(frame, "sentence_similarity"), visible=not frame.empty),
             tab.layer: gr.Slider(maximum=comparison.layers[-1], value=at_layer),
@@ -152,6 +152,14 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         return gr.skip() if comparison is None else layer_view(comparison, at_layer, use_centred)
 
     @ui_errors
+    def draw_scores(comparison: SentenceComparison | None, at_layer):
+        if comparison is None:
+            return gr.skip()
+        frame = comparison.to_frame()
+        at_layer = min(int(at_layer), comparison.layers[-1])
+        return summarised(frame[frame.layer == at_layer].round(4), SCORES_LABEL, visible=not frame.empty)
+
+    @ui_errors
     def draw_cka(comparison: SentenceComparison | None):
         if comparison is None:
             return gr.skip()
@@ -159,15 +167,16 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
             value=plots.cka_heatmap(comparison) if comparison.scores else None, visible=bool(comparison.scores)
         )
 
-    # The CKA chart comes in a second answer, drawn by the browser in a task of its own (issue 16); the controls
-    # redraw on user input only, not on the change the answer itself makes.
+    # The table and the CKA chart come in answers of their own, each drawn by the browser in a task of its own
+    # (issue 16); the controls redraw on user input only, not on the change the answer itself makes.
     comparing = run.click(
         compare,
         [table, layer, centred],
-        [heatmap, scores, notes, download, layer, result],
+        [heatmap, notes, download, layer, result],
         api_visibility="private",
     )
-    comparing.success(draw_cka, result, cka, api_visibility="private", show_progress="hidden")
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    comparing.success(draw_scores, [result, layer], scores, **quiet).success(draw_cka, result, cka, **quiet)
     stop.click(None, None, None, cancels=[comparing], api_visibility="private")
     for control in (layer, centred):
         control.input(redraw, [result, layer, centred], [heatmap, scores], api_visibility="private")

@@ -20,6 +20,7 @@ from xmod_explorer.ui.common import (
     language_choices,
     language_dropdown,
     pick_languages,
+    summarised,
     text_box,
     ui_errors,
 )
@@ -28,6 +29,7 @@ from xmod_explorer.ui.sentences import default_pairs
 SENTENCES = "Sentences, each through its own language's adapter"
 ADAPTERS = "One text through many adapters"
 MODES = {"sentences": SENTENCES, "adapters": ADAPTERS}
+POINTS_LABEL = "Points at this layer"
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "es_XX", "ja_XX", "zh_CN", "ko_KR"]
 HOW_TO_READ = (
     "**How to read it.** Each point is one sentence's hidden state at the chosen layer, averaged over its tokens, "
@@ -156,7 +158,7 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
     layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)", elem_id="map-layer")
     chart = gr.Plot(label="Map", elem_id="map-chart")
     notes = gr.Markdown(elem_id="map-notes")
-    points = gr.Dataframe(label="Points at this layer", interactive=False, max_height=300)
+    points = gr.Dataframe(label=POINTS_LABEL, interactive=False, max_height=300)
     download = gr.DownloadButton("Download CSV (every layer)", visible=False, size="sm")
     result = gr.State(None)
     tab = MapTab(
@@ -192,8 +194,10 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
             projection = holder.explorer.project(sentence, method=how, languages=list(codes or []))
         else:
             projection = holder.explorer.project(rows, method=how)
+        at_layer = min(max(int(at_layer), projection.layers[0]), projection.layers[-1])
         return {
-            **view(projection, at_layer),
+            tab.chart: plots.projection_scatter(projection, at_layer),
+            tab.notes: notes_markdown(projection, at_layer),
             tab.layer: gr.Slider(maximum=projection.layers[-1]),
             tab.download: gr.DownloadButton(value=csv_file(projection.to_frame(), "map"), visible=True),
             tab.result: projection,
@@ -205,11 +209,20 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
             return gr.skip()
         return view(projection, at_layer)
 
+    @ui_errors
+    def draw_points(projection, at_layer):
+        if projection is None:
+            return gr.skip()
+        at_layer = min(max(int(at_layer), projection.layers[0]), projection.layers[-1])
+        frame = projection.to_frame()
+        return summarised(frame[frame.layer == at_layer].drop(columns=["layer"]).round(4), POINTS_LABEL)
+
+    # The points table comes in an answer of its own: the browser draws it in a task of its own (issue 16).
     run.click(
         draw,
         [mode, table, text, languages, method, layer],
-        [chart, notes, points, layer, download, result],
+        [chart, notes, layer, download, result],
         api_visibility="private",
-    )
+    ).success(draw_points, [result, layer], points, api_visibility="private", show_progress="hidden")
     layer.input(redraw, [result, layer], [chart, notes, points], api_visibility="private")
     return tab

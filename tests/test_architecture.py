@@ -48,6 +48,7 @@ RANKS = {
     "tokenizers": 2,
     "datasets": 2,
     "adapter_format": 2,
+    "quantization": 2,  # int8 on the CPU: which Linear layers, through torch's dynamic quantisation
     "backends": 2,
     "mini.batches": 2,
     "mini.corpus": 2,
@@ -65,6 +66,7 @@ RANKS = {
     "loading": 3,
     # the engine, and the converter built on the loader
     "engine": 4,
+    "batching": 4,  # many requests through the engine in shared forward passes
     "convert": 4,
     "": 4,  # the package's __init__ re-exports the engine
     # the transfer lab, above the engine

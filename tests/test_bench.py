@@ -87,3 +87,60 @@ def test_quick_hub_load_benchmark_downloads_loads_and_measures(tmp_path):
         assert measured["peak_all_languages"] >= measured["peak_load"] >= measured["before_load"] > 50 * 2**20
         assert "models--facebook--xmod-base" in measured["folder"]
     assert result["markdown"] in done.stdout and "offline from the cache" in result["markdown"]
+
+
+@pytest.mark.slow
+def test_quick_workshop_gives_identical_answers_batched_and_one_at_a_time(tmp_path):
+    """benchmarks.workshop in its tiny shape: two real servers (XMOD_BATCH off, then on), the same users, and
+    every answer the same to 1e-5 in both."""
+    out = tmp_path / "workshop.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.workshop", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    scenario = result["scenario"]
+    expected = scenario["users"] * scenario["requests_per_user"]
+    assert [p["batch"] for p in result["phases"]] == ["off", "on"]
+    assert all(p["requests"] == expected and p["failed"] == 0 for p in result["phases"])
+    assert result["mismatches"] == []
+    assert result["throughput_ratio"] > 0 and "**0**" in result["markdown"]
+
+
+def test_workshop_answers_that_differ_are_found():
+    """Guards the test above: the comparison does see another token, and a probability moved by 2e-5."""
+    from benchmarks.workshop import differences
+
+    def answer(token, probability):
+        return {"masks": [{"predictions": {"en_XX": [{"token_id": token, "probability": probability}]}}]}
+
+    same = {(0, 0): answer(5, 0.5)}
+    assert differences(same, {(0, 0): answer(5, 0.500001)}) == []
+    assert differences(same, {(0, 0): answer(6, 0.5)}) == ["(0, 0) en_XX"]
+    assert differences(same, {(0, 0): answer(5, 0.50002)}) == ["(0, 0) en_XX"]
+    assert differences(same, {}) == ["(0, 0): answered by one server only"]
+
+
+@pytest.mark.slow
+def test_quick_efficiency_and_int8_benchmarks_write_their_tables(tmp_path):
+    for module, name in (("benchmarks.efficiency", "efficiency.json"), ("benchmarks.int8", "int8.json")):
+        out = tmp_path / name
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--quick", "--repeats", "1", "--out", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(out.read_text())
+        assert result["markdown"] in done.stdout
+    efficiency = json.loads((tmp_path / "efficiency.json").read_text())
+    assert [r["rows"] for r in efficiency["rows"]] == [1, 8, 32, 81]
+    assert all(r["efficiency"] > 0 and abs(sum(r["shares"].values()) - 1) < 1e-6 for r in efficiency["rows"])
+    int8 = json.loads((tmp_path / "int8.json").read_text())
+    assert 0.9 < int8["agreement"] <= 1 and len(int8["fidelity"]) >= 12

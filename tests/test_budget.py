@@ -215,7 +215,14 @@ def test_estimates_bound_the_measured_peaks_at_xmod_base_width(tmp_path, tokeniz
 
     spec = TinySpec(languages=LANGUAGES, hidden_size=768, num_heads=12, intermediate_size=3072, adapter_scale=0.0)
     folder = build_random_checkpoint(tmp_path / "wide", spec, tokenizer)
-    word = next(token for token in tokenizer.get_vocab() if token.isalpha() and len(token) > 2)
+    # A word that stays one token when repeated, so that "word * n" is n tokens (the longest case is 345 of 512).
+    word = next(
+        token
+        for token in sorted(tokenizer.get_vocab())
+        if token.isalpha()
+        and len(token) > 2
+        and len(tokenizer(f"{token} {token}", add_special_tokens=False).input_ids) == 2
+    )
     script = MEASURE.format(root=str(ROOT), folder=str(folder), word=word)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -351,7 +351,7 @@ def test_adapters_format_refuses_transformers_backend(converted_dir):
 
 @pytest.mark.parametrize(
     "argument, value, message",
-    [("backend", "onnx", "Unknown backend"), ("device", "tpu", "Unknown device"), ("dtype", "int8", "Unknown dtype")],
+    [("backend", "onnx", "Unknown backend"), ("device", "tpu", "Unknown device"), ("dtype", "int4", "Unknown dtype")],
 )
 def test_bad_load_options(base_dir, argument, value, message):
     with pytest.raises(ExplorerError, match=message):

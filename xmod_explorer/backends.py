@@ -2,7 +2,8 @@
 
 Both backends implement the ``Backend`` protocol, so the engine never asks which one it has:
 ``encode_rows`` (each row through its own adapter), ``encode_adapters`` (one text through
-several adapters), ``mlm_logits`` / ``classifier_logits`` (heads on selected states only),
+several adapters), ``encode_texts`` (several texts, each through several adapters: requests batched
+together), ``mlm_logits`` / ``classifier_logits`` (heads on selected states only),
 ``ensure_languages`` (adapters ready in memory) and, for the transfer lab, a private trainable copy.
 """
 
@@ -63,6 +64,18 @@ class Backend(Protocol):
         all_layers: bool = False,
         positions: Sequence[int] | None = None,
     ) -> Encoded: ...
+
+    def encode_texts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        row_texts: Sequence[int],
+        row_languages: Sequence[str],
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Several texts, each through several adapters, in one pass: row r is text row_texts[r] under
+        row_languages[r]; returns the last layer's states at positions[r] (rows, positions, hidden)."""
+        ...
 
     def mlm_logits(self, states: torch.Tensor) -> torch.Tensor: ...
 
@@ -245,10 +258,19 @@ def _final_norm(encoder: nn.Module, states: torch.Tensor) -> torch.Tensor:
 
 
 def _layer_at_positions(
-    layer: nn.Module, hidden: torch.Tensor, lang_ids: torch.Tensor, mask: torch.Tensor, positions: Sequence[int]
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    lang_ids: torch.Tensor,
+    mask: torch.Tensor,
+    positions: Sequence[int] | torch.Tensor,
 ) -> torch.Tensor:
-    """XmodLayer.forward for the outputs at positions only (every token still feeds keys and values)."""
-    queries = hidden[:, list(positions)]
+    """XmodLayer.forward for the outputs at positions only (every token still feeds keys and values).
+
+    positions: the same positions for every row, or a (rows, n) tensor with each row's own."""
+    if isinstance(positions, torch.Tensor):
+        queries = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    else:
+        queries = hidden[:, list(positions)]
     intermediate, residual = _attention_and_feed_forward(layer, queries, mask, context=hidden)
     out = layer.output(intermediate, residual, lang_ids)
     return out if layer.pre_norm else layer.output.LayerNorm(out)
@@ -364,6 +386,53 @@ class NativeBackend:
             if all_layers:
                 states[-1] = hidden
         return Encoded(hidden, tuple(states) if all_layers else None)
+
+    def encode_texts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        row_texts: Sequence[int],
+        row_languages: Sequence[str],
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Several texts (padded rows of input_ids), each through several adapters, in one pass.
+
+        Row r is text row_texts[r] under row_languages[r]; the result holds the last layer's states at
+        positions[r] only, (rows, positions, hidden). As in encode_adapters, each text's embeddings and
+        layer 0's attention and feed-forward block run once, the copies start at layer 0's adapter, and
+        the last layer computes only the positions asked for. Rows run sorted by language (one adapter
+        call per language and layer), and come back in the order given.
+        """
+        layers = self.encoder.encoder.layer
+        keys = [self._ids[code] for code in row_languages]
+        order = sorted(range(len(keys)), key=lambda i: keys[i])
+        device = input_ids.device
+        texts = torch.tensor([row_texts[i] for i in order], dtype=torch.long, device=device)
+        lang_ids = torch.tensor([keys[i] for i in order], dtype=torch.long, device=device)
+        sorted_positions = positions.to(device).index_select(0, torch.tensor(order, device=device))
+        if self.model.training or len(layers) < 2:
+            encoded = self.encode_rows(
+                input_ids.index_select(0, texts),
+                attention_mask.index_select(0, texts),
+                [self.languages[key] for key in lang_ids.tolist()],
+            )
+            states = encoded.last.gather(1, sorted_positions.unsqueeze(-1).expand(-1, -1, encoded.last.shape[-1]))
+        else:
+            mask = compat.additive_attention_mask(attention_mask, self.encoder.embeddings.word_embeddings.weight.dtype)
+            embedded = self.encoder.embeddings(input_ids=input_ids)
+            hidden = _shared_prefix_of_first_layer(layers[0], embedded, mask).index_select(0, texts)
+            mask = mask.index_select(0, texts)
+            hidden = layers[0].output.lang_adapter(lang_ids, hidden)
+            if not layers[0].pre_norm:
+                hidden = layers[0].output.LayerNorm(hidden)
+            for layer in layers[1:-1]:
+                hidden = compat.layer_output(layer(hidden, lang_ids, mask))
+            states = _layer_at_positions(layers[-1], hidden, lang_ids, mask, sorted_positions)
+            states = _final_norm(self.encoder, states)
+        inverse = [0] * len(order)
+        for place, row in enumerate(order):
+            inverse[row] = place
+        return states.index_select(0, torch.tensor(inverse, device=device))
 
     def encode_mixed(
         self,
@@ -571,6 +640,23 @@ class AdapterBackend:
             layers = tuple(h.expand(count, -1, -1) if h.shape[0] == 1 else h for h in out.hidden_states)
         last = out.last_hidden_state if positions is None else out.last_hidden_state[:, list(positions)]
         return Encoded(last.expand(count, -1, -1) if last.shape[0] == 1 else last, layers)
+
+    def encode_texts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        row_texts: Sequence[int],
+        row_languages: Sequence[str],
+        positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """Several texts, each through several adapters, in one BatchSplit pass (encode_rows on the rows
+        the texts make); the last layer's states at each row's positions, (rows, positions, hidden)."""
+        texts = torch.tensor(list(row_texts), dtype=torch.long, device=input_ids.device)
+        encoded = self.encode_rows(
+            input_ids.index_select(0, texts), attention_mask.index_select(0, texts), list(row_languages)
+        )
+        index = positions.to(input_ids.device).unsqueeze(-1).expand(-1, -1, encoded.last.shape[-1])
+        return encoded.last.gather(1, index)
 
     def encode_mixed(
         self,

@@ -30,7 +30,7 @@ def _model_options(parser: argparse.ArgumentParser, *, json: bool = True) -> Non
     )
     parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "adapters"])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16, or int8 (CPU)")
     parser.add_argument("--load-languages", default=None, help="load only these adapters (comma-separated codes)")
     if json:
         parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 
-from xmod_explorer import defaults, jobs
+from xmod_explorer import defaults, jobs, quantization
 from xmod_explorer.budget import Cost, ModelShape, forward_cost
 from xmod_explorer.classify import Classification, ProbeHead
 from xmod_explorer.datasets import as_pairs, reference_sentences
@@ -121,6 +121,19 @@ class ModelInfo:
                 for i, code in enumerate(self.languages)
             ]
         )
+
+
+@dataclass(frozen=True)
+class MaskRequest:
+    """A fill-mask request after its checks: the text, language codes, top-k, token ids and mask positions,
+    and the adapter that "auto" stood for, if any."""
+
+    text: str
+    languages: list[str]
+    top_k: int
+    ids: list[int]
+    positions: list[int]
+    auto_language: str | None = None
 
 
 def _guard_device_memory(method):
@@ -246,7 +259,9 @@ class Explorer:
             backend=self.backend.name,
             checkpoint_format=self.loaded.checkpoint_format,
             device=str(self.loaded.device),
-            dtype=str(self.loaded.dtype).replace("torch.", ""),
+            dtype=quantization.DESCRIPTION
+            if self.loaded.quantization == quantization.INT8
+            else str(self.loaded.dtype).replace("torch.", ""),
             parameters=sum(p.numel() for p in model.parameters()),
             memory_bytes=sum(t.numel() * t.element_size() for t in tensors),
             layers=int(config.num_hidden_layers),
@@ -439,6 +454,11 @@ class Explorer:
 
     def private_copy(self, name: str) -> Explorer:
         """A float32 deep copy of the model in a new Explorer, for training that must not touch this one."""
+        if self.loaded.quantization:
+            raise ExplorerError(
+                f"This model runs in {self.loaded.quantization}, which cannot be trained. Load it in float32 to "
+                "fine-tune it."
+            )
         loaded = dataclasses.replace(self.loaded, backend=self.backend.private_copy(), dtype=torch.float32)
         reason = f"a private copy of {self.name}"
         return Explorer(loaded, reason=reason, random_weights=self.random_weights, limits=self.limits, name=name)
@@ -478,15 +498,32 @@ class Explorer:
 
     # ----- features ---------------------------------------------------------------------------
 
-    @_guard_device_memory
-    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
-        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+    def check_mask_request(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskRequest:
+        """A fill-mask request checked against this model and the limits: language codes ("auto" resolved,
+        adapters made ready), top-k, token ids and mask positions; ExplorerError with a message for anything
+        wrong."""
         self._require_mlm()
         languages, auto_language = self._resolve_auto(text, languages)
         codes = self.check_languages(languages)
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
         ids = self.tokenize(text)
-        positions = self._mask_positions(ids)
+        return MaskRequest(text, codes, k, ids, self._mask_positions(ids), auto_language)
+
+    @_guard_device_memory
+    def predict_masks(self, text: str, languages: Sequence[str] | str, top_k: int = 5) -> MaskPrediction:
+        """Fill every <mask> in text under each language's adapter, all languages in one forward pass."""
+        return self.run_mask_request(self.check_mask_request(text, languages, top_k))
+
+    @_guard_device_memory
+    def run_mask_request(self, request: MaskRequest) -> MaskPrediction:
+        """predict_masks for a request already checked by check_mask_request."""
+        codes, k, ids, positions, auto_language = (
+            request.languages,
+            request.top_k,
+            request.ids,
+            request.positions,
+            request.auto_language,
+        )
         input_ids, attention = self.pad([ids])
         what = f"Filling {len(positions)} mask(s) under {len(codes)} adapters"
         with self.admitted(len(codes), len(ids), output_positions=len(positions), what=what), torch.inference_mode():
@@ -497,7 +534,7 @@ class Explorer:
             probabilities, token_ids, entropy = top_k_with_entropy(states, self.backend.mlm_logits, k)
         shape = (len(codes), len(positions))
         return self._mask_prediction(
-            text,
+            request.text,
             codes,
             ids,
             positions,
@@ -545,6 +582,55 @@ class Explorer:
         return MaskPrediction(
             model=self.name, text=text, languages=codes, tokens=tokens, masks=slots, auto_language=auto_language
         )
+
+    @_guard_device_memory
+    def predict_masks_together(self, requests: Sequence[MaskRequest]) -> list[MaskPrediction]:
+        """Several checked fill-mask requests (from check_mask_request) in one forward pass: every (text,
+        language) pair is a row, rows sorted by language and padded to the longest text, the last layer and
+        one vocabulary projection only at the masks; the results split back, one per request, in order.
+        Each equals predict_masks on that request alone (to float rounding, about 1e-6)."""
+        if not requests:
+            return []
+        texts: dict[tuple[int, ...], int] = {}  # identical texts run their shared first layer once
+        rows_text, rows_language, rows_positions = [], [], []
+        for request in requests:
+            index = texts.setdefault(tuple(request.ids), len(texts))
+            for code in request.languages:
+                rows_text.append(index)
+                rows_language.append(code)
+                rows_positions.append(request.positions)
+        input_ids, attention = self.pad([list(ids) for ids in texts])
+        widest = max(len(p) for p in rows_positions)
+        # Rows with fewer masks repeat their first one; those extra states are computed and left unused.
+        positions = torch.tensor([p + [p[0]] * (widest - len(p)) for p in rows_positions], dtype=torch.long)
+        k = max(request.top_k for request in requests)
+        what = f"Filling masks for {len(requests)} requests ({len(rows_text)} adapter rows) together"
+        cost = (len(rows_text), input_ids.shape[1])
+        with self.admitted(*cost, output_positions=widest, what=what), torch.inference_mode():
+            states = self.backend.encode_texts(input_ids, attention, rows_text, rows_language, positions)
+            wanted = torch.cat([states[row, : len(p)] for row, p in enumerate(rows_positions)])
+            probabilities, token_ids, entropy = (
+                t.cpu() for t in top_k_with_entropy(wanted, self.backend.mlm_logits, k)
+            )
+        results, start, names = [], 0, {}
+        for request in requests:
+            count, masks, top = len(request.languages), len(request.positions), request.top_k
+            stop = start + count * masks
+            results.append(
+                self._mask_prediction(
+                    request.text,
+                    request.languages,
+                    request.ids,
+                    request.positions,
+                    probabilities[start:stop, :top].reshape(count, masks, top),
+                    token_ids[start:stop, :top].reshape(count, masks, top),
+                    entropy[start:stop].reshape(count, masks),
+                    names,
+                    request.auto_language,
+                )
+            )
+            start = stop
+        return results
 
     @_guard_device_memory
     def compare_adapters(
@@ -660,42 +746,37 @@ class Explorer:
         tokens_per_pass: int = TOKENS_PER_PASS,
     ) -> list[MaskPrediction | ExplorerError]:
         """predict_masks(texts[i], languages[i], top_k) for every i, in input order: the same results, with the
-        (text, language) rows of all texts sharing forward passes. A text that fails its checks gets its
-        ExplorerError in its place, and the others run."""
+        texts sharing forward passes (predict_masks_together, texts of similar length, at most tokens_per_pass
+        padded tokens a pass unless one text needs more). A text that fails its checks gets its ExplorerError in
+        its place, and the others run. int8 models run each text alone: their answers depend on the pass."""
         self._require_mlm()
         self._same_length(texts, languages)
         k = self._top_k(top_k, int(self.backend.model.config.vocab_size))
         results: list = [None] * len(texts)
-        prepared: dict[int, tuple[list[str], list[int], list[int]]] = {}
-        autos: dict[int, str | None] = {}
+        requests: dict[int, MaskRequest] = {}
         for i, (text, chosen) in enumerate(zip(texts, languages)):
             try:
-                ids = self.tokenize(text)
-                chosen, autos[i] = self._resolve_auto(str(text), chosen)
-                codes = self.check_languages(chosen)
-                prepared[i] = (codes, ids, self._mask_positions(ids))
+                requests[i] = self.check_mask_request(text, chosen, k)
             except ExplorerError as exc:
                 results[i] = exc
-        forward = [(i, code) for i, (codes, _, _) in prepared.items() for code in codes]
-        found: dict[tuple[int, str], tuple[torch.Tensor, ...]] = {}
-        with torch.inference_mode():
-            for chosen, _, _, encoded in self._passes(
-                [prepared[i][1] for i, _ in forward], [code for _, code in forward], tokens_per_pass
-            ):
-                rows = [forward[j] for j in chosen]
-                states = torch.cat([encoded.last[r, prepared[i][2]] for r, (i, _) in enumerate(rows)])
-                top = [t.cpu() for t in top_k_with_entropy(states, self.backend.mlm_logits, k)]
-                start = 0
-                for i, code in rows:
-                    end = start + len(prepared[i][2])
-                    found[(i, code)] = tuple(t[start:end] for t in top)
-                    start = end
-        names: dict[int, str] = {}
-        for i, (codes, ids, positions) in prepared.items():
-            probabilities, token_ids, entropy = (torch.stack([found[(i, code)][n] for code in codes]) for n in range(3))
-            results[i] = self._mask_prediction(
-                str(texts[i]), codes, ids, positions, probabilities, token_ids, entropy, names, autos[i]
-            )
+        groups: list[list[int]] = []
+        rows = 0
+        for i in sorted(requests, key=lambda i: (len(requests[i].ids), i)):
+            width = len(requests[i].ids)  # the longest so far: sorted by length
+            alone = bool(self.loaded.quantization)
+            if groups and not alone and (rows + len(requests[i].languages)) * width <= tokens_per_pass:
+                groups[-1].append(i)
+                rows += len(requests[i].languages)
+            else:
+                groups.append([i])
+                rows = len(requests[i].languages)
+        for number, group in enumerate(groups):
+            jobs.checkpoint(number, len(groups), f"Filling masks: pass {number + 1} of {len(groups)}")
+            if len(group) == 1:  # predict_masks's own path, as the batcher takes for a lone request
+                results[group[0]] = self.run_mask_request(requests[group[0]])
+                continue
+            for i, prediction in zip(group, self.predict_masks_together([requests[i] for i in group])):
+                results[i] = prediction
         return results
 
     @_guard_device_memory

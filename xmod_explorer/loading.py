@@ -25,6 +25,7 @@ from xmod_explorer.backends import AdapterBackend, NativeBackend
 from xmod_explorer.checks import check_config, check_no_code, read_config, read_json
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import resolve_languages
+from xmod_explorer.quantization import INT8, quantize_int8
 from xmod_explorer.tokenizers import resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Loaded:
     tokenizer_source: str = ""
     # Languages whose adapters were trained after pre-training, with the rest frozen (config "post_hoc_languages").
     post_hoc_languages: list[str] = field(default_factory=list)
+    quantization: str = ""  # "int8" when the feed-forward layers run in int8 (dtype="int8"); dtype is then float32
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -82,7 +84,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if name == "auto":
         return torch.float32 if device.type == "cpu" else torch.float16
     if name not in DTYPES:
-        raise ExplorerError(f"Unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}.")
+        raise ExplorerError(f"Unknown dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}, or {INT8} on the CPU.")
     return DTYPES[name]
 
 
@@ -333,7 +335,15 @@ def load_backend(
     if backend not in BACKENDS:
         raise ExplorerError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, target)
+    int8 = isinstance(dtype, str) and dtype.strip().lower() == INT8
+    if int8 and target.type != "cpu":
+        raise ExplorerError(
+            f"dtype int8 runs on the CPU only (torch's dynamic quantisation); on {target.type} use float16 or "
+            "bfloat16, or choose device cpu."
+        )
+    if int8 and backend == "adapters":
+        raise ExplorerError("dtype int8 works with the transformers backend only; use backend auto or transformers.")
+    torch_dtype = torch.float32 if int8 else resolve_dtype(dtype, target)
     dtype_name = str(torch_dtype).replace("torch.", "")
     if backend == "adapters" and (why := compat.adapters_unavailable()):
         raise ExplorerError(f"{reference}: {why}")
@@ -366,12 +376,19 @@ def load_backend(
                 f"{reference} is in the adapters library's format; load it with backend='adapters' (or 'auto')."
             )
         model, has_mlm = _load_native(local.path, reference, config, codes, torch_dtype)
+        if int8:
+            quantize_int8(model.eval())
         if target.type != "cpu":
             model.to(target)
         model.eval()
         runner = NativeBackend(model, codes)
         runner.has_mlm = has_mlm
     else:
+        if int8:
+            raise ExplorerError(
+                f"{reference} is in the adapters library's format; dtype int8 works with the transformers backend "
+                "only. Use float32."
+            )
         if fmt == "transformers":
             native, has_mlm = _load_native(local.path, reference, config, codes, torch.float32)
             model = adapter_model_from_native(native, codes)
@@ -413,6 +430,7 @@ def load_backend(
         tokenizer_name=tokenizer.name,
         tokenizer_source=tokenizer.source,
         post_hoc_languages=post_hoc_languages(config),
+        quantization=INT8 if int8 else "",
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from xmod_explorer.limits import Limits
 
 TRUE = {"1", "true", "yes", "on"}
+SWITCH = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Settings:
     allow_finetune: bool = False
     mcp: bool = False
     memory_budget_gib: float | None = None  # None: a share of the memory free once the model is loaded
+    batch: bool = True  # gather concurrent fill-mask requests into shared forward passes
     limits: Limits = field(default_factory=Limits.local)
 
     @property
@@ -45,7 +47,11 @@ FLAGS = {
     ),
     "backend": ("XMOD_BACKEND", "auto, transformers or adapters (default: auto, from the checkpoint)"),
     "device": ("XMOD_DEVICE", "auto, cpu, cuda or mps (default: auto)"),
-    "dtype": ("XMOD_DTYPE", "auto, float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)"),
+    "dtype": (
+        "XMOD_DTYPE",
+        "auto, float32, float16, bfloat16, or int8 on the CPU (feed-forward layers in int8; see the README) "
+        "(default: float16 on GPU, float32 on CPU)",
+    ),
     "languages": ("XMOD_LANGUAGES", "load only these adapters, comma-separated (e.g. en_XX,de_DE,fr_XX)"),
     "host": ("XMOD_HOST", "address to serve on (default 127.0.0.1; 0.0.0.0 for all interfaces)"),
     "port": ("XMOD_PORT", "port to serve on (default 7860)"),
@@ -66,6 +72,11 @@ FLAGS = {
     ),
     "allow_finetune": ("XMOD_ALLOW_FINETUNE", "let the transfer lab also train a task adapter (slow without a GPU)"),
     "mcp": ("XMOD_MCP", "also serve the API endpoints as MCP tools (needs the mcp package)"),
+    "batch": (
+        "XMOD_BATCH",
+        "on (default) or off: gather fill-mask requests that arrive together from different users into shared "
+        "forward passes; each answer is the one the request gets alone",
+    ),
 }
 
 
@@ -101,6 +112,8 @@ def build_parser(prog: str = "python app.py") -> argparse.ArgumentParser:
         flag = "--" + name.replace("_", "-")
         if name in BOOLEAN_FLAGS:
             parser.add_argument(flag, action="store_true", default=None, help=f"{text} [{variable}=1]")
+        elif name == "batch":
+            parser.add_argument(flag, choices=["on", "off"], default=None, help=f"{text} [{variable}]")
         elif name == "port":
             parser.add_argument(flag, type=int, default=None, help=f"{text} [{variable}]")
         elif name == "memory_budget":
@@ -125,6 +138,9 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         value = getattr(args, name)
         return bool(value) if value is not None else environ.get(FLAGS[name][0], "").strip().lower() in TRUE
 
+    batch = (pick("batch") or "on").strip().lower()
+    if batch not in SWITCH:
+        raise SystemExit(f"{FLAGS['batch'][0]} must be on or off; got {batch!r}.")
     languages = pick("languages")
     port = pick("port")
     host = pick("host") or ("0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1")
@@ -150,5 +166,6 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         allow_finetune=flag("allow_finetune"),
         mcp=flag("mcp"),
         memory_budget_gib=float(budget) if budget else None,
+        batch=SWITCH[batch],
         limits=Limits.public() if public else Limits.local(),
     )

@@ -40,8 +40,8 @@ METADATA_KEY = b"xmod_explorer"
 BLOCK_KEY = b"xmod_explorer_block"
 # Rows read from a parquet file at once.
 CHUNK_ROWS = 1024
-# A CSV field may hold a long text; the engine's own limit on text length applies later, row by row.
-csv.field_size_limit(1 << 30)
+# csv's field limit (131,072 characters, process-wide) is left as it is: it is far above any text the engine takes,
+# and a quote that is never closed then ends as one bad row instead of reading the rest of the file into memory.
 
 
 @dataclass(frozen=True)

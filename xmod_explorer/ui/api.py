@@ -21,7 +21,7 @@ def register_api(holder: ModelHolder, settings: Settings) -> None:
             languages: Language adapter codes in the model, e.g. ["en_XX", "de_DE"].
             top_k: How many candidates to return per mask and language.
         """
-        return holder.explorer.predict_masks(text, languages, top_k).to_dict()
+        return holder.predict_masks(text, languages, top_k).to_dict()
 
     def compare_adapters(text: str, languages: list[str], reference: str | None = None) -> dict:
         """Run one text through several language adapters and compare hidden states layer by layer: raw and

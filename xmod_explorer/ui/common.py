@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import gradio as gr
 import pandas as pd
 
+from xmod_explorer import jobs
+from xmod_explorer.batching import MaskBatcher
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name
@@ -68,12 +70,35 @@ def ui_errors(fn, escape_html: bool = True):
 
 class ModelHolder:
     """The one shared Explorer, swapped as a whole when the Model tab loads another model, and the serving
-    layer every heavy handler runs through (holder.serving.heavy)."""
+    layer every heavy handler runs through (holder.serving.heavy). Fill-mask requests go through
+    predict_masks, which shares forward passes between users (batch=True) or runs each alone."""
 
-    def __init__(self, explorer: Explorer, serving: Serving):
+    def __init__(self, explorer: Explorer, serving: Serving, *, batch: bool = True):
         self._explorer = explorer
         self._lock = threading.Lock()
         self.serving = serving
+        self.batcher = (
+            MaskBatcher(lambda: self.explorer, run=self._shared_pass, alone=self._one_pass) if batch else None
+        )
+
+    def predict_masks(self, text, languages, top_k):
+        """Explorer.predict_masks on the current model: in a pass shared with other users' requests if batching
+        (waiting, the caller's job can still be stopped), else alone."""
+        if self.batcher is None:
+            return self.explorer.predict_masks(text, languages, top_k)
+        return self.batcher.predict_masks(text, languages, top_k, check=jobs.checkpoint)
+
+    def _pass_job(self, what: str) -> jobs.Job:
+        """The batcher's passes run as jobs of the server's memory budget, like every other forward pass."""
+        return jobs.Job(budget=self.serving.budget, what=what)
+
+    def _shared_pass(self, explorer: Explorer, requests: list) -> list:
+        with jobs.running(self._pass_job("A shared fill-mask pass")):
+            return explorer.predict_masks_together(requests)
+
+    def _one_pass(self, explorer: Explorer, request):
+        with jobs.running(self._pass_job("This request")):
+            return explorer.run_mask_request(request)
 
     @property
     def explorer(self) -> Explorer:

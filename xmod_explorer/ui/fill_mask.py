@@ -171,7 +171,7 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
     @holder.serving.heavy
     @gpu
     def predict(sentence, codes, k):
-        prediction = holder.explorer.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)
+        prediction = holder.predict_masks(sentence, codes, int(k) if isinstance(k, (int, float)) else k)
         count = len(prediction.masks)
         return {
             tab.summary: summary_markdown(prediction),

@@ -178,7 +178,7 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
     """The whole app around one loaded Explorer; budget: the server's memory budget (default memory_budget())."""
     allocator.limit_arenas()
     serving = Serving(settings.limits, budget or memory_budget(settings, explorer))
-    holder = ModelHolder(explorer, serving)
+    holder = ModelHolder(explorer, serving, batch=settings.batch)
     # Files Gradio keeps for the page (uploads, its copies of downloads) go after limits.file_seconds.
     lifetime = int(settings.limits.file_seconds)
     with gr.Blocks(title="X-MOD Explorer", delete_cache=(max(1, min(600, lifetime // 6)), lifetime)) as demo:

@@ -1,0 +1,232 @@
+"""Requests batched together give each request the answer it gets alone; a bad one fails alone."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from helpers import assert_matches_reference, reference_predictions
+
+from xmod_explorer import Explorer, ExplorerError
+from xmod_explorer.batching import MaskBatcher
+from xmod_explorer.settings import load_settings
+
+# Different languages (overlapping, in different orders), lengths, mask counts and top-k.
+MIXED = [
+    ("Choose two <mask> and compare their predictions.", ["ru_RU", "en_XX", "ja_XX"], 5),
+    ("Der <mask> jeder Sprache sitzt in jeder <mask>.", ["de_DE", "fr_XX"], 3),
+    ("Click the <mask>.", ["fr_XX", "ru_RU", "de_DE", "en_XX"], 7),
+    ("Open the <mask> file, then save every document in the folder you chose before.", ["ja_XX"], 5),
+    ("Choose two <mask> and compare their predictions.", ["en_XX", "de_DE"], 2),
+]
+# Each fails alone for its own reason; the message must be the one predict_masks gives.
+BAD = [
+    ("There is no mask here.", ["en_XX"], 5),
+    ("Click the <mask>.", ["xx_YY"], 5),
+    ("Click the <mask>.", ["en_XX"], 0),
+    ("", ["en_XX"], 5),
+]
+
+
+def assert_same(together, alone, tolerance=1e-5):
+    """Same languages, positions and token ids in the same order; probabilities and entropies within tolerance."""
+    assert together.languages == alone.languages and together.tokens == alone.tokens
+    assert [s.position for s in together.masks] == [s.position for s in alone.masks]
+    for a, b in zip(together.masks, alone.masks):
+        for code in alone.languages:
+            assert [g.token_id for g in a.predictions[code]] == [g.token_id for g in b.predictions[code]], code
+            for ga, gb in zip(a.predictions[code], b.predictions[code]):
+                assert abs(ga.probability - gb.probability) <= tolerance, (code, ga, gb)
+            assert abs(a.entropy_bits[code] - b.entropy_bits[code]) <= tolerance, code
+
+
+def alone_message(explorer, text, codes, k) -> str:
+    with pytest.raises(ExplorerError) as caught:
+        explorer.predict_masks(text, codes, k)
+    return str(caught.value)
+
+
+def test_requests_together_equal_each_alone_and_plain_transformers(model_dir):
+    explorer = Explorer.from_pretrained(str(model_dir))
+    requests = [explorer.check_mask_request(*request) for request in MIXED]
+    together = explorer.predict_masks_together(requests)
+    assert len(together) == len(MIXED)
+    for result, (text, codes, k) in zip(together, MIXED):
+        assert result.text == text
+        assert_same(result, explorer.predict_masks(text, codes, k))
+        assert_matches_reference(result, reference_predictions(model_dir, text, k))
+    # Guards the comparison: the requests really differ from one another.
+    assert len({tuple(g.token_id for g in r.masks[0].predictions[r.languages[0]]) for r in together}) > 1
+
+
+@pytest.mark.adapters_backend
+def test_requests_together_equal_each_alone_with_the_adapters_backend(converted_dir):
+    explorer = Explorer.from_pretrained(str(converted_dir))
+    together = explorer.predict_masks_together([explorer.check_mask_request(*request) for request in MIXED])
+    for result, request in zip(together, MIXED):
+        assert_same(result, explorer.predict_masks(*request))
+
+
+def test_batcher_shares_passes_between_threads_and_answers_each_as_alone(base_dir):
+    explorer = Explorer.from_pretrained(str(base_dir))
+    alone = [explorer.predict_masks(*request) for request in MIXED]
+    batcher = MaskBatcher(explorer, window=0.5)  # long enough that every thread below joins the first pass
+    start = threading.Barrier(len(MIXED) * 2)
+    results: dict[int, object] = {}
+
+    def ask(number: int) -> None:
+        start.wait()
+        results[number] = batcher.predict_masks(*MIXED[number % len(MIXED)])
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(MIXED) * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == len(threads)
+    for number, result in results.items():
+        assert_same(result, alone[number % len(MIXED)])
+    assert batcher.answered == len(threads) and batcher.passes < len(threads)
+
+
+def test_a_bad_request_fails_alone_with_its_own_message(base_dir):
+    explorer = Explorer.from_pretrained(str(base_dir))
+    batcher = MaskBatcher(explorer, window=0.5)
+    mixed = [MIXED[0], BAD[0], MIXED[1], BAD[1], BAD[2], MIXED[2], BAD[3]]
+    start = threading.Barrier(len(mixed))
+    outcomes: dict[int, object] = {}
+
+    def ask(number: int) -> None:
+        start.wait()
+        try:
+            outcomes[number] = batcher.predict_masks(*mixed[number])
+        except ExplorerError as exc:
+            outcomes[number] = exc
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(mixed))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for number, request in enumerate(mixed):
+        if request in BAD:
+            assert isinstance(outcomes[number], ExplorerError), request
+            assert str(outcomes[number]) == alone_message(explorer, *request)
+        else:
+            assert_same(outcomes[number], explorer.predict_masks(*request))
+    assert batcher.passes == 1  # the good ones still shared one pass
+
+
+def test_a_failing_shared_pass_reruns_each_request_alone(base_dir):
+    """If the shared forward pass itself fails (here: a runner that cannot take one of the texts), only the
+    request that causes it fails; the others are answered from passes of their own."""
+    explorer = Explorer.from_pretrained(str(base_dir))
+
+    def run(explorer, requests):
+        if any("Click" in request.text for request in requests):
+            raise RuntimeError("this pass cannot take that text")
+        return explorer.predict_masks_together(requests)
+
+    def alone(explorer, request):
+        return run(explorer, [request])[0]
+
+    batcher = MaskBatcher(explorer, window=0.5, run=run, alone=alone)
+    chosen = [MIXED[0], MIXED[2], MIXED[1]]
+    start = threading.Barrier(len(chosen))
+    outcomes: dict[int, object] = {}
+
+    def ask(number: int) -> None:
+        start.wait()
+        try:
+            outcomes[number] = batcher.predict_masks(*chosen[number])
+        except RuntimeError as exc:
+            outcomes[number] = exc
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert isinstance(outcomes[1], RuntimeError)
+    assert_same(outcomes[0], explorer.predict_masks(*chosen[0]))
+    assert_same(outcomes[2], explorer.predict_masks(*chosen[2]))
+
+
+def test_a_caller_that_gives_up_leaves_the_line(base_dir):
+    explorer = Explorer.from_pretrained(str(base_dir))
+    batcher = MaskBatcher(explorer, window=5.0)  # the request would wait 5 s for company
+
+    class Gone(Exception):
+        pass
+
+    def check():
+        raise Gone
+
+    with pytest.raises(Gone):
+        batcher.predict_masks(*MIXED[0], check=check, poll=0.05)
+    assert batcher.pending() == 0
+    assert batcher.predict_masks(*MIXED[1]).languages == MIXED[1][1]  # the batcher still serves
+
+
+def test_batching_is_a_setting(monkeypatch):
+    assert load_settings([]).batch is True
+    assert load_settings(["--batch", "off"]).batch is False
+    monkeypatch.setenv("XMOD_BATCH", "off")
+    assert load_settings([]).batch is False
+    monkeypatch.setenv("XMOD_BATCH", "sometimes")
+    with pytest.raises(SystemExit, match="XMOD_BATCH must be on or off"):
+        load_settings([])
+
+
+def holder_for(explorer, budget):
+    from xmod_explorer.limits import Limits
+    from xmod_explorer.ui.common import ModelHolder
+    from xmod_explorer.ui.serving import Serving
+
+    return ModelHolder(explorer, Serving(Limits.local(), budget))
+
+
+def test_the_servers_batcher_draws_on_its_memory_budget(base_dir):
+    """A shared pass too big for the budget is refused by it; its requests then run one by one, each within the
+    budget, and get the answers they get alone; the budget is whole again afterwards."""
+    from xmod_explorer.budget import Budget
+
+    explorer = Explorer.from_pretrained(str(base_dir))
+    chosen = MIXED[:3]
+    requests = [explorer.check_mask_request(*request) for request in chosen]
+    single = max(explorer.cost(len(r.languages), len(r.ids), output_positions=len(r.positions)).bytes for r in requests)
+    rows, longest = sum(len(r.languages) for r in requests), max(len(r.ids) for r in requests)
+    shared = explorer.cost(rows, longest, output_positions=2).bytes
+    budget = Budget((single + shared) // 2)  # one request at a time fits; the three together do not
+    holder = holder_for(explorer, budget)
+    holder.batcher.window = 0.5
+    start = threading.Barrier(len(chosen))
+    got = {}
+
+    def ask(number):
+        start.wait()
+        got[number] = holder.predict_masks(*chosen[number])
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for number, request in enumerate(chosen):
+        assert_same(got[number], explorer.predict_masks(*request))
+    assert holder.batcher.passes == len(chosen)  # the shared pass was refused: one pass each
+    assert budget.status()["in_use"] == 0 and budget.status()["running"] == 0
+
+
+def test_a_request_waiting_for_a_shared_pass_stops_with_its_job(base_dir):
+    from xmod_explorer import jobs
+    from xmod_explorer.budget import Budget
+
+    explorer = Explorer.from_pretrained(str(base_dir))
+    holder = holder_for(explorer, Budget(2**34))
+    holder.batcher.window = 5.0  # it would wait 5 s for company
+    job = jobs.Job(budget=holder.serving.budget)
+    threading.Timer(0.3, job.stop, args=("Stop was pressed.",)).start()
+    with jobs.running(job), pytest.raises(jobs.JobStopped, match="Stop was pressed"):
+        holder.predict_masks(*MIXED[0])
+    assert holder.batcher.pending() == 0

@@ -1,0 +1,205 @@
+"""Serve many users' fill-mask requests as one stream of forward passes.
+
+A room of people each filling masks with a few adapters on a short sentence sends many small
+requests (5 rows of 15 tokens), each too small to use the CPU's matrix units well. ``MaskBatcher``
+sits in front of the engine: callers from any thread call ``predict_masks`` and block; one worker
+thread takes every request waiting (after a short gathering window when it was idle), checks each
+on its own (a bad one fails alone, with its own message), and runs the good ones through
+``Explorer.predict_masks_together``: one forward pass, rows sorted by language and padded to a
+shared length, results split back. Each answer equals what ``Explorer.predict_masks`` gives for
+that request alone. If the shared pass itself fails, each request of it runs again alone, so one
+request's failure stays its own.
+
+The worker runs one pass at a time: on a CPU, two passes at once only share the same cores.
+A caller that stops waiting (its ``check`` raises: Stop pressed, client gone, deadline) is taken
+out of the line if its pass has not started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from xmod_explorer.engine import Explorer, MaskRequest
+from xmod_explorer.errors import ExplorerError
+from xmod_explorer.masks import MaskPrediction
+
+log = logging.getLogger(__name__)
+
+# How long an idle worker waits for company before running a lone request: long enough for requests
+# that arrive together to share a pass, short against the 20 ms or more of the quickest pass.
+WINDOW_SECONDS = 0.004
+# The most (text, language) rows one shared pass may hold; more wait for the next pass.
+MAX_ROWS = 256
+
+
+@dataclass
+class _Waiting:
+    explorer: Explorer
+    text: object
+    languages: object
+    top_k: object
+    future: Future = field(default_factory=Future)
+    rows: int = 1
+    since: float = field(default_factory=time.monotonic)
+
+
+class MaskBatcher:
+    """Fill-mask requests from many threads, run together in shared forward passes (see the module docstring).
+
+    explorer: the Explorer to use, or a callable returning the current one (a server that can swap its
+    model); requests are only ever batched with others for the same Explorer. run: how a shared pass
+    runs (default: Explorer.predict_masks_together), and alone: how one request runs by itself (default:
+    Explorer.run_mask_request, what predict_masks runs after its checks); a server passes ones that wait
+    for its memory budget first.
+    """
+
+    def __init__(
+        self,
+        explorer: Explorer | Callable[[], Explorer],
+        *,
+        window: float = WINDOW_SECONDS,
+        max_rows: int = MAX_ROWS,
+        run: Callable[[Explorer, list[MaskRequest]], list[MaskPrediction]] | None = None,
+        alone: Callable[[Explorer, MaskRequest], MaskPrediction] | None = None,
+    ):
+        self._source = explorer if callable(explorer) and not isinstance(explorer, Explorer) else lambda: explorer
+        self.window = window
+        self.max_rows = max_rows
+        self._run = run or (lambda explorer, requests: explorer.predict_masks_together(requests))
+        self._alone = alone or (lambda explorer, request: explorer.run_mask_request(request))
+        self._waiting: list[_Waiting] = []
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self.passes = 0  # shared passes run, and requests answered in them (for tests and the benchmark)
+        self.answered = 0
+
+    def predict_masks(
+        self,
+        text: str,
+        languages: Sequence[str] | str,
+        top_k: int = 5,
+        *,
+        check: Callable[[], None] | None = None,
+        poll: float = 0.1,
+    ) -> MaskPrediction:
+        """Explorer.predict_masks's answer for this request, computed in a pass shared with whoever else is
+        waiting. check() is called every `poll` seconds while the request waits and may raise to give up."""
+        item = _Waiting(self._source(), text, languages, top_k)
+        if isinstance(languages, (list, tuple)):
+            item.rows = max(1, len(languages))
+        with self._cond:
+            self._waiting.append(item)
+            self._start_worker()
+            self._cond.notify_all()
+        while True:
+            try:
+                return item.future.result(timeout=poll)
+            except FutureTimeout:
+                pass
+            if check is not None:
+                try:
+                    check()
+                except BaseException:
+                    with self._cond:
+                        if item in self._waiting:
+                            self._waiting.remove(item)
+                    item.future.cancel()
+                    raise
+
+    def pending(self) -> int:
+        """Requests waiting for a pass now."""
+        with self._cond:
+            return len(self._waiting)
+
+    # ----- the worker ---------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._serve, name="xmod-explorer-mask-batcher", daemon=True)
+            self._worker.start()
+
+    def _take(self) -> list[_Waiting]:
+        """Wait for requests; return the next pass's: the oldest request's Explorer, up to max_rows rows."""
+        with self._cond:
+            while not self._waiting:
+                if not self._cond.wait(timeout=30):
+                    self._worker = None  # idle for long: let the thread end; the next request starts one
+                    return []
+            # Gather for a moment after the oldest request arrived (no wait for requests that queued during
+            # the previous pass: they are older than the window already).
+            until = self._waiting[0].since + self.window
+            while time.monotonic() < until and sum(i.rows for i in self._waiting) < self.max_rows:
+                self._cond.wait(max(0.0, until - time.monotonic()))
+            explorer = self._waiting[0].explorer
+            chosen, rows = [], 0
+            for item in list(self._waiting):
+                if item.explorer is not explorer:
+                    continue
+                if chosen and rows + item.rows > self.max_rows:
+                    break
+                chosen.append(item)
+                rows += item.rows
+                self._waiting.remove(item)
+            return chosen
+
+    def _serve(self) -> None:
+        while True:
+            chosen = self._take()
+            if not chosen:
+                with self._cond:
+                    if not self._waiting:
+                        return
+                continue
+            try:
+                self._answer(chosen)
+            except BaseException as exc:  # the worker must outlive anything one pass does
+                log.exception("mask batcher pass failed")
+                for item in chosen:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+    def _answer(self, chosen: list[_Waiting]) -> None:
+        explorer = chosen[0].explorer
+        ready: list[tuple[_Waiting, MaskRequest]] = []
+        for item in chosen:
+            if not item.future.set_running_or_notify_cancel():
+                continue  # its caller gave up
+            try:
+                ready.append((item, explorer.check_mask_request(item.text, item.languages, item.top_k)))
+            except Exception as exc:  # a bad request fails alone, with the message it would get alone
+                item.future.set_exception(exc)
+        if not ready:
+            return
+        if explorer.loaded.quantization or len(ready) == 1:
+            # int8 scales each pass's activations by its largest value, so a request's answer would depend on
+            # the others in its pass: under int8 each runs alone, as does a request with no company.
+            self._each_alone(explorer, ready)
+            return
+        try:
+            results = self._run(explorer, [request for _, request in ready])
+        except Exception:
+            # The shared pass failed: run each request alone, so a failure stays with the request that causes it.
+            log.warning("a shared pass of %d requests failed; running them one by one", len(ready), exc_info=True)
+            self._each_alone(explorer, ready)
+            return
+        if len(results) != len(ready):
+            raise ExplorerError(f"A shared pass returned {len(results)} results for {len(ready)} requests.")
+        for (item, _), result in zip(ready, results):
+            item.future.set_result(result)
+        self.passes += 1
+        self.answered += len(ready)
+
+    def _each_alone(self, explorer: Explorer, ready: list[tuple[_Waiting, MaskRequest]]) -> None:
+        for item, request in ready:
+            try:
+                item.future.set_result(self._alone(explorer, request))
+            except Exception as exc:
+                item.future.set_exception(exc)
+            self.passes += 1
+            self.answered += 1

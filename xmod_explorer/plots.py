@@ -235,7 +235,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
         ),
     ]
     figure = make_subplots(
-        rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.16, shared_yaxes=True
+        rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.2, shared_yaxes=True
     )
     for column, (_, short, value, p_value, low, high) in enumerate(panels, start=1):
         p_values = grid(lambda s, key=p_value: getattr(s, key))
@@ -257,7 +257,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
                 colorscale="RdBu",
                 zmid=0,
                 hoverongaps=False,
-                colorbar=dict(title=short, x=0.43 if column == 1 else 1.01, len=0.9, thickness=12),
+                colorbar=dict(title=short, x=0.42 if column == 1 else 1.01, len=0.9, thickness=12),
                 hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
                 "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
             ),
@@ -267,6 +267,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     figure.update_xaxes(title_text="layer", dtick=1)
     many = len(pairs) > MAX_LABELLED_ROWS
     figure.update_yaxes(autorange="reversed", showticklabels=not many)
+    figure.update_yaxes(showticklabels=False, row=1, col=2)  # the same rows as on the left
     size = comparison.parallel_size
     marked = "" if len(pairs) * len(layers) > MAX_CELL_LABELS else f"; * = p < {ALPHA} against re-pairings"
     return _layout(

@@ -125,13 +125,14 @@ def test_across_languages_and_the_other_tabs(page):
     assert page.errors == []
 
 
-def test_deep_link_prefills_the_fill_tab(browser, app_url):
+def test_an_old_link_without_a_tab_fills_and_runs_the_first_tab(browser, app_url):
     page = browser.new_page()
     page.goto(f"{app_url}/?text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX")
-    page.wait_for_selector("#fill-text textarea", timeout=30_000)
-    page.wait_for_function("document.querySelector('#fill-text textarea').value.includes('ist neu')", timeout=30_000)
+    page.wait_for_selector("#fill-chart .js-plotly-plot .main-svg", timeout=60_000)  # computed, no click
+    assert page.locator("#fill-text textarea").input_value() == "Die <mask> ist neu."
     tokens = page.locator("#fill-languages .token").all_inner_texts()
     assert tokens == ["German (de_DE)", "French (fr_XX)"]
+    assert "de_DE: Die " in page.locator("#fill-summary").inner_text()  # the completed sentence
     page.close()
 
 
@@ -143,7 +144,8 @@ def test_a_bad_deep_link_parameter_is_dropped_alone_with_a_message(browser, app_
     assert page.locator("#fill-languages .token").all_inner_texts() == ["German (de_DE)", "French (fr_XX)"]
     toast = page.locator(".toast-body", has_text="top_k")
     toast.first.wait_for(timeout=30_000)
-    assert "'²' is not a whole number" in toast.first.inner_text()
+    assert "top_k parameter was not used: give a whole number" in toast.first.inner_text()  # named, never echoed
+    page.wait_for_selector("#fill-chart .js-plotly-plot .main-svg", timeout=60_000)  # and the rest of it ran
     page.close()
 
 
@@ -193,6 +195,8 @@ def test_failed_model_loads_keep_the_old_model_serving(page, tmp_path, base_dir)
     for reference, message in faults.items():
         page.locator("#model-reference textarea, #model-reference input").first.fill(reference)
         page.click("#model-load")
+        assert "for everyone" in page.locator("#model-load-question").inner_text()  # it asks first
+        page.click("#model-load-confirm")
         toast = page.locator(".toast-body", has_text=message)
         toast.first.wait_for(timeout=30_000)
         assert "Traceback" not in toast.first.inner_text()
@@ -271,6 +275,7 @@ def test_model_tab_shows_download_progress_per_file(browser, tmp_path, tokenizer
             page.get_by_role("tab", name="Model").click()
             page.locator("#model-reference textarea, #model-reference input").first.fill("xmod-test/slow-download")
             page.click("#model-load")
+            page.click("#model-load-confirm")
             progress = page.get_by_text(re.compile(r"model\.safetensors, [\d.]+ MB of [\d.]+ MB \(file \d of \d\)"))
             progress.first.wait_for(timeout=30_000)
             # The progress text shows inside the outputs (the banner among them) while loading; the banner's own
@@ -362,37 +367,102 @@ def test_map_tab_draws_each_layer(page):
     assert page.errors == []
 
 
+# Per tab: the link, its text box (None: a table), and the chart its result ends with.
 LINKS = {
-    "lens": ("?tab=lens&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#lens-text", "#lens-run"),
-    "identify": ("?tab=identify&text=Bonjour+tout+le+monde.&languages=fr_XX,de_DE", "#identify-text", "#identify-run"),
-    "mix": ("?tab=mix&text=Die+<mask>+ist+neu.&a=de_DE&b=fr_XX&steps=5", "#mix-text", "#mix-run"),
-    "map": ("?tab=map&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&layer=2", "#map-text", "#map-run"),
+    "fill": ("?tab=fill&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#fill-text", "#fill-chart"),
+    "compare": (
+        "?tab=compare&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&reference=fr_XX&layer=1",
+        "#compare-text",
+        "#compare-tokens",
+    ),
+    "sentences": ("?tab=sentences&languages=de_DE,fr_XX,en_XX&layer=2", None, "#sentences-cka"),
+    "lens": ("?tab=lens&text=Die+<mask>+ist+neu.&languages=de_DE,fr_XX&top_k=3", "#lens-text", "#lens-lines"),
+    "identify": (
+        "?tab=identify&text=Bonjour+tout+le+monde.&languages=fr_XX,de_DE",
+        "#identify-text",
+        "#identify-chart",
+    ),
+    "mix": ("?tab=mix&text=Die+<mask>+ist+neu.&a=de_DE&b=fr_XX&steps=5", "#mix-text", "#mix-chart"),
+    "map": ("?tab=map&text=Die+Datei+ist+neu.&languages=de_DE,fr_XX,en_XX&layer=2", "#map-text", "#map-chart"),
+    "classify": (
+        "?tab=classify&text=Das+Programm+ist+gut.&languages=de_DE,fr_XX&targets=de_DE,fr_XX",
+        "#classify-text",
+        "#classify-chart",
+    ),
 }
 
 
+def link_codes(query: str, key: str = "languages") -> list[str]:
+    return query.split(f"{key}=")[1].split("&")[0].split(",")
+
+
 @pytest.mark.parametrize("name", list(LINKS))
-def test_deep_links_open_each_new_tab_with_its_inputs(browser, app_url, name):
-    query, text_box, button = LINKS[name]
+def test_deep_links_open_each_tab_with_its_inputs_and_its_result(browser, app_url, name):
+    query, text_box, chart = LINKS[name]
     page = browser.new_page()
     page.goto(f"{app_url}/{query}")
-    page.wait_for_selector(f"{button}", state="visible", timeout=30_000)  # the tab is open
-    expected = query.split("text=")[1].split("&")[0].replace("+", " ")
-    page.wait_for_function(f"document.querySelector('{text_box} textarea').value === {expected!r}", timeout=30_000)
-    if name in ("lens", "identify", "map"):
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=90_000)  # the result, without a click
+    if text_box:
+        expected = query.split("text=")[1].split("&")[0].replace("+", " ")
+        assert page.locator(f"{text_box} textarea").input_value() == expected
+    if name in ("fill", "compare", "lens", "identify", "map", "classify"):
         tokens = page.locator(f"#{name}-languages .token").all_inner_texts()
-        assert [token.split("(")[-1].rstrip(")") for token in tokens] == query.split("languages=")[1].split("&")[
-            0
-        ].split(",")
+        assert [token.split("(")[-1].rstrip(")") for token in tokens] == link_codes(query)
+    if name == "compare":
+        assert page.locator("#compare-heatmap .xtick text").all_text_contents() == link_codes(query)
+        assert "fr_XX" in page.locator("#compare-lines .gtitle").text_content()  # the link's reference
+    if name == "sentences":
+        labels = page.locator("#sentences-heatmap .xtick text").all_text_contents()
+        assert {label.split(" ")[0] for label in labels} == {"de_DE", "fr_XX", "en_XX"}
+        assert page.locator("#sentences-heatmap .gtitle").text_content().startswith("Layer 2")
     if name == "mix":
         assert page.locator("#mix-a input").input_value() == "German (de_DE)"
         assert page.locator("#mix-b input").input_value() == "French (fr_XX)"
     if name == "map":
-        assert page.locator("#map-mode input[value='One text through many adapters']").is_checked()
+        assert page.locator("#map-mode input[value='adapters']").is_checked()
+        assert page.locator("#map-chart .gtitle").text_content().startswith("Layer 2")
     if name == "lens":  # a link fills only the tab it names
         page.get_by_role("tab", name="Mix two adapters").click()
         page.wait_for_selector("#mix-run", state="visible", timeout=30_000)
         page.wait_for_timeout(1000)
         assert page.locator("#mix-text textarea").input_value() == "Click the <mask> to save the document."
+    page.close()
+
+
+def test_copy_link_reproduces_the_view(browser, app_url):
+    page = browser.new_page()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(app_url)
+    page.get_by_role("tab", name="Compare adapters").click()
+    page.locator("#compare-text textarea").fill("Ein ganz anderer Satz.")
+    choose_languages(page, "#compare-languages", ["Japanese", "German"])
+    page.locator("#compare-centred input").check()
+    page.click("#compare-copy-link")
+    page.wait_for_function(
+        "document.querySelector('#compare-link textarea, #compare-link input').value.includes('tab=')"
+    )
+    link = page.locator("#compare-link textarea, #compare-link input").first.input_value()
+    assert link.startswith(app_url) and "tab=compare" in link and "centred=1" in link
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    page.close()
+    again = browser.new_page()
+    again.goto(link)
+    again.wait_for_selector("#compare-tokens .js-plotly-plot .main-svg", timeout=60_000)
+    assert again.locator("#compare-text textarea").input_value() == "Ein ganz anderer Satz."
+    assert again.locator("#compare-heatmap .xtick text").all_text_contents() == ["ja_XX", "de_DE"]
+    assert again.locator("#compare-centred input").is_checked()
+    assert "centred" in again.locator("#compare-heatmap .gtitle").text_content()
+    again.close()
+
+
+def test_bad_link_parameters_are_dropped_one_by_one(browser, app_url):
+    page = browser.new_page()
+    # top_k "²" passes str.isdigit(); languages has a code the model lacks; the text is fine and is used.
+    page.goto(f"{app_url}/?tab=lens&text=Der+<mask>+ist+da.&top_k=%C2%B2&languages=xx_YY")
+    for key in ("top_k", "languages"):
+        page.locator(".toast-body", has_text=f"The link's {key} parameter was not used").first.wait_for(timeout=30_000)
+    page.wait_for_selector("#lens-lines .js-plotly-plot .main-svg", timeout=60_000)
+    assert page.locator("#lens-text textarea").input_value() == "Der <mask> ist da."
     page.close()
 
 
@@ -406,6 +476,96 @@ def test_a_hostile_deep_link_is_dropped_with_a_fixed_message(browser, app_url):
         "document.querySelector('#mix-text textarea').value.includes('onerror')", timeout=30_000
     )  # the text arrives as text, in a text box
     assert page.evaluate("window.__xss") is None and page.locator("img[src='x']").count() == 0
+    page.close()
+
+
+# ----- no long tasks: every tab's result, with every adapter of the mini model (12 or more) ---------------------
+
+# Records every main-thread task over 50 ms (the Long Tasks API), from the start of the page on.
+LONG_TASKS = """
+window.__longTasks = [];
+new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) window.__longTasks.push([entry.startTime, entry.duration]);
+}).observe({type: "longtask", buffered: true});
+"""
+# The issue's bound for any one task after a result arrives; a page that holds the main thread longer stutters.
+LONGEST_TASK_MS = 200
+
+
+def mini_languages() -> list[str]:
+    import json
+
+    from xmod_explorer.defaults import MINI_PATH
+
+    return json.loads((MINI_PATH / "config.json").read_text())["languages"]
+
+
+def heldout_rows(codes: list[str]) -> str:
+    """Four sentences per language from the mini model's held-out set (mask filled in), as a rows= parameter."""
+    import csv
+
+    from xmod_explorer.defaults import ASSETS
+
+    with open(ASSETS / "mini_heldout.tsv", encoding="utf-8", newline="") as handle:
+        records = [r for r in csv.DictReader(handle, delimiter="\t") if r["language"] in codes]
+    return "\n".join(f"{r['language']}\t{r['text'].replace('<mask>', r['answer'])}" for r in records)
+
+
+def busy_links() -> dict[str, tuple[str, str]]:
+    """Per tab: a link that runs it with every adapter of the mini model, and the chart its result ends with."""
+    from urllib.parse import urlencode
+
+    codes = mini_languages()
+    every = ",".join(codes)
+    masked = "Klicken Sie auf die <mask>, um das <mask> zu speichern."
+    plain = "Die Datei ist neu."
+    return {
+        "fill": (urlencode({"tab": "fill", "text": masked, "languages": every}), "#fill-chart"),
+        "compare": (urlencode({"tab": "compare", "text": plain, "languages": every}), "#compare-tokens"),
+        "sentences": (urlencode({"tab": "sentences", "rows": heldout_rows(codes)}), "#sentences-cka"),
+        "lens": (urlencode({"tab": "lens", "text": masked, "languages": every}), "#lens-lines"),
+        "identify": (urlencode({"tab": "identify", "text": plain, "languages": every}), "#identify-chart"),
+        "mix": (urlencode({"tab": "mix", "text": masked, "a": codes[0], "b": codes[-1], "steps": 11}), "#mix-chart"),
+        "map": (urlencode({"tab": "map", "mode": "sentences", "rows": heldout_rows(codes)}), "#map-chart"),
+        "classify": (
+            urlencode({"tab": "classify", "text": "Das Programm stürzt ab.", "languages": every, "targets": every}),
+            "#classify-chart",
+        ),
+    }
+
+
+def longest_task_after_link_run(page, chart: str, settle_ms: int = 1500, limit_s: float = 120) -> tuple[float, list]:
+    """Wait for the link's run (its performance mark), for its result's chart, then for the page to be quiet for
+    settle_ms; return the longest task since the run started, and every long task then (start, duration) in ms."""
+    page.wait_for_function("performance.getEntriesByName('xmod-link-run').length > 0", timeout=limit_s * 1000)
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=limit_s * 1000)
+    page.wait_for_function(
+        f"""() => {{
+            const last = Math.max(0, ...window.__longTasks.map(([start, duration]) => start + duration));
+            return performance.now() - last > {settle_ms};
+        }}""",
+        timeout=limit_s * 1000,
+        polling=250,
+    )
+    started = page.evaluate("performance.getEntriesByName('xmod-link-run')[0].startTime")
+    tasks = page.evaluate(f"window.__longTasks.filter(([start]) => start >= {started})")
+    return max([duration for _, duration in tasks], default=0.0), [(round(s - started), round(d)) for s, d in tasks]
+
+
+@pytest.mark.parametrize("name", list(busy_links()))
+def test_a_result_with_every_adapter_never_holds_the_page(browser, app_url, name):
+    """Issue 16: with 12 adapters the page froze for 45-107 s in one task once a result arrived. Each tab's link
+    runs it with every adapter of the mini model; no main-thread task from the run on may last 200 ms or more."""
+    if not mini_available():
+        pytest.skip("needs the embedded mini model (12+ languages)")
+    assert len(mini_languages()) >= 12
+    query, chart = busy_links()[name]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.add_init_script(LONG_TASKS)
+    page.goto(f"{app_url}/?{query}")
+    longest, tasks = longest_task_after_link_run(page, chart)
+    print(f"{name}: longest task {longest:.0f} ms; long tasks (start, ms) {tasks}; load {os.getloadavg()}")
+    assert longest < LONGEST_TASK_MS, (name, tasks)
     page.close()
 
 
@@ -470,7 +630,9 @@ def test_no_payload_becomes_markup_anywhere(browser, tmp_path, base_dir):
             page.wait_for_selector("#fill-run", timeout=30_000)
             page.locator(".toast-body").first.wait_for(state="attached", timeout=30_000)
             assert_inert(page, f"deep link {payload}")
-            assert payload in page.locator(".toast-body").first.inner_text()  # the dropped parameters, as text
+            toasts = " ".join(page.locator(".toast-body").all_inner_texts())
+            assert "The link's top_k parameter was not used" in toasts  # dropped by name, the value never echoed
+            assert page.locator("#fill-text textarea").input_value() == payload  # the text arrives as text
         page.goto(url)
         page.wait_for_selector("#fill-run", timeout=30_000)
         hostile = " ".join(INJECTIONS)
@@ -526,6 +688,7 @@ def test_no_payload_becomes_markup_anywhere(browser, tmp_path, base_dir):
         page.get_by_role("tab", name="Model").click()
         page.locator("#model-reference textarea, #model-reference input").first.fill(INJECTIONS[1])
         page.click("#model-load")
+        page.click("#model-load-confirm")
         page.locator(".toast-body").first.wait_for(timeout=30_000)
         assert_inert(page, "model reference")
         page.close()
@@ -593,3 +756,85 @@ def test_stop_and_a_closed_tab_stop_the_training_on_the_server(browser, tmp_path
                 assert time.monotonic() < deadline, f"the server still works 30 s after: {ending}"
             if ending == "Stop":
                 page.close()
+
+
+# ----- any screen, any user: axe-core on every tab with its result, light and dark; a phone-wide page --------------
+
+# The README's screenshots come from here (XMOD_SCREENSHOTS=assets/screenshots), one per tab with its result.
+SCREENSHOT_NAMES = {
+    "fill": "fill_the_mask",
+    "compare": "compare_adapters",
+    "sentences": "across_languages",
+    "lens": "logit_lens",
+    "identify": "which_language",
+    "mix": "mix_adapters",
+    "map": "map",
+    "classify": "classify",
+}
+
+
+def serious_violations(page) -> list:
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        (v["id"], v["impact"], [node["target"] for node in v["nodes"][:3]])
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+@pytest.mark.parametrize("name", list(LINKS))
+def test_axe_finds_no_serious_violation_on_a_tab_with_its_result(browser, app_url, name, theme):
+    query, _, chart = LINKS[name]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{app_url}/{query}" + ("&__theme=dark" if theme == "dark" else ""))
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=90_000)
+    page.wait_for_timeout(500)
+    assert serious_violations(page) == []
+    if theme == "light":
+        screenshot(page, SCREENSHOT_NAMES[name])
+    else:  # the chart follows the theme: its background lets the page through, its labels are light
+        fill = page.locator(f"{chart} .main-svg .gtitle").first.evaluate("e => getComputedStyle(e).fill")
+        assert fill not in ("rgb(42, 63, 95)", "rgb(68, 68, 68)"), fill  # Plotly's dark text on a light page
+    page.close()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_axe_finds_no_serious_violation_on_the_model_and_about_tabs(browser, app_url, theme):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url + ("/?__theme=dark" if theme == "dark" else "/"))
+    page.wait_for_selector("#fill-run", timeout=30_000)
+    for tab in ("Model", "About"):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(500)
+        assert serious_violations(page) == [], tab
+    page.close()
+
+
+def test_each_tab_is_one_tab_stop(page):
+    """Gradio keeps a hidden copy of the tab bar; its buttons must not be in the keyboard order as well."""
+    hidden = page.locator('.tab-container[aria-hidden="true"] button')
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.tab-container[aria-hidden="true"] button')]
+            .every(button => button.tabIndex === -1)""",
+        timeout=10_000,
+    )
+    assert hidden.count() >= 8
+
+
+@pytest.mark.parametrize("name", list(LINKS))
+def test_a_phone_wide_page_does_not_scroll_sideways(browser, app_url, name):
+    query, _, chart = LINKS[name]
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.goto(f"{app_url}/{query}")
+    page.wait_for_selector(f"{chart} .js-plotly-plot .main-svg", timeout=90_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    run = page.locator(f"#{LINKS[name][2].split('-')[0][1:]}-run").first.bounding_box()
+    assert run is None or run["x"] + run["width"] <= 360
+    chart_box = page.locator(f"{chart} .js-plotly-plot").first.bounding_box()
+    assert chart_box["x"] + chart_box["width"] <= 362  # the chart shrank with the page
+    screenshot(page, f"phone_{SCREENSHOT_NAMES[name]}")
+    page.close()

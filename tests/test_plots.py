@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from xmod_explorer import Explorer, lab, plots
@@ -49,16 +51,16 @@ def test_sentence_figures(explorer):
     result = explorer.compare_sentences(pairs)
     figure = plots.sentence_heatmap(result, 1)
     assert list(figure.data[0].x) == result.labels
-    cka = plots.cka_lines(result)
-    assert len(cka.data) == 4  # per panel: the null band and the statistic
-    band, line = cka.data[0], cka.data[1]
-    scores = result.scores
-    assert list(band.y) == [s.cka_null_high for s in scores] + [s.cka_null_low for s in scores][::-1]
-    assert list(line.y) == [s.cka for s in scores]
-    assert [row[0] for row in line.customdata] == [s.cka_p_value for s in scores]
-    assert list(line.marker.symbol) == ["circle" if s.cka_p_value < 0.05 else "circle-open" for s in scores]
-    cosine_band = cka.data[2]
-    assert list(cosine_band.y)[: len(scores)] == [s.cosine_null_high for s in scores]
+    cka = plots.cka_heatmap(result)
+    assert len(cka.data) == 2  # CKA and the translation-pair cosine gap, one row per language pair
+    for score in result.scores:
+        row = list(cka.data[0].y).index(f"{score.language_a}-{score.language_b}")
+        column = list(cka.data[0].x).index(score.layer)
+        assert cka.data[0].z[row][column] == (None if math.isnan(score.cka) else score.cka)
+        assert cka.data[0].customdata[row][column][0] == score.cka_p_value
+        assert cka.data[0].text[row][column] == ("*" if score.cka_p_value < 0.05 else "")
+        assert cka.data[1].z[row][column] == score.matched_cosine - score.shuffled_cosine
+        assert cka.data[1].customdata[row][column][1:] == [score.cosine_null_low, score.cosine_null_high]
 
 
 def test_classification_and_transfer_figures(explorer):

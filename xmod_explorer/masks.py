@@ -124,6 +124,18 @@ class MaskPrediction:
                 rows.append(row)
         return pd.DataFrame(rows, columns=["mask", "rank", *self.languages])
 
+    def completed(self, mask_token: str = "<mask>") -> dict[str, str]:
+        """Per adapter: the text with each mask replaced by that adapter's top-1 token (masks in order)."""
+        result = {}
+        for code in self.languages:
+            parts = self.text.split(mask_token)
+            filled = [parts[0]]
+            for number, rest in enumerate(parts[1:]):
+                guesses = self.masks[number].predictions.get(code, []) if number < len(self.masks) else []
+                filled.append((guesses[0].token if guesses else mask_token) + rest)
+            result[code] = "".join(filled)
+        return result
+
     def agreement(self) -> list[MaskAgreement]:
         """Per mask: top token per adapter, whether all agree (same vocabulary id), mean pairwise top-k overlap
         (Jaccard, on ids)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import math
 
-import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -18,15 +17,25 @@ from xmod_explorer.scoring import LanguageScores
 from xmod_explorer.similarity import AdapterComparison, SentenceComparison
 from xmod_explorer.stats import ALPHA
 
-# Above this many languages, side-by-side bar panels get unreadable; a heatmap scales.
-MAX_BAR_PANELS = 12
+# Above this many languages, side-by-side bar panels get unreadable and slow to draw; a heatmap scales.
+MAX_BAR_PANELS = 4
 COLUMNS = 4
+# Above this many cells a heatmap prints nothing in them (hover still gives every value): each printed label is
+# text the browser lays out and measures, and thousands of them held the page for seconds at 81 languages.
+MAX_CELL_LABELS = 400
+# Above this many rows a heatmap's rows shrink and lose their tick labels (hover names each row).
+MAX_LABELLED_ROWS = 80
 
 
 def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figure:
+    """Every chart's frame: the colour-blind-safe palette for anything not coloured by language, and transparent
+    backgrounds so that the page's light or dark theme shows through (ui/layout.py's CSS recolours the text)."""
     figure.update_layout(
         title=title,
         template="plotly_white",
+        colorway=PALETTE,
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
         margin=dict(l=60, r=20, t=60, b=40),
         height=height,
         font=dict(size=13),
@@ -34,8 +43,14 @@ def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figu
     return figure
 
 
+def warm_up() -> go.Figure:
+    """The smallest figure: drawing it once loads Plotly in the browser (see ui/layout.py)."""
+    return go.Figure(go.Scatter(x=[0], y=[0]))
+
+
 def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.Figure:
-    """Top-k probabilities per language for one mask: a bar panel per language, or a heatmap for many."""
+    """Top-k probabilities per language for one mask: a bar panel per language for a few, else a heatmap of
+    tokens x adapters (one chart with many panels costs the browser far more to draw)."""
     slot = prediction.masks[mask_number - 1]
     title = (
         f"Mask {mask_number} of {len(prediction.masks)}: top-{len(next(iter(slot.predictions.values())))} per adapter"
@@ -53,12 +68,23 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
             [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes] for i in texts
         ]
         figure = go.Figure(
-            go.Heatmap(z=values, x=codes, y=tokens, colorscale="Blues", colorbar=dict(title="p"), hoverongaps=False)
+            go.Heatmap(
+                z=values,
+                x=codes,
+                y=tokens,
+                colorscale="Blues",
+                zmin=0,
+                colorbar=dict(title="p"),
+                hoverongaps=False,
+                hovertemplate="%{x}: %{y} p=%{z:.4f}<extra></extra>",
+            )
         )
-        figure.update_yaxes(autorange="reversed")
-        return _layout(figure, title, height=max(400, 18 * len(tokens)))
+        figure.update_yaxes(autorange="reversed", title_text="token (blank: not in that adapter's top-k)")
+        return _layout(figure, title, height=max(400, 18 * len(tokens) + 140))
     rows = math.ceil(len(codes) / COLUMNS)
     columns = min(COLUMNS, len(codes))
+    colours = language_colours(codes)
+    highest = max((g.probability for guesses in slot.predictions.values() for g in guesses), default=1.0)
     figure = make_subplots(
         rows=rows, cols=columns, subplot_titles=codes, horizontal_spacing=0.12, vertical_spacing=0.12
     )
@@ -70,21 +96,27 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
                 y=[f"{rank}. {_plain(g.token)}" for rank, g in enumerate(guesses, start=1)],
                 orientation="h",
                 name=code,
+                marker_color=colours[code],
                 text=[f"{g.probability:.3f}" for g in guesses],
                 textposition="auto",
+                hovertemplate=f"{code}: %{{y}} p=%{{x:.4f}}<extra></extra>",
                 showlegend=False,
             ),
             row=index // COLUMNS + 1,
             col=index % COLUMNS + 1,
         )
     figure.update_yaxes(autorange="reversed")
-    figure.update_xaxes(range=[0, 1], title_text="probability")
+    # The axis fits the data (one range for all panels, so bars compare across adapters).
+    figure.update_xaxes(range=[0, min(1.0, highest * 1.15)], title_text="probability")
     return _layout(figure, title, height=260 * rows + 60)
 
 
-def similarity_heatmap(matrix, labels: list[str], title: str) -> go.Figure:
-    """A symmetric similarity matrix with its values printed in the cells."""
+def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] | None = None) -> go.Figure:
+    """A symmetric similarity matrix, its values printed in the cells while they fit. Past 24 rows the cells shrink,
+    and with groups (one name per row, for example its language) only each group's first row is labelled: every
+    label is text the browser measures, and hover still names each cell."""
     values = [[float(v) for v in row] for row in matrix]
+    many = len(labels) > 24
     figure = go.Figure(
         go.Heatmap(
             z=values,
@@ -93,13 +125,21 @@ def similarity_heatmap(matrix, labels: list[str], title: str) -> go.Figure:
             zmin=min(0.0, min(min(row) for row in values)),
             zmax=1.0,
             colorscale="Viridis",
-            text=[[f"{v:.3f}" for v in row] for row in values],
+            # Values in the cells while they fit; past that no text array at all (hover reads z).
+            text=[[f"{v:.3f}" for v in row] for row in values] if len(labels) <= 12 else None,
             texttemplate="%{text}" if len(labels) <= 12 else None,
             colorbar=dict(title="cosine"),
+            hovertemplate="%{y} and %{x}: %{z:.4f}<extra></extra>",
         )
     )
     figure.update_yaxes(autorange="reversed")
-    return _layout(figure, title, height=max(380, 28 * len(labels) + 140))
+    if many and groups:
+        first = [label for index, label in enumerate(labels) if index == 0 or groups[index] != groups[index - 1]]
+        names = [groups[labels.index(label)] for label in first]
+        figure.update_xaxes(tickmode="array", tickvals=first, ticktext=names)
+        figure.update_yaxes(tickmode="array", tickvals=first, ticktext=names)
+    cell = max(3, 860 // len(labels)) if many else 28
+    return _layout(figure, title, height=max(380, cell * len(labels) + 140))
 
 
 def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = False) -> go.Figure:
@@ -112,12 +152,20 @@ def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = F
 def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.Figure:
     """Each adapter's similarity to the reference adapter across layers."""
     curve = comparison.reference_curve(centred)
+    colours = language_colours(comparison.languages)
     figure = go.Figure()
     for index, code in enumerate(comparison.languages):
         if code == comparison.reference:
             continue
         figure.add_trace(
-            go.Scatter(x=comparison.layers, y=[float(v) for v in curve[:, index]], mode="lines+markers", name=code)
+            go.Scatter(
+                x=comparison.layers,
+                y=[float(v) for v in curve[:, index]],
+                mode="lines+markers",
+                name=code,
+                line=dict(color=colours[code]),
+                hovertemplate=f"{code}, layer %{{x}}: %{{y:.4f}}<extra></extra>",
+            )
         )
     figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
     figure.update_yaxes(title_text="similarity to " + comparison.reference)
@@ -155,78 +203,77 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
     """Similarity of sentences (each through its own adapter) at one layer."""
     matrix = (comparison.centred_cosine if centred else comparison.pooled_cosine)[layer]
     kind = "centred cosine" if centred else "cosine"
-    return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}")
+    groups = [code for code, _ in comparison.pairs]
+    return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}", groups=groups)
 
 
-def _translucent(colour: str, alpha: float) -> str:
-    red, green, blue = plotly.colors.hex_to_rgb(colour)
-    return f"rgba({red}, {green}, {blue}, {alpha})"
-
-
-# (statistic, band low, band high, p-value) per panel of the parallel-sentences chart
-PANELS = (
-    ("linear CKA", "cka", "cka_null_low", "cka_null_high", "cka_p_value"),
-    ("cosine of translation pairs", "matched_cosine", "cosine_null_low", "cosine_null_high", "cosine_p_value"),
-)
-
-
-def cka_lines(comparison: SentenceComparison) -> go.Figure:
-    """Per language pair and layer: CKA and translation-pair cosine, each over the 95 % band of its permutation
-    null (random re-pairings of the sentences); a filled marker where p < 0.05, an open one elsewhere."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=[panel[0] for panel in PANELS])
-    colours = plotly.colors.qualitative.Plotly
+def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
+    """Language pairs x layers, two panels: linear CKA of the translation sets, and the translation-pair cosine
+    above its permutation null's mean. One row per pair stays readable at 12+ languages (one line per pair was a
+    tangle); a * marks p < ALPHA; hover gives every number with the null's 95 % band."""
     pairs = list(dict.fromkeys((s.language_a, s.language_b) for s in comparison.scores))
-    for number, (a, b) in enumerate(pairs):
-        scores = [s for s in comparison.scores if (s.language_a, s.language_b) == (a, b)]
-        layers = [s.layer for s in scores]
-        name = f"{a}-{b}"
-        colour = colours[number % len(colours)]
-        for column, (_, value, low, high, p_value) in enumerate(PANELS, start=1):
-            values = [getattr(s, value) for s in scores]
-            if all(math.isnan(v) for v in values):
-                continue  # CKA with fewer than 3 sentences per language
-            lows, highs = [getattr(s, low) for s in scores], [getattr(s, high) for s in scores]
-            figure.add_trace(
-                go.Scatter(
-                    x=layers + layers[::-1],
-                    y=highs + lows[::-1],
-                    fill="toself",
-                    fillcolor=_translucent(colour, 0.15),
-                    line=dict(width=0),
-                    hoverinfo="skip",
-                    name=f"{name} null band",
-                    legendgroup=name,
-                    showlegend=False,
-                ),
-                1,
-                column,
-            )
-            p_values = [getattr(s, p_value) for s in scores]
-            figure.add_trace(
-                go.Scatter(
-                    x=layers,
-                    y=values,
-                    customdata=[[p, lo, hi] for p, lo, hi in zip(p_values, lows, highs)],
-                    hovertemplate=f"{name}, layer %{{x}}: %{{y:.3f}}<br>p = %{{customdata[0]:.3f}}, "
-                    "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
-                    mode="lines+markers",
-                    marker=dict(
-                        symbol=["circle" if p < ALPHA else "circle-open" for p in p_values], size=8, color=colour
-                    ),
-                    line=dict(color=colour),
-                    name=name,
-                    legendgroup=name,
-                    showlegend=column == 1,
-                ),
-                1,
-                column,
-            )
+    layers = sorted({s.layer for s in comparison.scores})
+    by_key = {(s.language_a, s.language_b, s.layer): s for s in comparison.scores}
+    names = [f"{a}-{b}" for a, b in pairs]
+
+    def grid(value):
+        def cell(score):
+            number = value(score) if score is not None else None
+            return None if number is None or math.isnan(number) else number
+
+        return [[cell(by_key.get((a, b, layer))) for layer in layers] for a, b in pairs]
+
+    panels = [
+        ("linear CKA", "CKA", lambda s: s.cka, "cka_p_value", "cka_null_low", "cka_null_high"),
+        (
+            "cosine gap: translations minus re-pairings",
+            "gap",
+            lambda s: s.matched_cosine - s.shuffled_cosine,
+            "cosine_p_value",
+            "cosine_null_low",
+            "cosine_null_high",
+        ),
+    ]
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.2, shared_yaxes=True
+    )
+    for column, (_, short, value, p_value, low, high) in enumerate(panels, start=1):
+        p_values = grid(lambda s, key=p_value: getattr(s, key))
+        marks = [["*" if p is not None and p < ALPHA else "" for p in row] for row in p_values]
+        detail = grid(lambda s, key=p_value: getattr(s, key))
+        lows, highs = grid(lambda s, key=low: getattr(s, key)), grid(lambda s, key=high: getattr(s, key))
+        customdata = [
+            [[p, lo, hi] for p, lo, hi in zip(row_p, row_low, row_high)]
+            for row_p, row_low, row_high in zip(detail, lows, highs)
+        ]
+        figure.add_trace(
+            go.Heatmap(
+                z=grid(value),
+                x=layers,
+                y=names,
+                text=marks,
+                texttemplate="%{text}" if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
+                customdata=customdata,
+                colorscale="RdBu",
+                zmid=0,
+                hoverongaps=False,
+                colorbar=dict(title=short, x=0.42 if column == 1 else 1.01, len=0.9, thickness=12),
+                hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
+                "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
+            ),
+            1,
+            column,
+        )
     figure.update_xaxes(title_text="layer", dtick=1)
+    many = len(pairs) > MAX_LABELLED_ROWS
+    figure.update_yaxes(autorange="reversed", showticklabels=not many)
+    figure.update_yaxes(showticklabels=False, row=1, col=2)  # the same rows as on the left
     size = comparison.parallel_size
+    marked = "" if len(pairs) * len(layers) > MAX_CELL_LABELS else f"; * = p < {ALPHA} against re-pairings"
     return _layout(
         figure,
-        f"Parallel sentences (n = {size} per language): lines = translations; bands = 95 % of random re-pairings; "
-        f"filled marker = p < {ALPHA}",
+        f"n = {size} sentences per language; blue above 0, red below{marked}",
+        height=max(320, (max(2, 1400 // len(pairs)) if many else 22) * len(pairs) + 160),
     )
 
 
@@ -245,7 +292,12 @@ def classification_bars(result: Classification) -> go.Figure:
         values = [result.probabilities[code][label] for code in result.languages]
         figure.add_trace(
             go.Bar(
-                x=result.languages, y=values, name=_plain(label), text=[f"{v:.2f}" for v in values], textposition="auto"
+                x=result.languages,
+                y=values,
+                name=_plain(label),
+                text=[f"{v:.2f}" for v in values],
+                textposition="auto",
+                hovertemplate=f"%{{x}}: {_plain(label)} p=%{{y:.4f}}<extra></extra>",
             )
         )
     figure.update_layout(barmode="group", legend=dict(title_text="label", orientation="h", y=-0.25))
@@ -283,7 +335,7 @@ def transfer_bars(result: TransferResult) -> go.Figure:
                     symmetric=False,
                     array=[high - value for value, (_, high) in zip(values, intervals)],
                     arrayminus=[value - low for value, (low, _) in zip(values, intervals)],
-                    color="#444",
+                    color="#777777",  # seen on a light and on a dark page
                     thickness=1.5,
                 ),
                 customdata=intervals,
@@ -297,7 +349,7 @@ def transfer_bars(result: TransferResult) -> go.Figure:
             y=[row.majority_share for row in result.rows],
             mode="markers",
             name="always the majority label",
-            marker=dict(symbol="line-ew-open", size=30, color="black", line=dict(width=3, color="black")),
+            marker=dict(symbol="line-ew-open", size=30, color="#777777", line=dict(width=3, color="#777777")),
         )
     )
     figure.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
@@ -383,7 +435,7 @@ def lens_grid(lens: LogitLens, mask_number: int = 1) -> go.Figure:
             x=codes,
             y=[f"layer {layer}" for layer in lens.layers],
             text=text,
-            texttemplate="%{text}",
+            texttemplate="%{text}" if len(codes) * len(lens.layers) <= MAX_CELL_LABELS else None,
             hovertext=hover,
             hoverinfo="text",
             zmin=0,

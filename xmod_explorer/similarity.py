@@ -370,6 +370,23 @@ class AdapterComparison:
         ]
         return pd.DataFrame(rows)
 
+    def pairs_at(self, layer: int) -> pd.DataFrame:
+        """One row per unordered pair of different adapters at one layer (no self-pairs, no mirror rows), the
+        least similar first: the summary a page can show; to_frame() holds every layer and order."""
+        rows = [
+            {
+                "language_a": a,
+                "language_b": b,
+                "pooled_cosine": float(self.pooled_cosine[layer, i, j]),
+                "centred_cosine": float(self.centred_cosine[layer, i, j]),
+            }
+            for i, a in enumerate(self.languages)
+            for j, b in enumerate(self.languages)
+            if i < j
+        ]
+        frame = pd.DataFrame(rows, columns=["language_a", "language_b", "pooled_cosine", "centred_cosine"])
+        return frame.sort_values("pooled_cosine", kind="stable").reset_index(drop=True)
+
 
 @dataclass
 class LanguagePairScore:

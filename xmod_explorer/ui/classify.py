@@ -8,19 +8,21 @@ server made (ui/sessions.py); the page holds the handle in a hidden field. Unuse
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import gradio as gr
 import pandas as pd
 
 from xmod_explorer import lab, plots
-from xmod_explorer.classify import ProbeHead, ProbeTraining, TransferResult
+from xmod_explorer.classify import Classification, ProbeHead, ProbeTraining, TransferResult
 from xmod_explorer.datasets import Example
 from xmod_explorer.defaults import MINI_NOTE, is_mini
 from xmod_explorer.engine import Explorer
 from xmod_explorer.errors import ExplorerError
 from xmod_explorer.languages import display_name, resolve_language
 from xmod_explorer.settings import Settings
+from xmod_explorer.ui import links
 from xmod_explorer.ui.common import (
     ModelHolder,
     escape,
@@ -45,7 +47,8 @@ EXPLAIN_LAB = (
     "adapter** (the baseline). The gap between the two bars is the lesson only where the data can tell: each "
     "accuracy has a 95 % interval (the whiskers), and each gap an exact McNemar p-value on the same test texts; "
     "below 0.05 the summary calls it a difference, otherwise it says the data cannot tell. The black mark is the "
-    "accuracy of always answering the most common label."
+    "accuracy of always answering the most common label: where a language's bars reach down to it, the probe does "
+    "no better than chance there and its gap says nothing about the adapters (the summary says which languages)."
 )
 CSV_HELP = (
     "CSV with a header line `text,label` and optionally `language` (UTF-8; comma, semicolon or tab). Rows in the "
@@ -92,6 +95,27 @@ class ClassifyTab:
     head_file: gr.File
     session: gr.Textbox  # hidden: the handle of this page's lab session on the server
     stop: gr.Button
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
+
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages, "source": self.source, "targets": self.targets}
+
+    def link_run(self) -> list[str]:
+        """A link trains the probe on the bundled set (any model can), then classifies the text with it."""
+        return [self.train.elem_id, self.run.elem_id]
+
+    def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
+        """?tab=classify&text=...&languages=de_DE,fr_XX&source=en_XX&targets=de_DE,fr_XX"""
+        return links.present(
+            {
+                self.text: links.text(params, "text", settings),
+                self.languages: links.languages(params, "languages", explorer, settings),
+                self.source: links.language(params, "source", explorer),
+                self.targets: links.languages(params, "targets", explorer, settings),
+            }
+        )
 
 
 def default_source(languages: list[str]) -> str:
@@ -140,6 +164,34 @@ def head_file(head: ProbeHead) -> str:
     return str(head.save(folder / f"{stem}.safetensors"))
 
 
+def probability_frame(result: Classification) -> pd.DataFrame:
+    """The probabilities as text with two decimals ("0.98", "0.00"): a number column shows 0.0012 as 0."""
+    frame = result.to_frame()
+    for label in result.labels:
+        frame[label] = frame[label].map(lambda value: f"{value:.2f}")
+    return frame
+
+
+def chance_markdown(transfer: TransferResult) -> str:
+    """Which languages the probe does better than chance on: only there can the result say anything."""
+    rows = transfer.target_rows or transfer.rows
+    above = [row.language for row in rows if row.target_adapter_ci[0] > row.majority_share]
+    if not above:
+        return (
+            "**At chance everywhere**: in no target language is the accuracy with its own adapter clearly above "
+            "always answering the most common label (its 95 % interval reaches that floor). This run shows nothing "
+            "about transfer, for or against X-MOD's claim; a larger model or more training data may."
+        )
+    chance = [row.language for row in rows if row.language not in above]
+    text = (
+        f"Clearly above chance (the 95 % interval of the own-adapter accuracy lies above the most-common-label "
+        f"floor) in {len(above)} of {len(rows)}: {escape(', '.join(above))}."
+    )
+    if chance:
+        text += f" At chance in {escape(', '.join(chance))}: there the gap says nothing about the adapters."
+    return text
+
+
 def summary_markdown(session: LabSession) -> str:
     """What was trained and how; every user-given string is escaped."""
     lines = []
@@ -162,6 +214,7 @@ def summary_markdown(session: LabSession) -> str:
         )
     if session.transfer is not None:
         lines.append(escape(session.transfer.summary()))
+        lines.append(chance_markdown(session.transfer))
     lines += [f"Note: {escape(note)}" for note in session.notes]
     return "\n\n".join(lines)
 
@@ -192,6 +245,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
                 label="Classify with",
             )
     run = gr.Button("Classify", variant="primary", elem_id="classify-run")
+    copy_link, link_box = links.link_row("classify")
     note = gr.Markdown(elem_id="classify-note")
     with gr.Row():
         probabilities = gr.Plot(label="Label probabilities per adapter", elem_id="classify-chart")
@@ -295,6 +349,8 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         head_file_input,
         session,
         stop,
+        copy_link,
+        link_box,
     )
     store = holder.serving.sessions
     idle_minutes = settings.limits.session_idle_seconds / 60
@@ -314,6 +370,9 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     @holder.serving.heavy
     @gpu
     def classify_text(sentence, codes, choice, handle):
+        # Rows and bars in the model's language order, whatever order the languages were picked in.
+        order = holder.explorer.languages
+        codes = sorted(codes or [], key=lambda code: order.index(code) if code in order else -1)
         if choice == SESSION_HEAD:
             state = session_of(handle)
             need_head(state, "You have no probe yet: train one in the transfer lab below, or load a head file.")
@@ -323,7 +382,7 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         return {
             tab.note: f"Head: {escape(result.head)}.",
             tab.probabilities: plots.classification_bars(result),
-            tab.probability_table: result.to_frame().round(4),
+            tab.probability_table: probability_frame(result),
         }
 
     def evaluation(
@@ -348,8 +407,6 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
         result = {
             tab.summary: summary_markdown(state),
             tab.loss: plots.loss_curve(state.training) if state.training is not None else None,
-            tab.table: transfer_table(state.transfer) if state.transfer is not None else None,
-            tab.chart: plots.transfer_bars(state.transfer) if state.transfer is not None else None,
             tab.download: gr.DownloadButton(value=head_file(state.head), visible=True)
             if state.head is not None and not finetuned
             else gr.DownloadButton(visible=False),
@@ -406,17 +463,36 @@ def build_classify_tab(holder: ModelHolder, settings: Settings) -> ClassifyTab:
     classify_outputs = [note, probabilities, probability_table]
     for trigger in (run.click, text.submit):
         trigger(classify_text, [text, languages, head_choice, session], classify_outputs, api_visibility="private")
-    lab_outputs = [summary, loss, table, chart, download, head_choice, session]
+
+    @ui_errors
+    def draw_table(handle):
+        state = store.get(handle)
+        return transfer_table(state.transfer) if state is not None and state.transfer is not None else None
+
+    @ui_errors
+    def draw_transfer(handle):
+        state = store.get(handle)
+        return plots.transfer_bars(state.transfer) if state is not None and state.transfer is not None else None
+
+    def then_chart(event):
+        """The table and the accuracy chart in answers of their own: the browser draws each in a task of its own
+        (issue 16)."""
+        quiet = {"api_visibility": "private", "show_progress": "hidden"}
+        return event.success(draw_table, session, table, **quiet).success(draw_transfer, session, chart, **quiet)
+
+    lab_outputs = [summary, loss, download, head_choice, session]
     training = train.click(
         train_head,
         [dataset, upload, source, targets, finetune, session],
         lab_outputs,
         api_visibility="private",
     )
+    then_chart(training).then(None, None, None, js=links.NEXT_RUN)
     evaluating = evaluate.click(
         evaluate_head, [dataset, upload, targets, session], lab_outputs, api_visibility="private"
     )
+    then_chart(evaluating)
     stop.click(None, None, None, cancels=[training, evaluating], api_visibility="private")
-    head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private")
+    then_chart(head_file_input.upload(load_head, [head_file_input, session], lab_outputs, api_visibility="private"))
     upload.upload(lambda _: UPLOAD_SET, upload, dataset, api_visibility="private")
     return tab

@@ -120,9 +120,16 @@ def language_choices(explorer: Explorer, *, auto: bool = False) -> list[tuple[st
 
 
 def text_box(settings: Settings, value: str, *, label: str, elem_id: str, scale: int | None = None) -> gr.Textbox:
-    """The text a tab analyses: two lines, capped at the server's character limit."""
+    """The text a tab analyses, capped at the server's character limit. One line to start with (it grows with
+    the text), so that Enter runs the tab, as people expect; a multi-line box would need Shift+Enter."""
     return gr.Textbox(
-        label=label, value=value, lines=2, scale=scale, max_length=settings.limits.max_text_chars, elem_id=elem_id
+        label=label,
+        value=value,
+        lines=1,
+        max_lines=6,
+        scale=scale,
+        max_length=settings.limits.max_text_chars,
+        elem_id=elem_id,
     )
 
 
@@ -232,3 +239,17 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 def escape(text: str) -> str:
     """Text from users or the vocabulary, safe inside Markdown: HTML escaped, Markdown syntax neutralised."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+
+
+# A table on the page shows at most this many rows (each is markup the browser lays out); the CSV has all of them.
+MAX_SHOWN_ROWS = 100
+
+
+def summarised(frame: pd.DataFrame, label: str, *, visible: bool = True) -> gr.Dataframe:
+    """A Dataframe update showing the first MAX_SHOWN_ROWS rows of frame, its label saying so when rows were left
+    out (sort the frame first so that the first rows are the ones worth seeing)."""
+    if len(frame) <= MAX_SHOWN_ROWS:
+        # No label in the update: Gradio 6.17 then redraws the whole table, which took seconds in the browser.
+        return gr.Dataframe(value=frame, visible=visible)
+    label = f"{label}: the first {MAX_SHOWN_ROWS} of {len(frame):,} rows (the CSV has all)"
+    return gr.Dataframe(value=frame.head(MAX_SHOWN_ROWS), label=label, visible=visible)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import gradio as gr
 
 from xmod_explorer import plots
 from xmod_explorer.defaults import ASSETS
+from xmod_explorer.engine import Explorer
 from xmod_explorer.masks import MaskPrediction
 from xmod_explorer.settings import Settings
+from xmod_explorer.ui import links
 from xmod_explorer.ui.common import (
     ModelHolder,
     csv_file,
@@ -45,6 +48,26 @@ class FillMaskTab:
     chart: gr.Plot
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
+
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages, "top_k": self.top_k}
+
+    def link_run(self) -> str:
+        return self.run.elem_id
+
+    def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
+        """?tab=fill&text=...&languages=de_DE,fr_XX&top_k=5 (languages=auto: the adapter that fits best)"""
+        auto = params.get("languages", "").strip().lower() == "auto"
+        return links.present(
+            {
+                self.text: links.text(params, "text", settings),
+                self.languages: ["auto"] if auto else links.languages(params, "languages", explorer, settings),
+                self.top_k: links.number(params, "top_k", 1, settings.limits.max_top_k),
+            }
+        )
 
 
 def read_examples(languages: list[str]) -> list[list]:
@@ -66,7 +89,8 @@ def read_examples(languages: list[str]) -> list[list]:
 
 def summary_markdown(prediction: MaskPrediction) -> str:
     """A short agreement summary per mask; every token is escaped."""
-    lines = []
+    filled = "\n".join(f"- {escape(code)}: {escape(sentence)}" for code, sentence in prediction.completed().items())
+    lines = [f"**The sentence completed by each adapter** (its top-1 token at every mask):\n\n{filled}"]
     if prediction.auto_language:
         lines.append(
             f"**auto** chose **{escape(prediction.auto_language)}**: the adapter under which the model finds the text "
@@ -110,30 +134,39 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
                 auto=True,
             )
             top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k")
-    run = gr.Button("Predict", variant="primary", elem_id="fill-run")
-    gr.Markdown(EXPLAIN)
-    summary = gr.Markdown(elem_id="fill-summary")
-    table = gr.Dataframe(
-        label="Predictions, one column per adapter: token (probability)",
-        interactive=False,
-        elem_id="fill-table",
-        buttons=["copy", "fullscreen"],
-    )
-    download = gr.DownloadButton("Download CSV", visible=False, size="sm")
-    mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False)
-    chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")
-    result = gr.State(None)
     # A dropdown rather than gr.Examples: Gradio 6.17's examples table throws in the browser whenever a
     # multiselect input it is bound to changes.
     example = gr.Dropdown(
         choices=[(f"{row[0]}  [{', '.join(row[1])}]", index) for index, row in enumerate(examples)],
         value=None,
-        label="Examples (written for this project)",
+        label="Examples for this model (choose one, then Predict)",
         visible=bool(examples),
         elem_id="fill-examples",
     )
 
-    tab = FillMaskTab(text, languages, top_k, run, summary, table, mask_number, chart, download, result)
+    run = gr.Button("Predict", variant="primary", elem_id="fill-run")
+    copy_link, link_box = links.link_row("fill")
+    gr.Markdown(EXPLAIN)
+    summary = gr.Markdown(elem_id="fill-summary")
+    table = gr.Dataframe(
+        label="Predictions, one column per adapter: token (probability)",
+        interactive=False,
+        visible=False,  # until there is something to show
+        elem_id="fill-table",
+        buttons=["copy", "fullscreen"],
+    )
+    download = gr.DownloadButton("Download CSV", visible=False, size="sm")
+    mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False, elem_id="fill-mask-number")
+    chart = gr.Plot(label="Top-k probabilities per adapter", elem_id="fill-chart")
+    gr.Markdown(
+        "How to read the chart: for up to four adapters, one panel each with its top-k tokens and their "
+        "probabilities (the axis stops just above the largest one); for more, one column per adapter and one row "
+        "per token, darker = more probable, blank = not in that adapter's top-k. Hover for exact values."
+    )
+    result = gr.State(None)
+    tab = FillMaskTab(
+        text, languages, top_k, run, summary, table, mask_number, chart, download, result, copy_link, link_box
+    )
 
     @holder.serving.heavy
     @gpu
@@ -142,10 +175,9 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
         count = len(prediction.masks)
         return {
             tab.summary: summary_markdown(prediction),
-            tab.table: prediction.to_wide_frame(),
+            tab.table: gr.Dataframe(value=prediction.to_wide_frame(), visible=True),
             tab.download: gr.DownloadButton(value=csv_file(prediction.to_frame(), "predictions"), visible=True),
             tab.mask_number: gr.Radio(choices=list(range(1, count + 1)), value=1, visible=count > 1),
-            tab.chart: plots.mask_probabilities(prediction, 1),
             tab.result: prediction,
         }
 
@@ -162,8 +194,11 @@ def build_fill_mask_tab(holder: ModelHolder, settings: Settings) -> FillMaskTab:
         return {tab.text: sentence, tab.languages: codes}
 
     example.input(use_example, example, [text, languages], api_visibility="private")
-    outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.chart, tab.result]
+    outputs = [tab.summary, tab.table, tab.download, tab.mask_number, tab.result]
     for trigger in (run.click, text.submit):
-        trigger(predict, [text, languages, top_k], outputs, api_visibility="private")
-    mask_number.change(show_mask, [mask_number, result], chart, api_visibility="private")
+        # The chart comes in a second answer, so the browser draws it in a task of its own (issue 16).
+        trigger(predict, [text, languages, top_k], outputs, api_visibility="private").success(
+            show_mask, [mask_number, result], chart, api_visibility="private", show_progress="hidden"
+        )
+    mask_number.input(show_mask, [mask_number, result], chart, api_visibility="private")
     return tab

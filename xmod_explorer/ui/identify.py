@@ -44,6 +44,8 @@ class IdentifyTab:
     chart: gr.Plot
     table: gr.Dataframe
     download: gr.DownloadButton
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
 
     def model_fields(self) -> list:
         """The components that change when the Model tab loads another model."""
@@ -52,9 +54,12 @@ class IdentifyTab:
     def model_updates(self, explorer: Explorer) -> dict:
         return {self.languages: gr.Dropdown(choices=language_choices(explorer), value=[], multiselect=True)}
 
-    def link_fields(self) -> list:
-        """The inputs a deep link may set."""
-        return [self.text, self.languages]
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages}
+
+    def link_run(self) -> str:
+        return self.run.elem_id
 
     def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
         """?tab=identify&text=...&languages=en_XX,de_DE (no languages: all of the model's)"""
@@ -102,12 +107,13 @@ def build_identify_tab(holder: ModelHolder, settings: Settings) -> IdentifyTab:
                 elem_id="identify-languages",
             )
     run = gr.Button("Which adapter fits?", variant="primary", elem_id="identify-run")
+    copy_link, link_box = links.link_row("identify")
     gr.Markdown(HOW_TO_READ)
     summary = gr.Markdown(elem_id="identify-summary")
     chart = gr.Plot(label="Pseudo-log-likelihood per token, per adapter", elem_id="identify-chart")
     table = gr.Dataframe(label="Ranking", interactive=False, max_height=320, elem_id="identify-table")
     download = gr.DownloadButton("Download CSV (log p of every token under every adapter)", visible=False, size="sm")
-    tab = IdentifyTab(text, languages, run, summary, chart, table, download)
+    tab = IdentifyTab(text, languages, run, summary, chart, table, download, copy_link=copy_link, link_box=link_box)
 
     @holder.serving.heavy
     @gpu

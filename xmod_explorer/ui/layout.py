@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 import weakref
@@ -10,11 +9,9 @@ import weakref
 import gradio as gr
 from starlette.middleware import Middleware
 
-from xmod_explorer import lab
+from xmod_explorer import lab, plots
 from xmod_explorer.budget import Budget, GiB
 from xmod_explorer.engine import Explorer
-from xmod_explorer.errors import ExplorerError
-from xmod_explorer.languages import resolve_languages
 from xmod_explorer.machine import available_memory_bytes, matmul_flops_per_second
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui import allocator, gradio_upkeep, links
@@ -47,6 +44,32 @@ log = logging.getLogger(__name__)
 CSS = """
 #model-banner { font-size: 0.95em; opacity: 0.9; }
 .gradio-container { max-width: 1400px !important; }
+/* Charts follow the page's theme: their backgrounds are transparent (plots._layout); in dark mode the axis, title
+   and legend text and the grid take the page's colours (cell labels inside heatmaps keep Plotly's contrast). */
+.dark .js-plotly-plot .main-svg :is(.xtick, .ytick, .g-xtitle, .g-ytitle, .gtitle, .legendtext, .legendtitletext,
+    .annotation-text, .cbtitle, .cbaxis) text,
+.dark .js-plotly-plot .main-svg :is(.gtitle, .legendtext, .annotation-text) {
+    fill: var(--body-text-color) !important;
+}
+.dark .js-plotly-plot .main-svg :is(.gridlayer path, .zerolinelayer path) { stroke: #555 !important; }
+.dark .js-plotly-plot .main-svg .legend .bg { fill: transparent !important; }
+/* Contrast of at least 4.5:1 for text on buttons, placeholders, small print and the footer (WCAG AA), light and
+   dark: Gradio 6.17's defaults give 2.8:1 on the orange buttons and 1.9:1 for placeholders. */
+:root, .dark {
+    --button-primary-background-fill: #b93c0b !important;
+    --button-primary-background-fill-hover: #9a3412 !important;
+    --button-primary-text-color: #ffffff !important;
+    --button-cancel-background-fill: #b91c1c !important;
+    --button-cancel-background-fill-hover: #991b1b !important;
+    --button-cancel-text-color: #ffffff !important;
+}
+:root { --input-placeholder-color: #6b6b76 !important; --body-text-color-subdued: #5c5c66 !important; }
+.dark { --input-placeholder-color: #a9a9b4 !important; --body-text-color-subdued: #b4b4be !important; }
+input::placeholder, textarea::placeholder { color: var(--input-placeholder-color) !important; opacity: 1; }
+.slider_input_container .min_value, .slider_input_container .max_value, footer, footer a, .show-api, .built-with,
+.or { color: var(--body-text-color-subdued) !important; opacity: 1 !important; }
+/* A phone-wide page must not scroll sideways: charts shrink with their column. */
+.js-plotly-plot, .plot-container { max-width: 100%; }
 """
 
 
@@ -58,6 +81,50 @@ _serving: weakref.WeakKeyDictionary[gr.Blocks, Serving] = weakref.WeakKeyDiction
 def serving_of(demo: gr.Blocks) -> Serving:
     """The serving layer (budget, jobs, sessions) of an app made by build_app."""
     return _serving[demo]
+
+
+# Runs once in the browser when the page loads (from the page's head: launch(js=...) is not run as a script).
+# Gradio 6.17 leaves some of its own markup inaccessible; this repairs it after each render (debounced, cheap:
+# a few selector queries, never a long task):
+# - inputs with no accessible name (the dropdowns' search boxes) get their block's label as aria-label;
+# - the hidden copy of the tab bar (for its overflow menu) takes its buttons out of the keyboard order, so that
+#   every tab is one tab stop, not two;
+# - a table's drop-a-file button wrapper and its nested grid roles (interactive content inside a button, a grid
+#   holding a button) become plain groups: the table inside keeps its native table semantics;
+# - an empty plot's placeholder, a div with an aria-label, gets the role that allows one.
+A11Y_HEAD = """<script>
+(() => {
+  const start = () => {
+    const repair = () => {
+        for (const field of document.querySelectorAll("input:not([type=hidden]), textarea, select")) {
+            if (field.labels?.length || field.getAttribute("aria-label") || field.getAttribute("aria-labelledby"))
+                continue;
+            const label = field.closest(".block")?.querySelector('[data-testid="block-info"]')?.textContent?.trim();
+            if (label) field.setAttribute("aria-label", label);
+        }
+        for (const button of document.querySelectorAll('.tab-container[aria-hidden="true"] button'))
+            button.setAttribute("tabindex", "-1");
+        for (const grid of document.querySelectorAll('.table-wrap[role="grid"], .virtual-table-viewport[role="grid"]'))
+            grid.removeAttribute("role");
+        for (const drop of document.querySelectorAll("button[aria-dropeffect]")) {
+            drop.removeAttribute("aria-dropeffect");
+            drop.setAttribute("role", "group");
+            drop.setAttribute("tabindex", "-1");
+        }
+        for (const empty of document.querySelectorAll("div.empty[aria-label]:not([role])"))
+            empty.setAttribute("role", "img");
+    };
+    let pending = null;
+    new MutationObserver(() => {
+        if (pending === null) pending = setTimeout(() => { pending = null; repair(); }, 150);
+    }).observe(document.body, {childList: true, subtree: true});
+    repair();
+  };
+  // Gradio may add this to the head after the document has loaded.
+  if (document.readyState === "loading") window.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
+</script>"""
 
 
 def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
@@ -79,6 +146,7 @@ def launch_options(settings: Settings, demo: gr.Blocks) -> dict:
         "mcp_server": settings.mcp or None,
         "footer_links": ["api", "gradio"],
         "css": CSS,
+        "head": A11Y_HEAD,
         "app_kwargs": {"middleware": [guard]},
     }
 
@@ -116,59 +184,36 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
     with gr.Blocks(title="X-MOD Explorer", delete_cache=(max(1, min(600, lifetime // 6)), lifetime)) as demo:
         gr.Markdown("# X-MOD Explorer\nSee what the language adapters of a multilingual X-MOD model do.")
         banner = gr.Markdown(banner_markdown(shown_info(explorer.info(), settings)), elem_id="model-banner")
+        # Every analysis tab has its own deep link (?tab=ID&...), filled and run by ui/links.py.
+        linked, items = {}, {}
         with gr.Tabs():
-            with gr.Tab("Fill the mask", id="fill"):
-                fill = build_fill_mask_tab(holder, settings)
-            with gr.Tab("Compare adapters", id="compare"):
-                compare = build_compare_tab(holder, settings)
-            with gr.Tab("Across languages", id="sentences"):
-                sentences = build_sentences_tab(holder, settings)
-            # Tabs with their own deep links (?tab=ID&...) and their own updates when another model loads.
-            linked, items = {}, {}
+            with gr.Tab("Fill the mask", id="fill", elem_id="tab-fill") as items["fill"]:
+                fill = linked["fill"] = build_fill_mask_tab(holder, settings)
+            with gr.Tab("Compare adapters", id="compare", elem_id="tab-compare") as items["compare"]:
+                compare = linked["compare"] = build_compare_tab(holder, settings)
+            with gr.Tab("Across languages", id="sentences", elem_id="tab-sentences") as items["sentences"]:
+                sentences = linked["sentences"] = build_sentences_tab(holder, settings)
+            # These tabs also say themselves what changes when another model loads.
+            reloaded = {}
             with gr.Tab("Logit lens", id="lens", elem_id="tab-lens") as items["lens"]:
-                linked["lens"] = build_lens_tab(holder, settings)
+                linked["lens"] = reloaded["lens"] = build_lens_tab(holder, settings)
             with gr.Tab("Which language?", id="identify", elem_id="tab-identify") as items["identify"]:
-                linked["identify"] = build_identify_tab(holder, settings)
+                linked["identify"] = reloaded["identify"] = build_identify_tab(holder, settings)
             with gr.Tab("Mix two adapters", id="mix", elem_id="tab-mix") as items["mix"]:
-                linked["mix"] = build_mix_tab(holder, settings)
+                linked["mix"] = reloaded["mix"] = build_mix_tab(holder, settings)
             with gr.Tab("Map", id="map", elem_id="tab-map") as items["map"]:
-                linked["map"] = build_map_tab(holder, settings)
-            with gr.Tab("Classify", id="classify"):
-                classify = build_classify_tab(holder, settings)
+                linked["map"] = reloaded["map"] = build_map_tab(holder, settings)
+            with gr.Tab("Classify", id="classify", elem_id="tab-classify") as items["classify"]:
+                classify = linked["classify"] = build_classify_tab(holder, settings)
             with gr.Tab("Model", id="model"):
                 model = build_model_tab(holder, settings)
             with gr.Tab("About", id="about"):
                 build_about_tab()
         register_api(holder, settings)
 
-        def deep_link(request: gr.Request):
-            """?text=...&languages=de_DE,fr_XX&top_k=5 pre-fills the Fill-the-mask tab (?tab=ID&... another tab, which
-            reads its link itself); a bad parameter is dropped alone, with a message (toasts render HTML, so the
-            message is escaped)."""
-            params = dict(request.query_params) if request is not None else {}
-            if params.get("tab") in linked:
-                return gr.skip()  # that tab reads its link itself (links.open_linked_tab)
-            update, dropped = {}, []
-            if params.get("text"):
-                update[fill.text] = params["text"][: settings.limits.max_text_chars]
-            if params.get("languages"):
-                try:
-                    update[fill.languages] = resolve_languages(
-                        params["languages"], holder.explorer.languages, max_count=settings.limits.max_languages
-                    )
-                except ExplorerError as exc:
-                    dropped.append(f"The link's languages were not used: {exc}")
-            top_k = params.get("top_k", "").strip()
-            if top_k:
-                if top_k.isascii() and top_k.isdigit():
-                    update[fill.top_k] = max(1, min(int(top_k), settings.limits.max_top_k))
-                else:
-                    dropped.append(f"The link's top_k was not used: {top_k[:40]!r} is not a whole number such as 5.")
-            for message in dropped:
-                gr.Warning(html.escape(message))
-            return update or gr.skip()
-
-        demo.load(deep_link, None, [fill.text, fill.languages, fill.top_k], api_visibility="private")
+        # Plotly's code is parsed and set up the first time any chart is drawn (about a second of one main-thread
+        # task on a slow laptop): a tiny chart nobody sees pays that while the page loads, not when a result arrives.
+        gr.Plot(plots.warm_up(), visible="hidden", show_label=False, elem_id="plotly-warm-up")
         links.open_linked_tab(demo, {name: (items[name], tab) for name, tab in linked.items()}, holder, settings)
 
         def page_closed(request: gr.Request):
@@ -183,12 +228,14 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
 
             @ui_errors
             def load_model(reference, backend, device, dtype, subset, progress=gr.Progress()):
-                progress(0, desc="Loading model")
+                progress(0, desc="Step 1 of 3: finding and reading the checkpoint")
                 # Downloads report each file's bytes done of bytes total; the log gets the same lines.
                 new = load_explorer(
                     settings, reference, backend, device, dtype, subset, lambda part, text: progress(part, desc=text)
                 )
+                progress(0.9, desc="Step 2 of 3: swapping the model in for everyone")
                 holder.swap(new)
+                progress(0.95, desc="Step 3 of 3: updating every tab's language lists")
                 info = new.info()
                 log.info("now serving %s (%s)", info.model, info.reason)
                 choices = language_choices(new)
@@ -207,10 +254,10 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
                     classify.languages: gr.Dropdown(choices=choices, value=fill_codes),
                     classify.source: gr.Dropdown(choices=choices, value=default_source(new.languages)),
                     classify.targets: gr.Dropdown(choices=choices, value=lab.default_targets(new.languages)),
-                    **{field: update for tab in linked.values() for field, update in tab.model_updates(new).items()},
+                    **{field: update for tab in reloaded.values() for field, update in tab.model_updates(new).items()},
                 }
 
-            model.load.click(
+            model.confirm.click(
                 load_model,
                 [model.reference, model.backend, model.device, model.dtype, model.subset],
                 [
@@ -226,7 +273,7 @@ def build_app(settings: Settings, explorer: Explorer, *, budget: Budget | None =
                     classify.languages,
                     classify.source,
                     classify.targets,
-                    *[field for tab in linked.values() for field in tab.model_fields()],
+                    *[field for tab in reloaded.values() for field in tab.model_fields()],
                 ],
                 api_visibility="private",
                 concurrency_limit=1,

@@ -50,6 +50,8 @@ class LensTab:
     table: gr.Dataframe
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
 
     def model_fields(self) -> list:
         """The components that change when the Model tab loads another model."""
@@ -60,9 +62,12 @@ class LensTab:
         chosen = pick_languages(explorer, PREFERRED)
         return {self.languages: gr.Dropdown(choices=language_choices(explorer), value=chosen, multiselect=True)}
 
-    def link_fields(self) -> list:
-        """The inputs a deep link may set."""
-        return [self.text, self.languages, self.top_k]
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {"text": self.text, "languages": self.languages, "top_k": self.top_k}
+
+    def link_run(self) -> str:
+        return self.run.elem_id
 
     def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
         """?tab=lens&text=...&languages=en_XX,de_DE&top_k=5"""
@@ -113,6 +118,7 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
             )
             top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k per layer (table, CSV)")
     run = gr.Button("Read every layer", variant="primary", elem_id="lens-run")
+    copy_link, link_box = links.link_row("lens")
     gr.Markdown(HOW_TO_READ)
     summary = gr.Markdown(elem_id="lens-summary")
     mask_number = gr.Radio(choices=[1], value=1, label="Charts for mask", visible=False)
@@ -124,7 +130,21 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
     )
     download = gr.DownloadButton("Download CSV (top-k at every layer)", visible=False, size="sm")
     result = gr.State(None)
-    tab = LensTab(text, languages, top_k, run, summary, mask_number, grid, lines, table, download, result)
+    tab = LensTab(
+        text,
+        languages,
+        top_k,
+        run,
+        summary,
+        mask_number,
+        grid,
+        lines,
+        table,
+        download,
+        result,
+        copy_link=copy_link,
+        link_box=link_box,
+    )
 
     @holder.serving.heavy
     @gpu
@@ -135,7 +155,6 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
             tab.summary: summary_markdown(lens),
             tab.mask_number: gr.Radio(choices=list(range(1, count + 1)), value=1, visible=count > 1),
             tab.grid: plots.lens_grid(lens, 1),
-            tab.lines: plots.lens_final_probability(lens, 1),
             tab.table: lens.to_wide_frame(),
             tab.download: gr.DownloadButton(value=csv_file(lens.to_frame(), "logit_lens"), visible=True),
             tab.result: lens,
@@ -148,8 +167,15 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
         number = int(number)
         return {tab.grid: plots.lens_grid(lens, number), tab.lines: plots.lens_final_probability(lens, number)}
 
-    outputs = [summary, mask_number, grid, lines, table, download, result]
+    @ui_errors
+    def draw_lines(number, lens):
+        return gr.skip() if lens is None else plots.lens_final_probability(lens, int(number or 1))
+
+    outputs = [summary, mask_number, grid, table, download, result]
     for trigger in (run.click, text.submit):
-        trigger(read, [text, languages, top_k], outputs, api_visibility="private")
-    mask_number.change(show_mask, [mask_number, result], [grid, lines], api_visibility="private")
+        # The second chart comes in a second answer, drawn by the browser in a task of its own (issue 16).
+        trigger(read, [text, languages, top_k], outputs, api_visibility="private").success(
+            draw_lines, [mask_number, result], lines, api_visibility="private", show_progress="hidden"
+        )
+    mask_number.input(show_mask, [mask_number, result], [grid, lines], api_visibility="private")
     return tab

@@ -20,6 +20,7 @@ from xmod_explorer.ui.common import (
     language_choices,
     language_dropdown,
     pick_languages,
+    summarised,
     text_box,
     ui_errors,
 )
@@ -28,6 +29,7 @@ from xmod_explorer.ui.sentences import default_pairs
 SENTENCES = "Sentences, each through its own language's adapter"
 ADAPTERS = "One text through many adapters"
 MODES = {"sentences": SENTENCES, "adapters": ADAPTERS}
+POINTS_LABEL = "Points at this layer"
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "es_XX", "ja_XX", "zh_CN", "ko_KR"]
 HOW_TO_READ = (
     "**How to read it.** Each point is one sentence's hidden state at the chosen layer, averaged over its tokens, "
@@ -56,6 +58,8 @@ class MapTab:
     points: gr.Dataframe
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
 
     def model_fields(self) -> list:
         """The components that change when the Model tab loads another model."""
@@ -70,21 +74,33 @@ class MapTab:
             self.layer: gr.Slider(maximum=explorer.info().layers, value=explorer.info().layers),
         }
 
-    def link_fields(self) -> list:
-        """The inputs a deep link may set."""
-        return [self.mode, self.text, self.languages, self.layer, self.method]
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {
+            "mode": self.mode,
+            "rows": self.table,
+            "text": self.text,
+            "languages": self.languages,
+            "method": self.method,
+            "layer": self.layer,
+        }
+
+    def link_run(self) -> str:
+        return self.run.elem_id
 
     def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
-        """?tab=map&text=...&languages=en_XX,de_DE,fr_XX&layer=4&method=pca (a text maps adapters; no text: the
-        sentence table as it is)"""
+        """?tab=map&mode=adapters&text=...&languages=en_XX,de_DE,fr_XX&layer=4&method=pca, or
+        ?tab=map&mode=sentences&rows=... (lines of code TAB sentence); a text without a mode maps adapters."""
         values = {
+            self.mode: links.choice(params, "mode", list(MODES)),
+            self.table: links.rows(params, "rows", explorer, settings),
             self.text: links.text(params, "text", settings),
             self.languages: links.languages(params, "languages", explorer, settings),
             self.layer: links.number(params, "layer", 0, explorer.info().layers),
             self.method: links.choice(params, "method", method_choices()),
         }
-        if values[self.text] is not None:
-            values[self.mode] = ADAPTERS
+        if values[self.mode] is None and values[self.text] is not None:
+            values[self.mode] = "adapters"
         return links.present(values)
 
 
@@ -108,7 +124,9 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
     explorer = holder.explorer
     layers = explorer.info().layers
     gr.Markdown(HOW_TO_READ)
-    mode = gr.Radio(list(MODES.values()), value=SENTENCES, label="What to map", elem_id="map-mode")
+    mode = gr.Radio(
+        [(label, key) for key, label in MODES.items()], value="sentences", label="What to map", elem_id="map-mode"
+    )
     table = gr.Dataframe(
         value=default_pairs(explorer.languages, count=6),
         headers=["language", "text"],
@@ -136,13 +154,29 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
             )
     method = gr.Radio(method_choices(), value="pca", label="Projection (UMAP needs umap-learn)", elem_id="map-method")
     run = gr.Button("Draw the map", variant="primary", elem_id="map-run")
+    copy_link, link_box = links.link_row("map")
     layer = gr.Slider(0, layers, value=layers, step=1, label="Layer (0 = embeddings)", elem_id="map-layer")
     chart = gr.Plot(label="Map", elem_id="map-chart")
     notes = gr.Markdown(elem_id="map-notes")
-    points = gr.Dataframe(label="Points at this layer", interactive=False, max_height=300)
+    points = gr.Dataframe(label=POINTS_LABEL, interactive=False, max_height=300)
     download = gr.DownloadButton("Download CSV (every layer)", visible=False, size="sm")
     result = gr.State(None)
-    tab = MapTab(mode, table, text, languages, method, run, layer, chart, notes, points, download, result)
+    tab = MapTab(
+        mode,
+        table,
+        text,
+        languages,
+        method,
+        run,
+        layer,
+        chart,
+        notes,
+        points,
+        download,
+        result,
+        copy_link=copy_link,
+        link_box=link_box,
+    )
 
     def view(projection: Projection, at_layer) -> dict:
         at_layer = min(max(int(at_layer), projection.layers[0]), projection.layers[-1])
@@ -156,12 +190,14 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
     @holder.serving.heavy
     @gpu
     def draw(what, rows, sentence, codes, how, at_layer):
-        if what == ADAPTERS:
+        if what == "adapters":
             projection = holder.explorer.project(sentence, method=how, languages=list(codes or []))
         else:
             projection = holder.explorer.project(rows, method=how)
+        at_layer = min(max(int(at_layer), projection.layers[0]), projection.layers[-1])
         return {
-            **view(projection, at_layer),
+            tab.chart: plots.projection_scatter(projection, at_layer),
+            tab.notes: notes_markdown(projection, at_layer),
             tab.layer: gr.Slider(maximum=projection.layers[-1]),
             tab.download: gr.DownloadButton(value=csv_file(projection.to_frame(), "map"), visible=True),
             tab.result: projection,
@@ -173,11 +209,20 @@ def build_map_tab(holder: ModelHolder, settings: Settings) -> MapTab:
             return gr.skip()
         return view(projection, at_layer)
 
+    @ui_errors
+    def draw_points(projection, at_layer):
+        if projection is None:
+            return gr.skip()
+        at_layer = min(max(int(at_layer), projection.layers[0]), projection.layers[-1])
+        frame = projection.to_frame()
+        return summarised(frame[frame.layer == at_layer].drop(columns=["layer"]).round(4), POINTS_LABEL)
+
+    # The points table comes in an answer of its own: the browser draws it in a task of its own (issue 16).
     run.click(
         draw,
         [mode, table, text, languages, method, layer],
-        [chart, notes, points, layer, download, result],
+        [chart, notes, layer, download, result],
         api_visibility="private",
-    )
-    layer.change(redraw, [result, layer], [chart, notes, points], api_visibility="private")
+    ).success(draw_points, [result, layer], points, api_visibility="private", show_progress="hidden")
+    layer.input(redraw, [result, layer], [chart, notes, points], api_visibility="private")
     return tab

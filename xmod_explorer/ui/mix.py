@@ -53,6 +53,8 @@ class MixTab:
     table: gr.Dataframe
     download: gr.DownloadButton
     result: gr.State
+    copy_link: gr.Button | None = None
+    link_box: gr.Textbox | None = None
 
     def model_fields(self) -> list:
         """The components that change when the Model tab loads another model."""
@@ -66,9 +68,18 @@ class MixTab:
             self.language_b: gr.Dropdown(choices=choices, value=b),
         }
 
-    def link_fields(self) -> list:
-        """The inputs a deep link may set."""
-        return [self.text, self.language_a, self.language_b, self.steps, self.top_k]
+    def link_fields(self) -> dict:
+        """The inputs a deep link may set, by parameter name (Copy link writes them back)."""
+        return {
+            "text": self.text,
+            "a": self.language_a,
+            "b": self.language_b,
+            "steps": self.steps,
+            "top_k": self.top_k,
+        }
+
+    def link_run(self) -> str:
+        return self.run.elem_id
 
     def from_link(self, params: Mapping[str, str], explorer: Explorer, settings: Settings) -> dict:
         """?tab=mix&text=...&a=en_XX&b=de_DE&steps=11&top_k=5"""
@@ -123,6 +134,7 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
                 steps = gr.Slider(2, MAX_MIX_STEPS, value=11, step=1, label="Steps from A to B")
                 top_k = gr.Slider(1, settings.limits.max_top_k, value=5, step=1, label="Top-k")
     run = gr.Button("Mix", variant="primary", elem_id="mix-run")
+    copy_link, link_box = links.link_row("mix")
     gr.Markdown(HOW_TO_READ)
     summary = gr.Markdown(elem_id="mix-summary")
     mask_number = gr.Radio(choices=[1], value=1, label="Chart for mask", visible=False)
@@ -132,7 +144,21 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
     download = gr.DownloadButton("Download CSV (every alpha)", visible=False, size="sm")
     result = gr.State(None)
     tab = MixTab(
-        text, language_a, language_b, steps, top_k, run, summary, mask_number, chart, alpha, table, download, result
+        text,
+        language_a,
+        language_b,
+        steps,
+        top_k,
+        run,
+        summary,
+        mask_number,
+        chart,
+        alpha,
+        table,
+        download,
+        result,
+        copy_link=copy_link,
+        link_box=link_box,
     )
 
     def view(mix: AdapterMix, number, at) -> dict:
@@ -148,8 +174,9 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
     def mix_adapters(sentence, code_a, code_b, count, k):
         mix = holder.explorer.interpolate(sentence, code_a, code_b, count, k)  # the engine checks both numbers
         masks = len(mix.masks)
+        frame = mix.to_frame(alpha=0.0)
         return {
-            **view(mix, 1, 0.0),
+            tab.table: frame[frame["mask"] == 1].drop(columns=["mask", "position"]).round(4),
             tab.summary: summary_markdown(mix),
             tab.mask_number: gr.Radio(choices=list(range(1, masks + 1)), value=1, visible=masks > 1),
             tab.alpha: gr.Slider(value=0.0, step=1 / (len(mix.alphas) - 1)),
@@ -163,9 +190,16 @@ def build_mix_tab(holder: ModelHolder, settings: Settings) -> MixTab:
             return gr.skip()
         return view(mix, number, at)
 
-    outputs = [chart, table, summary, mask_number, alpha, download, result]
+    @ui_errors
+    def draw(mix, number, at):
+        return gr.skip() if mix is None else plots.mix_lines(mix, int(number or 1), at)
+
+    outputs = [table, summary, mask_number, alpha, download, result]
     for trigger in (run.click, text.submit):
-        trigger(mix_adapters, [text, language_a, language_b, steps, top_k], outputs, api_visibility="private")
+        # The chart comes in a second answer, drawn by the browser in a task of its own (issue 16).
+        trigger(mix_adapters, [text, language_a, language_b, steps, top_k], outputs, api_visibility="private").success(
+            draw, [result, mask_number, alpha], chart, api_visibility="private", show_progress="hidden"
+        )
     for control in (alpha, mask_number):
-        control.change(redraw, [result, mask_number, alpha], [chart, table], api_visibility="private")
+        control.input(redraw, [result, mask_number, alpha], [chart, table], api_visibility="private")
     return tab

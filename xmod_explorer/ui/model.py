@@ -25,6 +25,8 @@ class ModelTab:
     dtype: gr.Dropdown | None
     subset: gr.Textbox | None
     load: gr.Button | None
+    confirm: gr.Button | None = None  # the second click that really loads (the first only asks)
+    asking: gr.Column | None = None
 
 
 def server_paths(info: ModelInfo) -> list[str]:
@@ -114,8 +116,20 @@ def build_model_tab(holder: ModelHolder, settings: Settings) -> ModelTab:
         device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device")
         dtype = gr.Dropdown(["auto", "float32", "float16", "bfloat16", "int8"], value="auto", label="Dtype")
         subset = gr.Textbox(label="Only these languages (comma-separated codes; empty = all)", scale=2)
-    load = gr.Button("Load", variant="primary", elem_id="model-load")
-    return ModelTab(summary, languages, reference, backend, device, dtype, subset, load)
+    gr.Markdown(
+        "**Loading changes the model for everyone** connected to this app: every open page and every API caller "
+        "gets the new model, and what they were looking at was computed with the old one."
+    )
+    load = gr.Button("Load…", variant="primary", elem_id="model-load")
+    with gr.Column(visible=False) as asking:
+        gr.Markdown("Load this model **for everyone** connected now?", elem_id="model-load-question")
+        with gr.Row():
+            confirm = gr.Button("Yes, load it for everyone", variant="stop", elem_id="model-load-confirm")
+            cancel = gr.Button("Cancel", elem_id="model-load-cancel")
+    load.click(lambda: gr.Column(visible=True), None, asking, api_visibility="private", show_progress="hidden")
+    for button in (cancel, confirm):
+        button.click(lambda: gr.Column(visible=False), None, asking, api_visibility="private", show_progress="hidden")
+    return ModelTab(summary, languages, reference, backend, device, dtype, subset, load, confirm, asking)
 
 
 def load_explorer(settings: Settings, reference, backend, device, dtype, subset, progress=None) -> Explorer:

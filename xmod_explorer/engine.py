@@ -704,19 +704,7 @@ class Explorer:
         rows = as_pairs(pairs)
         if len(rows) < 2:
             raise ExplorerError("Give at least two (language, sentence) rows to compare.")
-        if len(rows) > self.limits.max_sentences:
-            raise ExplorerError(
-                f"At most {self.limits.max_sentences} sentences at once here; you gave {len(rows)}. Remove some rows."
-            )
-        codes, token_rows = [], []
-        for number, (code, text) in enumerate(rows, start=1):
-            try:
-                codes.append(resolve_language(code, self.languages))
-                token_rows.append(self.tokenize(text, what=f"sentence in row {number}"))
-            except ExplorerError as exc:
-                raise ExplorerError(f"Row {number}: {exc}") from None
-        self.backend.ensure_languages(sorted(set(codes), key=self.languages.index))
-        pooled = self.pooled_layers(token_rows, codes)  # (L+1, n, h)
+        codes, _, pooled = self._pooled_sentences(rows)  # pooled: (L+1, n, h)
         centring = self.centring()
         cosine = torch.stack([cosine_matrix(layer) for layer in pooled])
         centred = torch.stack([cosine_matrix(layer.double() - mean) for layer, mean in zip(pooled, centring.means)])

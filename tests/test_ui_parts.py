@@ -113,3 +113,32 @@ def test_the_lab_summary_says_where_the_probe_is_at_chance():
     mixed = TransferResult("m", "en_XX", ["a", "b"], [row("de_DE", 90), row("fr_XX", 49)])
     text = chance_markdown(mixed)
     assert "above chance" in text and "de\\_DE" in text and "At chance in fr\\_XX" in text  # markdown-escaped
+
+
+# ----- Fill the mask's examples: each one offered works on the model it is offered for -------------------------
+
+
+def example_rows(path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip())
+
+
+def test_every_example_offered_with_the_mini_model_runs_on_it():
+    from xmod_explorer.ui.fill_mask import read_examples
+
+    explorer = Explorer.from_pretrained("mini")
+    examples = read_examples(explorer.languages)
+    assert len(examples) >= 10, "the mini model should be offered its own examples"
+    for text, codes in examples:
+        prediction = explorer.predict_masks(text, codes, 5)
+        assert prediction.languages == codes and prediction.masks, text
+
+
+def test_every_shipped_example_is_offered_with_all_81_languages_and_runs(all_languages_dir):
+    from xmod_explorer.ui.fill_mask import EXAMPLE_FILES, read_examples
+
+    explorer = Explorer.from_pretrained(str(all_languages_dir))
+    examples = read_examples(explorer.languages)
+    assert len(examples) == sum(example_rows(path) for path in EXAMPLE_FILES)  # none is hidden from xmod-base
+    for text, codes in examples:
+        prediction = explorer.predict_masks(text, codes, 5)
+        assert prediction.languages == codes and prediction.masks, text

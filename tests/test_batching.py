@@ -169,7 +169,8 @@ def test_a_caller_that_gives_up_leaves_the_line(base_dir):
 
 
 def test_batching_is_a_setting(monkeypatch):
-    assert load_settings([]).batch is True
+    assert load_settings([]).batch is False  # off by default: a mixed public load waits longer with it on
+    assert load_settings(["--batch", "on"]).batch is True
     assert load_settings(["--batch", "off"]).batch is False
     monkeypatch.setenv("XMOD_BATCH", "off")
     assert load_settings([]).batch is False

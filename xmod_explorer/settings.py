@@ -29,7 +29,7 @@ class Settings:
     allow_finetune: bool = False
     mcp: bool = False
     memory_budget_gib: float | None = None  # None: a share of the memory free once the model is loaded
-    batch: bool = True  # gather concurrent fill-mask requests into shared forward passes
+    batch: bool = False  # gather concurrent fill-mask requests into shared forward passes (off: see README)
     limits: Limits = field(default_factory=Limits.local)
 
     @property
@@ -74,7 +74,7 @@ FLAGS = {
     "mcp": ("XMOD_MCP", "also serve the API endpoints as MCP tools (needs the mcp package)"),
     "batch": (
         "XMOD_BATCH",
-        "on (default) or off: gather fill-mask requests that arrive together from different users into shared "
+        "off (default) or on: gather fill-mask requests that arrive together from different users into shared "
         "forward passes; each answer is the one the request gets alone",
     ),
 }
@@ -138,7 +138,7 @@ def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None 
         value = getattr(args, name)
         return bool(value) if value is not None else environ.get(FLAGS[name][0], "").strip().lower() in TRUE
 
-    batch = (pick("batch") or "on").strip().lower()
+    batch = (pick("batch") or "off").strip().lower()
     if batch not in SWITCH:
         raise SystemExit(f"{FLAGS['batch'][0]} must be on or off; got {batch!r}.")
     languages = pick("languages")

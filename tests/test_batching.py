@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from helpers import assert_matches_reference, reference_predictions
@@ -231,3 +232,24 @@ def test_a_request_waiting_for_a_shared_pass_stops_with_its_job(base_dir):
     with jobs.running(job), pytest.raises(jobs.JobStopped, match="Stop was pressed"):
         holder.predict_masks(*MIXED[0])
     assert holder.batcher.pending() == 0
+
+
+def test_the_worker_survives_a_line_that_empties_while_it_gathers(base_dir, monkeypatch):
+    # The only waiting request gives up during the gathering window, so the worker finds the line empty
+    # when the window ends; it must go back to waiting, not die with an IndexError (seen in a CI run).
+    explorer = Explorer.from_pretrained(str(base_dir))
+    batcher = MaskBatcher(explorer, window=0.5)
+    crashes: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_value))
+
+    class Gone(Exception):
+        pass
+
+    def check():
+        raise Gone
+
+    with pytest.raises(Gone):
+        batcher.predict_masks(*MIXED[0], check=check, poll=0.05)
+    time.sleep(1.0)  # past the window: the worker has looked at the (now empty) line
+    assert crashes == []
+    assert batcher.predict_masks(*MIXED[1]).languages == MIXED[1][1]

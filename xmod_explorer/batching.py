@@ -129,13 +129,14 @@ class MaskBatcher:
         with self._cond:
             while not self._waiting:
                 if not self._cond.wait(timeout=30):
-                    self._worker = None  # idle for long: let the thread end; the next request starts one
-                    return []
+                    return []  # idle for long: _serve lets the thread end; the next request starts one
             # Gather for a moment after the oldest request arrived (no wait for requests that queued during
             # the previous pass: they are older than the window already).
             until = self._waiting[0].since + self.window
             while time.monotonic() < until and sum(i.rows for i in self._waiting) < self.max_rows:
                 self._cond.wait(max(0.0, until - time.monotonic()))
+            if not self._waiting:
+                return []  # everyone waiting gave up during the window
             explorer = self._waiting[0].explorer
             chosen, rows = [], 0
             for item in list(self._waiting):
@@ -154,6 +155,10 @@ class MaskBatcher:
             if not chosen:
                 with self._cond:
                     if not self._waiting:
+                        # Decided under the lock a request takes to join the line, so a request that arrives
+                        # now sees no worker and starts one (a thread that is still ending counts as none).
+                        if self._worker is threading.current_thread():
+                            self._worker = None
                         return
                 continue
             try:

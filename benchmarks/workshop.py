@@ -132,6 +132,8 @@ class Phase:
     load_average: float
     server_cpu_s: float  # CPU seconds the server used in the phase: robust to other programs on the machine
     requests_per_cpu_s: float
+    clients_cpu_s: float = float("nan")  # CPU seconds the 30 simulated clients (this process) used meanwhile
+    machine_cpu_s: float = float("nan")  # the cores' seconds in the phase (wall x cores): what all of it shared
 
 
 def cpu_seconds(pid: int) -> float:
@@ -172,11 +174,12 @@ def run_phase(url: str, users: list, batch: str, pid: int) -> tuple[Phase, dict]
     for thread in threads:
         thread.start()
     start_gate.wait()
-    began, cpu_before = time.perf_counter(), cpu_seconds(pid)
+    began, cpu_before, clients_before = time.perf_counter(), cpu_seconds(pid), cpu_seconds(os.getpid())
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
     server_cpu = cpu_seconds(pid) - cpu_before
+    clients_cpu = cpu_seconds(os.getpid()) - clients_before
     latencies.sort()
     p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))] if latencies else float("nan")
     phase = Phase(
@@ -190,6 +193,8 @@ def run_phase(url: str, users: list, batch: str, pid: int) -> tuple[Phase, dict]
         load_average=os.getloadavg()[0],
         server_cpu_s=server_cpu,
         requests_per_cpu_s=len(latencies) / server_cpu if server_cpu > 0 else float("nan"),
+        clients_cpu_s=clients_cpu,
+        machine_cpu_s=wall * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
     )
     if failures:
         print("\n".join(failures[:5]), file=sys.stderr)
@@ -224,15 +229,15 @@ def report(scenario: Scenario, shape: str, phases: list[Phase], mismatches: list
         f"threads on {host['cpu']}; servers started fresh, phases alternating.",
         "",
         "| serving | phase | requests | failed | wall (s) | requests/s | p50 (s) | p95 (s) | server CPU (s) | "
-        "requests per CPU second | load average |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "requests per CPU second | clients' CPU (s) | cores' seconds | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, p in enumerate(phases, start=1):
         name = "batched across users" if p.batch == "on" else "one at a time"
         lines.append(
             f"| {name} | {number} | {p.requests} | {p.failed} | {p.wall_s:.1f} | {p.requests_per_s:.2f} | "
             f"{p.p50_s:.3f} | {p.p95_s:.3f} | {p.server_cpu_s:.1f} | {p.requests_per_cpu_s:.2f} | "
-            f"{p.load_average:.2f} |"
+            f"{p.clients_cpu_s:.1f} | {p.machine_cpu_s:.1f} | {p.load_average:.2f} |"
         )
     throughput = mean("on", "requests_per_s") / mean("off", "requests_per_s")
     lines += [

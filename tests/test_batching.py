@@ -253,3 +253,83 @@ def test_the_worker_survives_a_line_that_empties_while_it_gathers(base_dir, monk
     time.sleep(1.0)  # past the window: the worker has looked at the (now empty) line
     assert crashes == []
     assert batcher.predict_masks(*MIXED[1]).languages == MIXED[1][1]
+
+
+def test_a_large_request_runs_alone_and_short_ones_do_not_wait_for_it(base_dir, monkeypatch):
+    """A request above the share limit runs on its caller's thread, in its caller's job (ordered by the server's
+    budget like any other pass), never in the batcher's line: short requests arriving while it runs go first."""
+    from xmod_explorer.batching import work
+
+    explorer = Explorer.from_pretrained(str(base_dir))
+    large, short = MIXED[2], ("A <mask>.", ["en_XX", "de_DE"], 3)
+    large_work = work(explorer.check_mask_request(*large))
+    assert work(explorer.check_mask_request(*short)) < large_work
+    started, release = threading.Event(), threading.Event()
+
+    run_alone = explorer.run_mask_request
+
+    def held(request):
+        if request.languages == large[1]:
+            started.set()
+            assert release.wait(60)  # the large pass is held until the short ones are answered
+        return run_alone(request)
+
+    monkeypatch.setattr(explorer, "run_mask_request", held)
+    batcher = MaskBatcher(explorer, window=0.2)
+    batcher.share_limit = large_work - 1
+    results: dict[str, object] = {}
+
+    def ask(name, request):
+        results[name] = batcher.predict_masks(*request)
+
+    long_thread = threading.Thread(target=ask, args=("large", large))
+    long_thread.start()
+    try:
+        assert started.wait(30)
+        shorts = [threading.Thread(target=ask, args=(f"short{n}", short)) for n in range(2)]
+        for thread in shorts:
+            thread.start()
+        for thread in shorts:
+            thread.join(timeout=20)
+        assert "short0" in results and "short1" in results, "short requests waited behind a large one"
+        assert "large" not in results
+    finally:
+        release.set()
+        long_thread.join(timeout=60)
+    monkeypatch.undo()
+    assert_same(results["large"], explorer.predict_masks(*large))
+    for name in ("short0", "short1"):
+        assert_same(results[name], explorer.predict_masks(*short))
+    assert batcher.ran_alone == 1 and batcher.passes == 1  # the two short ones shared a pass
+
+
+def test_a_shared_pass_stays_within_its_padded_size(base_dir):
+    """Requests waiting together are split into passes of at most pass_limit padded (rows x tokens)."""
+    explorer = Explorer.from_pretrained(str(base_dir))
+    chosen = [MIXED[0], MIXED[1], MIXED[2], MIXED[4]]
+    checked = [explorer.check_mask_request(*request) for request in chosen]
+    widest = max(len(r.ids) for r in checked)
+    sizes: list[int] = []
+
+    def run(explorer, requests):
+        sizes.append(sum(len(r.languages) for r in requests) * max(len(r.ids) for r in requests))
+        return explorer.predict_masks_together(requests)
+
+    batcher = MaskBatcher(explorer, window=0.5, run=run)
+    batcher.pass_limit = 7 * widest  # room for two or three of these requests, not all four (12 rows)
+    start = threading.Barrier(len(chosen))
+    results: dict[int, object] = {}
+
+    def ask(number):
+        start.wait()
+        results[number] = batcher.predict_masks(*chosen[number])
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for number, request in enumerate(chosen):
+        assert_same(results[number], explorer.predict_masks(*request))
+    assert batcher.answered == len(chosen)
+    assert batcher.passes >= 2 and all(size <= batcher.pass_limit for size in sizes), sizes

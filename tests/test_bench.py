@@ -142,5 +142,9 @@ def test_quick_efficiency_and_int8_benchmarks_write_their_tables(tmp_path):
     efficiency = json.loads((tmp_path / "efficiency.json").read_text())
     assert [r["rows"] for r in efficiency["rows"]] == [1, 8, 32, 81]
     assert all(r["efficiency"] > 0 and abs(sum(r["shares"].values()) - 1) < 1e-6 for r in efficiency["rows"])
+    shared = efficiency["workshop_pass"]  # a workshop's shared pass: 10 requests of 3-5 adapters, padded texts
+    assert shared["requests"] == 10 and 30 <= shared["rows"] <= 50 and 1 < shared["languages"] <= shared["rows"]
+    assert 0 < shared["padding_share"] < 0.5 and 0 < shared["adapter_share"] < 1 and shared["adapter_calls"] > 0
+    assert shared["forward_s"] > 0 and shared["forward_one_language_s"] > 0
     int8 = json.loads((tmp_path / "int8.json").read_text())
     assert 0.9 < int8["agreement"] <= 1 and len(int8["fidelity"]) >= 12

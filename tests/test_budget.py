@@ -102,6 +102,56 @@ def test_waiting_passes_go_shortest_first_within_the_places_there_are():
     assert order == ["short", "long"]
 
 
+def test_a_shared_pass_waits_by_its_work_per_request():
+    """A pass answering 4 requests with 3e9 operations (0.75e9 each) goes before a lone request of 1e9, which goes
+    before a pass of 2 requests with 4e9: the budget orders by work per request served, so short requests gathered
+    into one shared pass are not sent behind every smaller single pass."""
+    budget = Budget(10**6, flops_per_second=1e9, max_running=1)
+    running = budget.reserve(Cost(10, 1e9))
+    order = []
+
+    def wait_for(name, flops, serves):
+        with budget.reserve(Cost(10, flops), serves=serves):
+            order.append(name)
+            time.sleep(0.05)
+
+    cases = [("two shared", 4e9, 2), ("single", 1e9, 1), ("four shared", 3e9, 4)]
+    threads = [threading.Thread(target=wait_for, args=case) for case in cases]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    assert order == [] and budget.status()["waiting"] == 3
+    running.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["four shared", "single", "two shared"]
+
+
+def test_a_shared_pass_job_tells_the_budget_how_many_it_serves():
+    from xmod_explorer import jobs
+
+    budget = Budget(10**6, flops_per_second=1e9, max_running=1)
+    running = budget.reserve(Cost(10, 1e9))
+    order = []
+
+    def shared():
+        with jobs.running(jobs.Job(budget=budget, serves=4)), jobs.admitted(Cost(10, 3e9)):
+            order.append("shared")
+
+    def single():
+        with jobs.running(jobs.Job(budget=budget)), jobs.admitted(Cost(10, 1e9)):
+            order.append("single")
+
+    threads = [threading.Thread(target=single), threading.Thread(target=shared)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    running.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["shared", "single"]
+
+
 def test_a_long_pass_that_has_waited_goes_before_a_new_short_one(monkeypatch):
     monkeypatch.setattr(budget_module, "AGING_RATE", 0.1)  # a tenth of a second of waiting: a second of credit
     budget = Budget(10**6, flops_per_second=1e9, max_running=1)

@@ -2,15 +2,20 @@
 
 A room of people each filling masks with a few adapters on a short sentence sends many small
 requests (5 rows of 15 tokens), each too small to use the CPU's matrix units well. ``MaskBatcher``
-sits in front of the engine: callers from any thread call ``predict_masks`` and block; one worker
-thread takes every request waiting (after a short gathering window when it was idle), checks each
-on its own (a bad one fails alone, with its own message), and runs the good ones through
-``Explorer.predict_masks_together``: one forward pass, rows sorted by language and padded to a
-shared length, results split back. Each answer equals what ``Explorer.predict_masks`` gives for
+sits in front of the engine: callers from any thread call ``predict_masks``, which checks the
+request on the caller's thread (a bad one fails alone, with its own message) and blocks; one worker
+thread takes every small request waiting (after a short gathering window when it was idle) and runs
+them through ``Explorer.predict_masks_together``: one forward pass, rows sorted by language and
+padded to a shared length, results split back. Each answer equals what ``Explorer.predict_masks`` gives for
 that request alone. If the shared pass itself fails, each request of it runs again alone, so one
 request's failure stays its own.
 
-The worker runs one pass at a time: on a CPU, two passes at once only share the same cores.
+Only small requests share passes: one whose rows x tokens exceed ``SHARE_LIMIT`` (16 adapters on a
+long sentence) runs alone on its caller's thread, as it would with batching off, so the server's
+memory budget orders it among every other pass (least work first) and short fills never wait in the
+batcher's line behind it or share its pass; a shared pass holds at most ``PASS_LIMIT`` padded row
+tokens, so it stays about as short as the requests in it. The worker runs one pass at a time: on a
+CPU, two passes at once only share the same cores.
 A caller that stops waiting (its ``check`` raises: Stop pressed, client gone, deadline) is taken
 out of the line if its pass has not started.
 """
@@ -36,17 +41,28 @@ log = logging.getLogger(__name__)
 WINDOW_SECONDS = 0.004
 # The most (text, language) rows one shared pass may hold; more wait for the next pass.
 MAX_ROWS = 256
+# A request with more (adapter rows x tokens) than this runs alone on its caller's thread: 5 adapters on a
+# 32-token sentence share passes; 16 adapters on a 15-token one do not.
+SHARE_LIMIT = 160
+# The most padded (rows x tokens) of one shared pass: short fills never wait long behind a pass of others.
+PASS_LIMIT = 1536
+
+
+def work(request: MaskRequest) -> int:
+    """A checked request's size: its (adapter rows x tokens)."""
+    return len(request.languages) * len(request.ids)
 
 
 @dataclass
 class _Waiting:
     explorer: Explorer
-    text: object
-    languages: object
-    top_k: object
+    request: MaskRequest
     future: Future = field(default_factory=Future)
-    rows: int = 1
     since: float = field(default_factory=time.monotonic)
+
+    @property
+    def rows(self) -> int:
+        return len(self.request.languages)
 
 
 class MaskBatcher:
@@ -65,12 +81,16 @@ class MaskBatcher:
         *,
         window: float = WINDOW_SECONDS,
         max_rows: int = MAX_ROWS,
+        share_limit: int = SHARE_LIMIT,
+        pass_limit: int = PASS_LIMIT,
         run: Callable[[Explorer, list[MaskRequest]], list[MaskPrediction]] | None = None,
         alone: Callable[[Explorer, MaskRequest], MaskPrediction] | None = None,
     ):
         self._source = explorer if callable(explorer) and not isinstance(explorer, Explorer) else lambda: explorer
         self.window = window
         self.max_rows = max_rows
+        self.share_limit = share_limit
+        self.pass_limit = pass_limit
         self._run = run or (lambda explorer, requests: explorer.predict_masks_together(requests))
         self._alone = alone or (lambda explorer, request: explorer.run_mask_request(request))
         self._waiting: list[_Waiting] = []
@@ -78,6 +98,7 @@ class MaskBatcher:
         self._worker: threading.Thread | None = None
         self.passes = 0  # shared passes run, and requests answered in them (for tests and the benchmark)
         self.answered = 0
+        self.ran_alone = 0  # requests too large to share, run on their callers' threads
 
     def predict_masks(
         self,
@@ -89,10 +110,17 @@ class MaskBatcher:
         poll: float = 0.1,
     ) -> MaskPrediction:
         """Explorer.predict_masks's answer for this request, computed in a pass shared with whoever else is
-        waiting. check() is called every `poll` seconds while the request waits and may raise to give up."""
-        item = _Waiting(self._source(), text, languages, top_k)
-        if isinstance(languages, (list, tuple)):
-            item.rows = max(1, len(languages))
+        waiting, or alone on this thread if it is large (more than share_limit rows x tokens) or the model is
+        int8. check() is called every `poll` seconds while the request waits and may raise to give up."""
+        explorer = self._source()
+        request = explorer.check_mask_request(text, languages, top_k)  # a bad request fails here, alone
+        if explorer.loaded.quantization or work(request) > self.share_limit:
+            # int8 scales each pass's activations by its largest value, so an answer would depend on the other
+            # requests of its pass; a large request would make the short ones of its pass wait for it.
+            # It runs in the caller's own job, as predict_masks does with batching off.
+            self.ran_alone += 1
+            return explorer.run_mask_request(request)
+        item = _Waiting(explorer, request)
         with self._cond:
             self._waiting.append(item)
             self._start_worker()
@@ -125,7 +153,8 @@ class MaskBatcher:
             self._worker.start()
 
     def _take(self) -> list[_Waiting]:
-        """Wait for requests; return the next pass's: the oldest request's Explorer, up to max_rows rows."""
+        """Wait for requests; return the next pass's: the oldest request's Explorer, up to max_rows rows and
+        pass_limit padded row tokens, oldest first."""
         with self._cond:
             while not self._waiting:
                 if not self._cond.wait(timeout=30):
@@ -138,14 +167,15 @@ class MaskBatcher:
             if not self._waiting:
                 return []  # everyone waiting gave up during the window
             explorer = self._waiting[0].explorer
-            chosen, rows = [], 0
+            chosen, rows, longest = [], 0, 0
             for item in list(self._waiting):
                 if item.explorer is not explorer:
                     continue
-                if chosen and rows + item.rows > self.max_rows:
+                width = max(longest, len(item.request.ids))
+                if chosen and (rows + item.rows > self.max_rows or (rows + item.rows) * width > self.pass_limit):
                     break
                 chosen.append(item)
-                rows += item.rows
+                rows, longest = rows + item.rows, width
                 self._waiting.remove(item)
             return chosen
 
@@ -171,19 +201,11 @@ class MaskBatcher:
 
     def _answer(self, chosen: list[_Waiting]) -> None:
         explorer = chosen[0].explorer
-        ready: list[tuple[_Waiting, MaskRequest]] = []
-        for item in chosen:
-            if not item.future.set_running_or_notify_cancel():
-                continue  # its caller gave up
-            try:
-                ready.append((item, explorer.check_mask_request(item.text, item.languages, item.top_k)))
-            except Exception as exc:  # a bad request fails alone, with the message it would get alone
-                item.future.set_exception(exc)
+        # Requests whose callers gave up are dropped; the rest were checked on their callers' threads.
+        ready = [(item, item.request) for item in chosen if item.future.set_running_or_notify_cancel()]
         if not ready:
             return
-        if explorer.loaded.quantization or len(ready) == 1:
-            # int8 scales each pass's activations by its largest value, so a request's answer would depend on
-            # the others in its pass: under int8 each runs alone, as does a request with no company.
+        if len(ready) == 1:  # a request with no company runs predict_masks's own path
             self._each_alone(explorer, ready)
             return
         try:

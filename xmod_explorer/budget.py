@@ -30,7 +30,8 @@ SLACK = 1.25
 HOLD_SHARE = 0.5
 # A pass that waits for memory this long stops others from taking the memory it needs, so it cannot starve.
 AGING_SECONDS = 5.0
-# Waiting passes go shortest first; each AGING_RATE seconds of waiting count as one second less work, so a long
+# Waiting passes go least work per request first (a pass shared by n requests counts its work over n: the order that
+# keeps the sum of their waits lowest); each AGING_RATE seconds of waiting count as one second less work, so a long
 # pass is not overtaken for ever either.
 AGING_RATE = 10.0
 DEFAULT_SPEED = 1e11  # floating-point operations per second assumed before any is measured
@@ -125,6 +126,7 @@ class _Ticket:
     cost: Cost
     hold: bool = False
     since: float = field(default_factory=time.monotonic)
+    serves: int = 1  # requests the pass answers
 
 
 class Reservation:
@@ -153,8 +155,8 @@ class Budget:
     """The server's memory and processor for requests, shared by every endpoint and session.
 
     reserve() waits until the pass fits (memory, and one of max_running places) and is the most urgent that does
-    (least work first, with aging), checking the caller's stop condition while it waits; it refuses at once a cost
-    that could never fit. reserve(hold=True) takes memory for as long as a private copy lives.
+    (least work per request served first, with aging), checking the caller's stop condition while it waits; it
+    refuses at once a cost that could never fit. reserve(hold=True) takes memory for as long as a private copy lives.
     """
 
     def __init__(self, capacity_bytes: int, *, flops_per_second: float | None = None, max_running: int | None = None):
@@ -203,16 +205,25 @@ class Budget:
     # ----- taking and giving back -------------------------------------------------------------------
 
     def reserve(
-        self, cost: Cost, *, check: Callable[[], None] | None = None, hold: bool = False, poll: float = 0.2
+        self,
+        cost: Cost,
+        *,
+        check: Callable[[], None] | None = None,
+        hold: bool = False,
+        poll: float = 0.2,
+        serves: int = 1,
     ) -> Reservation:
         """Wait until cost fits, then take it; check() is called while waiting and may raise to give up.
+
+        serves: how many users' requests the pass answers (a batcher's shared pass): its place in the line is
+        that of its work divided among them, so sharing a pass never sends short requests to the back.
 
         hold=True: the memory stays taken after the request (a session's private copy of the model) until
         the reservation is released; such holds together may use at most HOLD_SHARE of the budget.
         """
         with self._cond:
             self.refuse_if_it_could_never_fit(cost, hold)
-            ticket = _Ticket(cost, hold)
+            ticket = _Ticket(cost, hold, serves=max(1, int(serves)))
             self._waiting.append(ticket)
             try:
                 while not self._fits(ticket):
@@ -263,8 +274,9 @@ class Budget:
             self._cond.notify_all()
 
     def _urgency(self, ticket: _Ticket, now: float) -> float:
-        """Seconds of work left to wait for, less the credit of having waited: lower goes first."""
-        return ticket.cost.flops / (self.flops_per_second or DEFAULT_SPEED) - (now - ticket.since) / AGING_RATE
+        """Seconds of work per request served, less the credit of having waited: lower goes first."""
+        work = ticket.cost.flops / (self.flops_per_second or DEFAULT_SPEED) / ticket.serves
+        return work - (now - ticket.since) / AGING_RATE
 
     def _fits(self, ticket: _Ticket) -> bool:
         if self._in_use + ticket.cost.bytes > self.capacity:

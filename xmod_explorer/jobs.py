@@ -36,8 +36,10 @@ class Job:
         budget: Budget | None = None,
         progress: Progress | None = None,
         what: str = "This request",
+        serves: int = 1,
     ):
         self.seconds = seconds
+        self.serves = serves  # requests its passes answer (a shared pass: several users'), for the budget's order
         self.budget = budget
         self.progress = progress
         self.what = what
@@ -140,7 +142,7 @@ def admitted(cost: Cost, *, hold: bool = False) -> Iterator[Reservation | None]:
             told.append(True)
             job.progress(0.0, desc="Waiting: the server is busy with other requests")
 
-    reservation = job.budget.reserve(cost, check=check, hold=hold)
+    reservation = job.budget.reserve(cost, check=check, hold=hold, serves=job.serves)
     if hold:
         yield reservation
         return

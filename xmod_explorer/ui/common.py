@@ -88,12 +88,13 @@ class ModelHolder:
             return self.explorer.predict_masks(text, languages, top_k)
         return self.batcher.predict_masks(text, languages, top_k, check=jobs.checkpoint)
 
-    def _pass_job(self, what: str) -> jobs.Job:
-        """The batcher's passes run as jobs of the server's memory budget, like every other forward pass."""
-        return jobs.Job(budget=self.serving.budget, what=what)
+    def _pass_job(self, what: str, serves: int = 1) -> jobs.Job:
+        """The batcher's passes run as jobs of the server's memory budget, like every other forward pass; a shared
+        pass takes its place in the budget's line by its work per request."""
+        return jobs.Job(budget=self.serving.budget, what=what, serves=serves)
 
     def _shared_pass(self, explorer: Explorer, requests: list) -> list:
-        with jobs.running(self._pass_job("A shared fill-mask pass")):
+        with jobs.running(self._pass_job("A shared fill-mask pass", serves=len(requests))):
             return explorer.predict_masks_together(requests)
 
     def _one_pass(self, explorer: Explorer, request):

@@ -25,6 +25,12 @@ COLUMNS = 4
 MAX_CELL_LABELS = 400
 # Above this many rows a heatmap's rows shrink and lose their tick labels (hover names each row).
 MAX_LABELLED_ROWS = 80
+# Above this many languages a chart draws no trace (and no legend entry) per language: a legend of 81 entries, and
+# 81 traces, held the browser's main thread for half a second (issue 16). Lines become a languages x layers heatmap
+# and a scatter one trace coloured point by point; hover still gives every exact value.
+MAX_LINES = 12
+# Above this many token rows the fill-mask heatmap keeps the most probable ones (the table and CSV have them all).
+MAX_TOKEN_ROWS = 30
 
 
 def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figure:
@@ -63,10 +69,20 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
             for guess in slot.predictions[code]:
                 texts.setdefault(guess.token_id, _plain(guess.token))
         spelled = list(texts.values())
-        tokens = [text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()]
-        values = [
-            [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes] for i in texts
-        ]
+        labels = {i: text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()}
+        found = {
+            i: [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes]
+            for i in texts
+        }
+        # The rows with the highest total probability over the adapters, in that order, when there are too many.
+        kept = sorted(found, key=lambda i: -sum(p for p in found[i] if p is not None))[:MAX_TOKEN_ROWS]
+        if len(found) > MAX_TOKEN_ROWS:
+            title += f"<br><sup>the {MAX_TOKEN_ROWS} of {len(found)} tokens with the highest total probability "
+            title += "(the table and the CSV have them all)</sup>"
+        else:
+            kept = list(texts)
+        tokens = [labels[i] for i in kept]
+        values = [found[i] for i in kept]
         figure = go.Figure(
             go.Heatmap(
                 z=values,
@@ -136,8 +152,14 @@ def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] 
     if many and groups:
         first = [label for index, label in enumerate(labels) if index == 0 or groups[index] != groups[index - 1]]
         names = [groups[labels.index(label)] for label in first]
-        figure.update_xaxes(tickmode="array", tickvals=first, ticktext=names)
-        figure.update_yaxes(tickmode="array", tickvals=first, ticktext=names)
+        if len(first) > MAX_LINES:
+            # Past MAX_LINES groups even one label per group is text the browser measures by the hundred (a third
+            # of a second at 81 languages): no tick labels, hover names each cell.
+            figure.update_xaxes(showticklabels=False, title_text="sentences, grouped by language (hover names them)")
+            figure.update_yaxes(showticklabels=False)
+        else:
+            figure.update_xaxes(tickmode="array", tickvals=first, ticktext=names)
+            figure.update_yaxes(tickmode="array", tickvals=first, ticktext=names)
     cell = max(3, 860 // len(labels)) if many else 28
     return _layout(figure, title, height=max(380, cell * len(labels) + 140))
 
@@ -149,9 +171,42 @@ def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = F
     return similarity_heatmap(matrix, comparison.languages, f"Layer {layer}: {kind}")
 
 
+def language_layer_heatmap(
+    rows: list[str], layers: list[int], values: list[list[float]], title: str, name: str, colours: str, zmin=None
+) -> go.Figure:
+    """Languages x layers as one heatmap: what a line per language becomes past MAX_LINES languages (one trace, no
+    legend); hover gives each exact value. Rows shrink and lose their labels past MAX_LABELLED_ROWS."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=layers,
+            y=rows,
+            colorscale=colours,
+            zmin=zmin,
+            colorbar=dict(title=name),
+            hovertemplate=f"%{{y}}, layer %{{x}}: {name} %{{z:.4f}}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
+    many = len(rows) > MAX_LABELLED_ROWS
+    figure.update_yaxes(autorange="reversed", showticklabels=not many)
+    return _layout(figure, title, height=max(360, (8 if many else 16) * len(rows) + 140))
+
+
 def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.Figure:
     """Each adapter's similarity to the reference adapter across layers."""
     curve = comparison.reference_curve(centred)
+    kind = "centred" if centred else "raw"
+    others = [(index, code) for index, code in enumerate(comparison.languages) if code != comparison.reference]
+    if len(others) > MAX_LINES:
+        return language_layer_heatmap(
+            [code for _, code in others],
+            comparison.layers,
+            [[float(v) for v in curve[:, index]] for index, _ in others],
+            f"Similarity to {comparison.reference} per layer ({kind}): one row per adapter",
+            "similarity",
+            "Viridis",
+        )
     colours = language_colours(comparison.languages)
     figure = go.Figure()
     for index, code in enumerate(comparison.languages):
@@ -169,7 +224,6 @@ def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.
         )
     figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
     figure.update_yaxes(title_text="similarity to " + comparison.reference)
-    kind = "centred" if centred else "raw"
     return _layout(figure, f"Similarity to {comparison.reference} per layer ({kind})")
 
 
@@ -251,7 +305,8 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
                 z=grid(value),
                 x=layers,
                 y=names,
-                text=marks,
+                # No text array at all when it would not be printed: thousands of strings the browser parses.
+                text=marks if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
                 texttemplate="%{text}" if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
                 customdata=customdata,
                 colorscale="RdBu",
@@ -455,6 +510,16 @@ def lens_grid(lens: LogitLens, mask_number: int = 1) -> go.Figure:
 def lens_final_probability(lens: LogitLens, mask_number: int = 1) -> go.Figure:
     """Per adapter: the probability of its own final answer at every layer."""
     mask = lens.masks[mask_number - 1]
+    if len(lens.languages) > MAX_LINES:
+        return language_layer_heatmap(
+            [f"{code}: {_plain(mask.final[code].token)}" for code in lens.languages],
+            lens.layers,
+            [list(mask.final_probability[code]) for code in lens.languages],
+            f"Mask {mask_number}: each adapter's final answer (row), its probability layer by layer",
+            "p",
+            "Blues",
+            zmin=0,
+        )
     colours = language_colours(lens.languages)
     figure = go.Figure()
     for code in lens.languages:
@@ -519,7 +584,22 @@ def projection_scatter(projection: Projection, layer: int) -> go.Figure:
     points = projection.coordinates[index]
     colours = language_colours(list(dict.fromkeys(projection.languages)))
     figure = go.Figure()
-    for code, colour in colours.items():
+    if len(colours) > MAX_LINES:
+        # One trace, each point in its language's colour; no legend (hover names the language).
+        figure.add_trace(
+            go.Scatter(
+                x=[float(v) for v in points[:, 0]],
+                y=[float(v) for v in points[:, 1]],
+                mode="markers",
+                marker=dict(
+                    color=[colours[c] for c in projection.languages], size=9, line=dict(width=1, color="white")
+                ),
+                hovertext=[f"{c}: {_plain(_shorten(t))}" for c, t in zip(projection.languages, projection.texts)],
+                hoverinfo="text",
+                showlegend=False,
+            )
+        )
+    for code, colour in ({} if len(colours) > MAX_LINES else colours).items():
         members = [i for i, c in enumerate(projection.languages) if c == code]
         figure.add_trace(
             go.Scatter(

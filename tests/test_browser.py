@@ -97,6 +97,46 @@ def test_fill_the_mask_shows_one_column_per_language(page):
     assert page.errors == []
 
 
+def test_the_mask_selector_works_from_the_first_two_mask_run(page):
+    """Issue 16: with several masks, the chart's mask selector was missing after the first predict. A fresh page
+    predicts a two-mask sentence once; the selector shows both masks, and choosing mask 2 redraws the chart."""
+    page.locator("#fill-text textarea").fill("Klicken Sie auf die <mask>, um das <mask> zu speichern.")
+    choose_languages(page, "#fill-languages", ["German", "Japanese"])
+    page.click("#fill-run")
+    page.wait_for_selector("#fill-chart .js-plotly-plot .gtitle", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 1 of 2')", timeout=30_000
+    )
+    selector = page.locator("#fill-mask-number")
+    selector.wait_for(state="visible", timeout=10_000)
+    assert [label.inner_text().strip() for label in selector.locator("label").all()] == ["1", "2"]
+    selector.get_by_label("2", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 2 of 2')", timeout=30_000
+    )
+    selector.get_by_label("1", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 1 of 2')", timeout=30_000
+    )
+    # With mask 2 chosen, a three-mask sentence sent with Enter offers three masks and starts at mask 1 again.
+    selector.get_by_label("2", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 2 of 2')", timeout=30_000
+    )
+    page.locator("#fill-text textarea").fill("Die <mask> und die <mask> sind <mask>.")
+    page.locator("#fill-text textarea").press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 1 of 3')", timeout=60_000
+    )
+    assert [label.inner_text().strip() for label in selector.locator("label").all()] == ["1", "2", "3"]
+    assert selector.get_by_label("1", exact=True).is_checked()
+    selector.get_by_label("3", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 3 of 3')", timeout=30_000
+    )
+    assert page.errors == []
+
+
 def test_compare_tab_renders_the_heatmap(page):
     page.get_by_role("tab", name="Compare adapters").click()
     choose_languages(page, "#compare-languages", ["English", "German", "French"])

@@ -6,6 +6,7 @@ Set XMOD_SCREENSHOTS=assets/screenshots to refresh the README's screenshots.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -247,6 +248,57 @@ def test_failed_model_loads_keep_the_old_model_serving(page, tmp_path, base_dir)
     page.click("#fill-run")
     page.wait_for_selector("#fill-chart .js-plotly-plot", timeout=30_000)
     assert page.errors == []
+
+
+# The Classify tab's panels that a failed run marks "Error" (Gradio's status tracker on each output).
+CLASSIFY_ERRORS = """() => [...document.querySelectorAll('[data-testid="status-tracker"].error, .wrap .error')]
+    .filter(e => e.offsetParent !== null && e.closest('#component-0') === null)
+    .map(e => e.closest('[id^="classify-"]')?.id || 'classify tab')"""
+# Records every progress percentage the page shows, as it is drawn (polling could miss some).
+PROGRESS_RECORDER = """() => {
+    window.__progress = [];
+    new MutationObserver(() => {
+        const shown = document.querySelector('[data-testid="status-tracker"] .progress-level-inner');
+        const found = shown?.textContent.match(/ - ([0-9.]+)%/);
+        const value = found ? parseFloat(found[1]) : null;
+        if (value !== null && window.__progress.at(-1) !== value) window.__progress.push(value);
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_classify_clears_stale_errors_and_its_progress_moves_smoothly(page, tmp_path):
+    """Issue 16: "Error" stayed over the probabilities after the probe it asked for had been trained, and the
+    training bar raced to 85 % and then jumped. A good run anywhere on the tab clears the markers failed runs left;
+    the bar never goes back and never jumps by 10 points or more."""
+    page.get_by_role("tab", name="Classify").click()
+    page.get_by_label("my probe (trained or loaded below)").check()
+    page.click("#classify-run")  # no probe yet: an error
+    page.locator(".toast-body", has_text="no probe yet").first.wait_for(timeout=30_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().length >= 3", timeout=10_000)
+    assert {"classify-chart", "classify-probabilities"} <= set(page.evaluate(CLASSIFY_ERRORS))
+    close_toasts(page)
+
+    page.evaluate(PROGRESS_RECORDER)
+    page.click("#classify-train")  # the bundled data: a good run
+    page.wait_for_selector("#classify-transfer-chart .js-plotly-plot .barlayer", timeout=120_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().length === 0", timeout=10_000)
+    shown = page.evaluate("window.__progress")
+    print("progress shown (%):", shown)
+    assert len(shown) >= 10, shown
+    steps = [after - before for before, after in itertools.pairwise(shown)]
+    assert min(steps) >= 0 and max(steps) < 10, shown
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,verdict\nnot the columns,x\n", encoding="utf-8")
+    page.locator("#classify-upload input[type=file]").set_input_files(str(bad))
+    page.click("#classify-train")  # the upload lacks its columns: an error on the lab's panels
+    page.locator(".toast-body", has_text="no column").first.wait_for(timeout=30_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().includes('classify-summary')", timeout=10_000)
+    close_toasts(page)
+    page.get_by_label("my probe (trained or loaded below)").check()
+    page.click("#classify-run")  # the probe trained above: a good run
+    page.wait_for_selector("#classify-chart .js-plotly-plot .barlayer", timeout=30_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().length === 0", timeout=10_000)
 
 
 def test_error_toast_shows_the_mask_token_as_text(page):

@@ -56,7 +56,8 @@ def test_sentence_figures(explorer):
     for score in result.scores:
         row = list(cka.data[0].y).index(f"{score.language_a}-{score.language_b}")
         column = list(cka.data[0].x).index(score.layer)
-        assert cka.data[0].z[row][column] == (None if math.isnan(score.cka) else score.cka)
+        shown = cka.data[0].z[row][column]
+        assert math.isnan(shown) if math.isnan(score.cka) else shown == score.cka
         assert cka.data[0].customdata[row][column][0] == score.cka_p_value
         assert cka.data[0].text[row][column] == ("*" if score.cka_p_value < 0.05 else "")
         assert cka.data[1].z[row][column] == score.matched_cosine - score.shuffled_cosine
@@ -200,11 +201,10 @@ def test_adapter_frames_hold_the_wide_frames_cells(explorer):
     codes = ["en_XX", "de_DE", "ja_XX"]
     prediction = explorer.predict_masks("One <mask> and <mask>.", codes, 3)
     wide, turned = prediction.to_wide_frame(), prediction.to_adapter_frame()
-    assert list(turned.columns) == ["language", "mask", "top 1", "top 2", "top 3"] and len(turned) == 6
-    for _, row in wide.iterrows():
-        for code in codes:
-            match = turned[(turned.language == code) & (turned["mask"] == row["mask"])]
-            assert match[f"top {row['rank']}"].item() == row[code]
+    assert list(turned.columns) == ["language", "mask", "top-k: token (probability)"] and len(turned) == 6
+    for _, row in turned.iterrows():
+        ranks = wide[wide["mask"] == row["mask"]].sort_values("rank")
+        assert row["top-k: token (probability)"] == ", ".join(ranks[row["language"]])
     lens = explorer.logit_lens("One <mask> and <mask>.", codes, 2)
     wide, turned = lens.to_wide_frame(), lens.to_adapter_frame()
     assert len(turned) == 6 and list(turned.columns)[2:] == [f"layer {layer}" for layer in lens.layers]
@@ -212,3 +212,19 @@ def test_adapter_frames_hold_the_wide_frames_cells(explorer):
         for code in codes:
             match = turned[(turned.language == code) & (turned["mask"] == row["mask"])]
             assert match[f"layer {row['layer']}"].item() == row[code]
+
+
+def test_many_language_pairs_get_a_language_grid_at_one_layer(explorer):
+    """Past MAX_LABELLED_ROWS pairs the CKA view is language x language at the chosen layer: each cell exact."""
+    codes = ["en_XX", "de_DE", "ja_XX"]
+    result = explorer.compare_sentences([(code, text) for code in codes for text in ("One.", "Two here.", "Three.")])
+    grid = plots.cka_grid(result, 2)
+    assert list(grid.data[0].x) == codes and list(grid.data[0].y) == codes and len(grid.data) == 2
+    for score in result.scores:
+        if score.layer != 2:
+            continue
+        a, b = codes.index(score.language_a), codes.index(score.language_b)
+        for cell in (grid.data[0].z[a][b], grid.data[0].z[b][a]):
+            assert math.isnan(cell) if math.isnan(score.cka) else cell == score.cka
+        assert grid.data[1].z[a][b] == score.matched_cosine - score.shuffled_cosine
+    assert math.isnan(grid.data[0].z[1][1])  # no pair with itself

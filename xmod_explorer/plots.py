@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -131,14 +132,16 @@ def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] 
     """A symmetric similarity matrix, its values printed in the cells while they fit. Past 24 rows the cells shrink,
     and with groups (one name per row, for example its language) only each group's first row is labelled: every
     label is text the browser measures, and hover still names each cell."""
-    values = [[float(v) for v in row] for row in matrix]
+    # A numpy array goes to the browser as one base64 block of float64s (Plotly 6+), not as text: the same numbers,
+    # and 105,000 of them (324 sentences) no longer parsed one by one.
+    values = np.asarray(matrix, dtype=np.float64)
     many = len(labels) > 24
     figure = go.Figure(
         go.Heatmap(
             z=values,
             x=labels,
             y=labels,
-            zmin=min(0.0, min(min(row) for row in values)),
+            zmin=min(0.0, float(values.min())),
             zmax=1.0,
             colorscale="Viridis",
             # Values in the cells while they fit; past that no text array at all (hover reads z).
@@ -178,7 +181,7 @@ def language_layer_heatmap(
     legend); hover gives each exact value. Rows shrink and lose their labels past MAX_LABELLED_ROWS."""
     figure = go.Figure(
         go.Heatmap(
-            z=values,
+            z=np.asarray(values, dtype=np.float64),  # one binary block, the same numbers
             x=layers,
             y=rows,
             colorscale=colours,
@@ -261,6 +264,53 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
     return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}", groups=groups)
 
 
+def cka_grid(comparison: SentenceComparison, layer: int) -> go.Figure:
+    """The compact view past MAX_LABELLED_ROWS language pairs (3,240 at 81 languages, whose pairs x layers chart was
+    6,600 px tall and held the page for 0.4 s): language x language at one layer, CKA on the left, the translation
+    pairs' cosine gap on the right; each cell an exact value (hover), the diagonal blank. The CSV has every layer
+    with the p-values and null bands."""
+    codes = list(dict.fromkeys(code for s in comparison.scores for code in (s.language_a, s.language_b)))
+    at = {code: index for index, code in enumerate(codes)}
+    panels = {"CKA": lambda s: s.cka, "gap": lambda s: s.matched_cosine - s.shuffled_cosine}
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["linear CKA", "cosine gap: translations minus re-pairings"],
+        horizontal_spacing=0.2,
+        shared_yaxes=True,
+    )
+    for column, (short, value) in enumerate(panels.items(), start=1):
+        grid = np.full((len(codes), len(codes)), np.nan)
+        for score in comparison.scores:
+            if score.layer == layer:
+                a, b = at[score.language_a], at[score.language_b]
+                grid[a, b] = grid[b, a] = value(score)
+        figure.add_trace(
+            go.Heatmap(
+                z=grid,
+                x=codes,
+                y=codes,
+                colorscale="RdBu",
+                zmid=0,
+                hoverongaps=False,
+                colorbar=dict(title=short, x=0.42 if column == 1 else 1.01, len=0.9, thickness=12),
+                hovertemplate=f"%{{y}}-%{{x}}, layer {layer}: {short} %{{z:.4f}}<extra></extra>",
+            ),
+            1,
+            column,
+        )
+    labelled = len(codes) <= MAX_LINES * 2
+    figure.update_xaxes(showticklabels=labelled)
+    figure.update_yaxes(autorange="reversed", showticklabels=labelled)
+    figure.update_yaxes(showticklabels=False, row=1, col=2)
+    return _layout(
+        figure,
+        f"Layer {layer}, {len(codes)} languages: each cell a language pair (hover); n = {comparison.parallel_size} "
+        "sentences per language; blue above 0, red below; every layer, p-values and null bands: in the CSV",
+        height=max(420, 8 * len(codes) + 160),
+    )
+
+
 def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     """Language pairs x layers, two panels: linear CKA of the translation sets, and the translation-pair cosine
     above its permutation null's mean. One row per pair stays readable at 12+ languages (one line per pair was a
@@ -288,6 +338,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
             "cosine_null_high",
         ),
     ]
+    crowded = len(pairs) > MAX_LABELLED_ROWS
     figure = make_subplots(
         rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.2, shared_yaxes=True
     )
@@ -302,18 +353,22 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
         ]
         figure.add_trace(
             go.Heatmap(
-                z=grid(value),
+                z=np.array(grid(value), dtype=np.float64),  # gaps as NaN; sent as one binary block
                 x=layers,
                 y=names,
                 # No text array at all when it would not be printed: thousands of strings the browser parses.
                 text=marks if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
                 texttemplate="%{text}" if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
-                customdata=customdata,
+                # Past MAX_LABELLED_ROWS pairs the p-values and null bands stay in the CSV: three more numbers per
+                # cell, 250,000 at 81 languages, held the page for 0.4 s.
+                customdata=None if crowded else customdata,
                 colorscale="RdBu",
                 zmid=0,
                 hoverongaps=False,
                 colorbar=dict(title=short, x=0.42 if column == 1 else 1.01, len=0.9, thickness=12),
-                hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
+                hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<extra></extra>"
+                if crowded
+                else f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
                 "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
             ),
             1,
@@ -325,6 +380,8 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     figure.update_yaxes(showticklabels=False, row=1, col=2)  # the same rows as on the left
     size = comparison.parallel_size
     marked = "" if len(pairs) * len(layers) > MAX_CELL_LABELS else f"; * = p < {ALPHA} against re-pairings"
+    if crowded:
+        marked += "; p-values and null bands: in the CSV"
     return _layout(
         figure,
         f"n = {size} sentences per language; blue above 0, red below{marked}",

@@ -155,9 +155,9 @@ def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] 
     if many and groups:
         first = [label for index, label in enumerate(labels) if index == 0 or groups[index] != groups[index - 1]]
         names = [groups[labels.index(label)] for label in first]
-        if len(first) > MAX_LINES:
-            # Past MAX_LINES groups even one label per group is text the browser measures by the hundred (a third
-            # of a second at 81 languages): no tick labels, hover names each cell.
+        if len(first) > 2 * MAX_LINES:
+            # Past 24 groups even one label per group is text the browser measures by the hundred (a third of a
+            # second at 81 languages): no tick labels, hover names each cell.
             figure.update_xaxes(showticklabels=False, title_text="sentences, grouped by language (hover names them)")
             figure.update_yaxes(showticklabels=False)
         else:

@@ -261,15 +261,37 @@ PROGRESS_RECORDER = """() => {
         const shown = document.querySelector('[data-testid="status-tracker"] .progress-level-inner');
         const found = shown?.textContent.match(/ - ([0-9.]+)%/);
         const value = found ? parseFloat(found[1]) : null;
-        if (value !== null && window.__progress.at(-1) !== value) window.__progress.push(value);
+        if (value !== null && window.__progress.at(-1)?.[0] !== value)
+            window.__progress.push([value, shown.textContent.trim()]);
     }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+
+
+def one_update_apart(before: list, after: list) -> bool:
+    """Two progress readings [percent, text] of the lab's bar that the server sent one after the other."""
+    import re
+
+    def batch(text: str):
+        found = re.search(r"batch (\d+) of (\d+)", text)
+        return (int(found[1]), int(found[2])) if found else None
+
+    a, b = batch(before[1]), batch(after[1])
+    fitting_a, fitting_b = (
+        re.search("Training the probe|Probe trained", text) is not None for text in (before[1], after[1])
+    )
+    if a and b:
+        return a[1] == b[1] and b[0] == a[0] + 1
+    if a and fitting_b:
+        return a[0] == a[1]  # the last batch of features, then the fit
+    if fitting_a and b:
+        return b[0] == 1  # the fit, then the evaluation's first batch
+    return fitting_a and fitting_b
 
 
 def test_classify_clears_stale_errors_and_its_progress_moves_smoothly(page, tmp_path):
     """Issue 16: "Error" stayed over the probabilities after the probe it asked for had been trained, and the
     training bar raced to 85 % and then jumped. A good run anywhere on the tab clears the markers failed runs left;
-    the bar never goes back and never jumps by 10 points or more."""
+    the bar never goes back and never jumps by 10 points or more from one update to the next."""
     page.get_by_role("tab", name="Classify").click()
     page.get_by_label("my probe (trained or loaded below)").check()
     page.click("#classify-run")  # no probe yet: an error
@@ -285,12 +307,19 @@ def test_classify_clears_stale_errors_and_its_progress_moves_smoothly(page, tmp_
     shown = page.evaluate("window.__progress")
     print("progress shown (%):", shown)
     assert len(shown) >= 10, shown
-    steps = [after - before for before, after in itertools.pairwise(shown)]
-    assert min(steps) >= 0 and max(steps) < 10, shown
+    values = [value for value, _ in shown]
+    assert all(after >= before for before, after in itertools.pairwise(values)), shown
+    # A busy page may draw two updates as one; judge only readings one update apart: the next batch, or the step
+    # from one phase to the next (features -> the probe's fit -> the evaluation's features).
+    steps = [after[0] - before[0] for before, after in itertools.pairwise(shown) if one_update_apart(before, after)]
+    assert steps and max(steps) < 10, shown
 
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,verdict\nnot the columns,x\n", encoding="utf-8")
     page.locator("#classify-upload input[type=file]").set_input_files(str(bad))
+    page.wait_for_function(  # the upload has arrived and chosen itself as the data
+        "document.querySelector('#classify-dataset input[value=\"My CSV file\"]')?.checked", timeout=30_000
+    )
     page.click("#classify-train")  # the upload lacks its columns: an error on the lab's panels
     page.locator(".toast-body", has_text="no column").first.wait_for(timeout=30_000)
     page.wait_for_function(f"({CLASSIFY_ERRORS})().includes('classify-summary')", timeout=10_000)

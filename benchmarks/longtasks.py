@@ -3,11 +3,15 @@
     python -m benchmarks.longtasks                       # the embedded mini model (all its languages)
     python -m benchmarks.longtasks --random81            # a random model with all 81 xmod-base languages
     python -m benchmarks.longtasks --app-url URL         # an app already running (for example an older version)
+    python -m benchmarks.longtasks --random81 --baseline-url URL   # before and after in one run, tab by tab
+    python -m benchmarks.longtasks --random81 --layers 2  # fewer layers: a smaller model, quicker to build and run
 
 Opens each analysis tab's deep link with every language the model has (the link fills the tab and runs it) in
 Chromium and records, with the Long Tasks API, every main-thread task over 50 ms from the run's start until the
 page has been quiet for 1.5 s; reports the longest per tab with the machine's load average, and writes
-benchmarks/results/longtasks-<model>.json. --random81 builds xmod-base's 12 layers and 81 languages in xmod-base's
+benchmarks/results/longtasks-<model>.json. With --baseline-url (an older version of the app serving the same model,
+started by hand), each tab is measured there first and then here, so both see the same load; the JSON keeps the
+baseline's figures under "before". --random81 builds xmod-base's 12 layers and 81 languages in xmod-base's
 order with a small hidden size (64) and the tests' small tokenizer: what the browser draws depends on the number of
 languages, layers, tokens and sentences, not on the hidden size.
 """
@@ -135,28 +139,34 @@ def app(model: str, port: int):
             process.wait(timeout=30)
 
 
-def random81(folder: Path) -> Path:
+def random81(folder: Path, layers: int = 12) -> Path:
     from xmod_explorer.languages import LANGUAGE_NAMES
     from xmod_explorer.tiny import TinySpec, build_random_checkpoint
 
-    if (folder / "config.json").exists():
+    config = folder / "config.json"
+    if config.exists() and json.loads(config.read_text()).get("num_hidden_layers") == layers:
         return folder
-    spec = TinySpec(languages=list(LANGUAGE_NAMES), hidden_size=64, num_layers=12, num_heads=4, intermediate_size=128)
+    spec = TinySpec(
+        languages=list(LANGUAGE_NAMES), hidden_size=64, num_layers=layers, num_heads=4, intermediate_size=128
+    )
     return build_random_checkpoint(folder, spec)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random81", action="store_true", help="a random model with all 81 xmod-base languages")
-    parser.add_argument("--folder", default=str(Path(tempfile.gettempdir()) / "xmod-random81"))
+    parser.add_argument("--layers", type=int, default=12, help="layers of the --random81 model (xmod-base: 12)")
+    parser.add_argument("--folder", help="where the --random81 model is kept (default: the temporary folder)")
     parser.add_argument("--app-url", help="measure an app already running at this address")
+    parser.add_argument("--baseline-url", help="an older app serving the same model: each tab measured there first")
     parser.add_argument("--tabs", default="", help="comma-separated tab names (default: all)")
     parser.add_argument("--port", type=int, default=7951)
     parser.add_argument("--out", help="JSON file (default benchmarks/results/longtasks-<model>.json)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    model = str(random81(Path(args.folder))) if args.random81 else "mini"
+    folder = Path(args.folder or Path(tempfile.gettempdir()) / f"xmod-random81-{args.layers}layers")
+    model = str(random81(folder, args.layers)) if args.random81 else "mini"
     codes = json.loads((Path(model if args.random81 else _mini()) / "config.json").read_text())["languages"]
     chosen = {name: link for name, link in links(codes).items() if not args.tabs or name in args.tabs.split(",")}
     results = {}
@@ -165,14 +175,18 @@ def main() -> None:
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         for name, (query, chart) in chosen.items():
+            before = measure(browser, args.baseline_url, query, chart) if args.baseline_url else None
             results[name] = measure(browser, url, query, chart)
+            if before is not None:
+                results[name]["before"] = before
+                print(f"{name} before: longest task {before['longest_task_ms']} ms, load {before['load_average']}")
             print(
                 f"{name}: longest task {results[name]['longest_task_ms']} ms, chart after "
                 f"{results[name]['seconds_to_chart']} s, load {results[name]['load_average']}",
                 flush=True,
             )
         browser.close()
-    label = "random81-12layers" if args.random81 else "mini"
+    label = f"random81-{args.layers}layers" if args.random81 else "mini"
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"longtasks-{label}.json")
     out.write_text(
         json.dumps({"model": label, "languages": len(codes), "cpus": os.cpu_count(), "tabs": results}, indent=1)

@@ -6,6 +6,7 @@ Set XMOD_SCREENSHOTS=assets/screenshots to refresh the README's screenshots.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -94,6 +95,46 @@ def test_fill_the_mask_shows_one_column_per_language(page):
     page.wait_for_selector("#fill-chart .js-plotly-plot", timeout=30_000)
     assert "Mask 1" in page.locator("#fill-summary").inner_text()
     screenshot(page, "fill_the_mask")
+    assert page.errors == []
+
+
+def test_the_mask_selector_works_from_the_first_two_mask_run(page):
+    """Issue 16: with several masks, the chart's mask selector was missing after the first predict. A fresh page
+    predicts a two-mask sentence once; the selector shows both masks, and choosing mask 2 redraws the chart."""
+    page.locator("#fill-text textarea").fill("Klicken Sie auf die <mask>, um das <mask> zu speichern.")
+    choose_languages(page, "#fill-languages", ["German", "Japanese"])
+    page.click("#fill-run")
+    page.wait_for_selector("#fill-chart .js-plotly-plot .gtitle", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 1 of 2')", timeout=30_000
+    )
+    selector = page.locator("#fill-mask-number")
+    selector.wait_for(state="visible", timeout=10_000)
+    assert [label.inner_text().strip() for label in selector.locator("label").all()] == ["1", "2"]
+    selector.get_by_label("2", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 2 of 2')", timeout=30_000
+    )
+    selector.get_by_label("1", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 1 of 2')", timeout=30_000
+    )
+    # With mask 2 chosen, a three-mask sentence sent with Enter offers three masks and starts at mask 1 again.
+    selector.get_by_label("2", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 2 of 2')", timeout=30_000
+    )
+    page.locator("#fill-text textarea").fill("Die <mask> und die <mask> sind <mask>.")
+    page.locator("#fill-text textarea").press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 1 of 3')", timeout=60_000
+    )
+    assert [label.inner_text().strip() for label in selector.locator("label").all()] == ["1", "2", "3"]
+    assert selector.get_by_label("1", exact=True).is_checked()
+    selector.get_by_label("3", exact=True).check()
+    page.wait_for_function(
+        "document.querySelector('#fill-chart .gtitle')?.textContent.startsWith('Mask 3 of 3')", timeout=30_000
+    )
     assert page.errors == []
 
 
@@ -207,6 +248,86 @@ def test_failed_model_loads_keep_the_old_model_serving(page, tmp_path, base_dir)
     page.click("#fill-run")
     page.wait_for_selector("#fill-chart .js-plotly-plot", timeout=30_000)
     assert page.errors == []
+
+
+# The Classify tab's panels that a failed run marks "Error" (Gradio's status tracker on each output).
+CLASSIFY_ERRORS = """() => [...document.querySelectorAll('[data-testid="status-tracker"].error, .wrap .error')]
+    .filter(e => e.offsetParent !== null && e.closest('#component-0') === null)
+    .map(e => e.closest('[id^="classify-"]')?.id || 'classify tab')"""
+# Records every progress percentage the page shows, as it is drawn (polling could miss some).
+PROGRESS_RECORDER = """() => {
+    window.__progress = [];
+    new MutationObserver(() => {
+        const shown = document.querySelector('[data-testid="status-tracker"] .progress-level-inner');
+        const found = shown?.textContent.match(/ - ([0-9.]+)%/);
+        const value = found ? parseFloat(found[1]) : null;
+        if (value !== null && window.__progress.at(-1)?.[0] !== value)
+            window.__progress.push([value, shown.textContent.trim()]);
+    }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def one_update_apart(before: list, after: list) -> bool:
+    """Two progress readings [percent, text] of the lab's bar that the server sent one after the other."""
+    import re
+
+    def batch(text: str):
+        found = re.search(r"batch (\d+) of (\d+)", text)
+        return (int(found[1]), int(found[2])) if found else None
+
+    a, b = batch(before[1]), batch(after[1])
+    fitting_a, fitting_b = (
+        re.search("Training the probe|Probe trained", text) is not None for text in (before[1], after[1])
+    )
+    if a and b:
+        return a[1] == b[1] and b[0] == a[0] + 1
+    if a and fitting_b:
+        return a[0] == a[1]  # the last batch of features, then the fit
+    if fitting_a and b:
+        return b[0] == 1  # the fit, then the evaluation's first batch
+    return fitting_a and fitting_b
+
+
+def test_classify_clears_stale_errors_and_its_progress_moves_smoothly(page, tmp_path):
+    """Issue 16: "Error" stayed over the probabilities after the probe it asked for had been trained, and the
+    training bar raced to 85 % and then jumped. A good run anywhere on the tab clears the markers failed runs left;
+    the bar never goes back and never jumps by 10 points or more from one update to the next."""
+    page.get_by_role("tab", name="Classify").click()
+    page.get_by_label("my probe (trained or loaded below)").check()
+    page.click("#classify-run")  # no probe yet: an error
+    page.locator(".toast-body", has_text="no probe yet").first.wait_for(timeout=30_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().length >= 3", timeout=10_000)
+    assert {"classify-chart", "classify-probabilities"} <= set(page.evaluate(CLASSIFY_ERRORS))
+    close_toasts(page)
+
+    page.evaluate(PROGRESS_RECORDER)
+    page.click("#classify-train")  # the bundled data: a good run
+    page.wait_for_selector("#classify-transfer-chart .js-plotly-plot .barlayer", timeout=120_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().length === 0", timeout=10_000)
+    shown = page.evaluate("window.__progress")
+    print("progress shown (%):", shown)
+    assert len(shown) >= 10, shown
+    values = [value for value, _ in shown]
+    assert all(after >= before for before, after in itertools.pairwise(values)), shown
+    # A busy page may draw two updates as one; judge only readings one update apart: the next batch, or the step
+    # from one phase to the next (features -> the probe's fit -> the evaluation's features).
+    steps = [after[0] - before[0] for before, after in itertools.pairwise(shown) if one_update_apart(before, after)]
+    assert steps and max(steps) < 10, shown
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,verdict\nnot the columns,x\n", encoding="utf-8")
+    page.locator("#classify-upload input[type=file]").set_input_files(str(bad))
+    page.wait_for_function(  # the upload has arrived and chosen itself as the data
+        "document.querySelector('#classify-dataset input[value=\"My CSV file\"]')?.checked", timeout=30_000
+    )
+    page.click("#classify-train")  # the upload lacks its columns: an error on the lab's panels
+    page.locator(".toast-body", has_text="no column").first.wait_for(timeout=30_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().includes('classify-summary')", timeout=10_000)
+    close_toasts(page)
+    page.get_by_label("my probe (trained or loaded below)").check()
+    page.click("#classify-run")  # the probe trained above: a good run
+    page.wait_for_selector("#classify-chart .js-plotly-plot .barlayer", timeout=30_000)
+    page.wait_for_function(f"({CLASSIFY_ERRORS})().length === 0", timeout=10_000)
 
 
 def test_error_toast_shows_the_mask_token_as_text(page):
@@ -567,6 +688,53 @@ def test_a_result_with_every_adapter_never_holds_the_page(browser, app_url, name
     print(f"{name}: longest task {longest:.0f} ms; long tasks (start, ms) {tasks}; load {os.getloadavg()}")
     assert longest < LONGEST_TASK_MS, (name, tasks)
     page.close()
+
+
+@pytest.fixture(scope="module")
+def app81_url(tmp_path_factory, all_languages_dir):
+    folder = tmp_path_factory.mktemp("browser-app-81")
+    with app_process(["--model", str(all_languages_dir)], folder, env={"HF_HUB_CACHE": str(folder / "hub")}) as (
+        url,
+        _,
+    ):
+        yield url
+
+
+# The tabs whose result held the page 300-560 ms at 81 adapters (a trace, legend entry or table column per language).
+MANY_ADAPTER_TABS = ["fill", "compare", "sentences", "lens", "map"]
+
+
+def test_a_result_with_all_81_adapters_never_holds_the_page(browser, app81_url, all_languages_dir):
+    """Issue 16, at xmod-base's 81 languages (a tiny random model: what the browser draws depends on the number of
+    languages, not on the hidden size): the tabs that drew one trace, legend entry or table column per language
+    held the page 300-560 ms; their summary views keep every task under 200 ms."""
+    import json
+
+    from benchmarks.longtasks import links
+
+    codes = json.loads((all_languages_dir / "config.json").read_text())["languages"]
+    assert len(codes) == 81
+    every = links(codes)
+
+    def measured(name: str) -> tuple[float, list]:
+        query, chart = every[name]
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(LONG_TASKS)
+        page.goto(f"{app81_url}/?{query}")
+        try:
+            return longest_task_after_link_run(page, chart)
+        finally:
+            page.close()
+
+    found = {}
+    for name in MANY_ADAPTER_TABS:
+        found[name] = measured(name)
+        if found[name][0] >= LONGEST_TASK_MS:
+            # On 2 shared cores another process can stretch one task past the bound: measure once more and keep
+            # the shorter. A view that draws a trace or a column per language (300-560 ms here) fails both times.
+            found[name] = min(found[name], measured(name))
+    print({name: found[name][0] for name in found}, "load", os.getloadavg())
+    assert all(longest < LONGEST_TASK_MS for longest, _ in found.values()), found
 
 
 # ----- nothing a visitor sends becomes markup -------------------------------------------------------------------

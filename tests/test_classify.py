@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import random
 import shutil
@@ -581,3 +582,20 @@ def test_classifier_config_without_classifier_weights_is_refused(tmp_path, base_
     (target / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExplorerError, match="no classifier"):
         Explorer.from_pretrained(str(target))
+
+
+def test_the_lab_bar_follows_the_work():
+    """Issue 16: the bar gave training a fixed 85 % and the probe's fit step / 1000 though it stops after a few
+    dozen steps, so it raced, then jumped. The training share follows the text read (the evaluation reads each
+    test text twice); the fit's share keeps rising and never reaches 1 before the fit ends."""
+    from xmod_explorer.datasets import Example
+    from xmod_explorer.ui.classify import training_share
+
+    train = [Example("a" * 30, "pos")] * 10
+    tests = {"de_DE": [Example("b" * 15, "pos")] * 10, "fr_XX": [Example("c" * 15, "neg")] * 10}
+    assert training_share(train, tests, ["de_DE"]) == pytest.approx(300 / (300 + 300))
+    assert training_share(train, tests, ["de_DE", "fr_XX"]) == pytest.approx(300 / (300 + 600))
+    assert training_share(train, tests, []) == 0.95  # nothing to evaluate: training is (nearly) all of it
+    shares = [lab.fit_share(step) for step in range(0, 1001)]
+    assert shares[0] == 0 and all(b > a for a, b in itertools.pairwise(shares)) and shares[-1] < 1
+    assert 0.7 < lab.fit_share(76) < 0.8  # where the bundled set's probe converges: the last jump is small

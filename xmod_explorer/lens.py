@@ -141,6 +141,23 @@ class LogitLens:
         ]
         return pd.DataFrame(rows, columns=["mask", "layer", *self.languages])
 
+    def to_adapter_frame(self) -> pd.DataFrame:
+        """One row per (language, mask), one column per layer holding its top-1 'token (p)': the cells of
+        to_wide_frame turned so that many adapters make rows (a table draws only the rows in view), not columns."""
+        rows = [
+            {
+                "language": code,
+                "mask": number,
+                **{
+                    f"layer {layer}": f"{guesses[code][0].token} ({guesses[code][0].probability:.3f})"
+                    for layer, guesses in enumerate(mask.layers)
+                },
+            }
+            for code in self.languages
+            for number, mask in enumerate(self.masks, start=1)
+        ]
+        return pd.DataFrame(rows, columns=["language", "mask", *[f"layer {layer}" for layer in self.layers]])
+
     def to_frame(self) -> pd.DataFrame:
         """One row per (mask, layer, language, rank)."""
         columns = ["mask", "position", "layer", "language", "rank", "token", "token_id", "probability"]

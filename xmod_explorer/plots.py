@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -25,6 +26,12 @@ COLUMNS = 4
 MAX_CELL_LABELS = 400
 # Above this many rows a heatmap's rows shrink and lose their tick labels (hover names each row).
 MAX_LABELLED_ROWS = 80
+# Above this many languages a chart draws no trace (and no legend entry) per language: a legend of 81 entries, and
+# 81 traces, held the browser's main thread for half a second (issue 16). Lines become a languages x layers heatmap
+# and a scatter one trace coloured point by point; hover still gives every exact value.
+MAX_LINES = 12
+# Above this many token rows the fill-mask heatmap keeps the most probable ones (the table and CSV have them all).
+MAX_TOKEN_ROWS = 30
 
 
 def _layout(figure: go.Figure, title: str, height: int | None = None) -> go.Figure:
@@ -63,10 +70,20 @@ def mask_probabilities(prediction: MaskPrediction, mask_number: int = 1) -> go.F
             for guess in slot.predictions[code]:
                 texts.setdefault(guess.token_id, _plain(guess.token))
         spelled = list(texts.values())
-        tokens = [text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()]
-        values = [
-            [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes] for i in texts
-        ]
+        labels = {i: text if spelled.count(text) == 1 else f"{text} (id {i})" for i, text in texts.items()}
+        found = {
+            i: [next((g.probability for g in slot.predictions[c] if g.token_id == i), None) for c in codes]
+            for i in texts
+        }
+        # The rows with the highest total probability over the adapters, in that order, when there are too many.
+        kept = sorted(found, key=lambda i: -sum(p for p in found[i] if p is not None))[:MAX_TOKEN_ROWS]
+        if len(found) > MAX_TOKEN_ROWS:
+            title += f"<br><sup>the {MAX_TOKEN_ROWS} of {len(found)} tokens with the highest total probability "
+            title += "(the table and the CSV have them all)</sup>"
+        else:
+            kept = list(texts)
+        tokens = [labels[i] for i in kept]
+        values = [found[i] for i in kept]
         figure = go.Figure(
             go.Heatmap(
                 z=values,
@@ -115,14 +132,16 @@ def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] 
     """A symmetric similarity matrix, its values printed in the cells while they fit. Past 24 rows the cells shrink,
     and with groups (one name per row, for example its language) only each group's first row is labelled: every
     label is text the browser measures, and hover still names each cell."""
-    values = [[float(v) for v in row] for row in matrix]
+    # A numpy array goes to the browser as one base64 block of float64s (Plotly 6+), not as text: the same numbers,
+    # and 105,000 of them (324 sentences) no longer parsed one by one.
+    values = np.asarray(matrix, dtype=np.float64)
     many = len(labels) > 24
     figure = go.Figure(
         go.Heatmap(
             z=values,
             x=labels,
             y=labels,
-            zmin=min(0.0, min(min(row) for row in values)),
+            zmin=min(0.0, float(values.min())),
             zmax=1.0,
             colorscale="Viridis",
             # Values in the cells while they fit; past that no text array at all (hover reads z).
@@ -136,8 +155,14 @@ def similarity_heatmap(matrix, labels: list[str], title: str, groups: list[str] 
     if many and groups:
         first = [label for index, label in enumerate(labels) if index == 0 or groups[index] != groups[index - 1]]
         names = [groups[labels.index(label)] for label in first]
-        figure.update_xaxes(tickmode="array", tickvals=first, ticktext=names)
-        figure.update_yaxes(tickmode="array", tickvals=first, ticktext=names)
+        if len(first) > 2 * MAX_LINES:
+            # Past 24 groups even one label per group is text the browser measures by the hundred (a third of a
+            # second at 81 languages): no tick labels, hover names each cell.
+            figure.update_xaxes(showticklabels=False, title_text="sentences, grouped by language (hover names them)")
+            figure.update_yaxes(showticklabels=False)
+        else:
+            figure.update_xaxes(tickmode="array", tickvals=first, ticktext=names)
+            figure.update_yaxes(tickmode="array", tickvals=first, ticktext=names)
     cell = max(3, 860 // len(labels)) if many else 28
     return _layout(figure, title, height=max(380, cell * len(labels) + 140))
 
@@ -149,9 +174,42 @@ def adapter_heatmap(comparison: AdapterComparison, layer: int, centred: bool = F
     return similarity_heatmap(matrix, comparison.languages, f"Layer {layer}: {kind}")
 
 
+def language_layer_heatmap(
+    rows: list[str], layers: list[int], values: list[list[float]], title: str, name: str, colours: str, zmin=None
+) -> go.Figure:
+    """Languages x layers as one heatmap: what a line per language becomes past MAX_LINES languages (one trace, no
+    legend); hover gives each exact value. Rows shrink and lose their labels past MAX_LABELLED_ROWS."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=np.asarray(values, dtype=np.float64),  # one binary block, the same numbers
+            x=layers,
+            y=rows,
+            colorscale=colours,
+            zmin=zmin,
+            colorbar=dict(title=name),
+            hovertemplate=f"%{{y}}, layer %{{x}}: {name} %{{z:.4f}}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
+    many = len(rows) > MAX_LABELLED_ROWS
+    figure.update_yaxes(autorange="reversed", showticklabels=not many)
+    return _layout(figure, title, height=max(360, (8 if many else 16) * len(rows) + 140))
+
+
 def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.Figure:
     """Each adapter's similarity to the reference adapter across layers."""
     curve = comparison.reference_curve(centred)
+    kind = "centred" if centred else "raw"
+    others = [(index, code) for index, code in enumerate(comparison.languages) if code != comparison.reference]
+    if len(others) > MAX_LINES:
+        return language_layer_heatmap(
+            [code for _, code in others],
+            comparison.layers,
+            [[float(v) for v in curve[:, index]] for index, _ in others],
+            f"Similarity to {comparison.reference} per layer ({kind}): one row per adapter",
+            "similarity",
+            "Viridis",
+        )
     colours = language_colours(comparison.languages)
     figure = go.Figure()
     for index, code in enumerate(comparison.languages):
@@ -169,7 +227,6 @@ def reference_lines(comparison: AdapterComparison, centred: bool = False) -> go.
         )
     figure.update_xaxes(title_text="layer (0 = embeddings)", dtick=1)
     figure.update_yaxes(title_text="similarity to " + comparison.reference)
-    kind = "centred" if centred else "raw"
     return _layout(figure, f"Similarity to {comparison.reference} per layer ({kind})")
 
 
@@ -207,6 +264,53 @@ def sentence_heatmap(comparison: SentenceComparison, layer: int, centred: bool =
     return similarity_heatmap(matrix, comparison.labels, f"Layer {layer}: sentence {kind}", groups=groups)
 
 
+def cka_grid(comparison: SentenceComparison, layer: int) -> go.Figure:
+    """The compact view past MAX_LABELLED_ROWS language pairs (3,240 at 81 languages, whose pairs x layers chart was
+    6,600 px tall and held the page for 0.4 s): language x language at one layer, CKA on the left, the translation
+    pairs' cosine gap on the right; each cell an exact value (hover), the diagonal blank. The CSV has every layer
+    with the p-values and null bands."""
+    codes = list(dict.fromkeys(code for s in comparison.scores for code in (s.language_a, s.language_b)))
+    at = {code: index for index, code in enumerate(codes)}
+    panels = {"CKA": lambda s: s.cka, "gap": lambda s: s.matched_cosine - s.shuffled_cosine}
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["linear CKA", "cosine gap: translations minus re-pairings"],
+        horizontal_spacing=0.2,
+        shared_yaxes=True,
+    )
+    for column, (short, value) in enumerate(panels.items(), start=1):
+        grid = np.full((len(codes), len(codes)), np.nan)
+        for score in comparison.scores:
+            if score.layer == layer:
+                a, b = at[score.language_a], at[score.language_b]
+                grid[a, b] = grid[b, a] = value(score)
+        figure.add_trace(
+            go.Heatmap(
+                z=grid,
+                x=codes,
+                y=codes,
+                colorscale="RdBu",
+                zmid=0,
+                hoverongaps=False,
+                colorbar=dict(title=short, x=0.42 if column == 1 else 1.01, len=0.9, thickness=12),
+                hovertemplate=f"%{{y}}-%{{x}}, layer {layer}: {short} %{{z:.4f}}<extra></extra>",
+            ),
+            1,
+            column,
+        )
+    labelled = len(codes) <= MAX_LINES * 2
+    figure.update_xaxes(showticklabels=labelled)
+    figure.update_yaxes(autorange="reversed", showticklabels=labelled)
+    figure.update_yaxes(showticklabels=False, row=1, col=2)
+    return _layout(
+        figure,
+        f"Layer {layer}, {len(codes)} languages: each cell a language pair (hover); n = {comparison.parallel_size} "
+        "sentences per language; blue above 0, red below; every layer, p-values and null bands: in the CSV",
+        height=max(420, 8 * len(codes) + 160),
+    )
+
+
 def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     """Language pairs x layers, two panels: linear CKA of the translation sets, and the translation-pair cosine
     above its permutation null's mean. One row per pair stays readable at 12+ languages (one line per pair was a
@@ -234,6 +338,7 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
             "cosine_null_high",
         ),
     ]
+    crowded = len(pairs) > MAX_LABELLED_ROWS
     figure = make_subplots(
         rows=1, cols=2, subplot_titles=[panel[0] for panel in panels], horizontal_spacing=0.2, shared_yaxes=True
     )
@@ -248,17 +353,22 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
         ]
         figure.add_trace(
             go.Heatmap(
-                z=grid(value),
+                z=np.array(grid(value), dtype=np.float64),  # gaps as NaN; sent as one binary block
                 x=layers,
                 y=names,
-                text=marks,
+                # No text array at all when it would not be printed: thousands of strings the browser parses.
+                text=marks if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
                 texttemplate="%{text}" if len(pairs) * len(layers) <= MAX_CELL_LABELS else None,
-                customdata=customdata,
+                # Past MAX_LABELLED_ROWS pairs the p-values and null bands stay in the CSV: three more numbers per
+                # cell, 250,000 at 81 languages, held the page for 0.4 s.
+                customdata=None if crowded else customdata,
                 colorscale="RdBu",
                 zmid=0,
                 hoverongaps=False,
                 colorbar=dict(title=short, x=0.42 if column == 1 else 1.01, len=0.9, thickness=12),
-                hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
+                hovertemplate=f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<extra></extra>"
+                if crowded
+                else f"%{{y}}, layer %{{x}}: {short} %{{z:.4f}}<br>p = %{{customdata[0]:.3f}}; "
                 "null band %{customdata[1]:.3f} to %{customdata[2]:.3f}<extra></extra>",
             ),
             1,
@@ -270,6 +380,8 @@ def cka_heatmap(comparison: SentenceComparison) -> go.Figure:
     figure.update_yaxes(showticklabels=False, row=1, col=2)  # the same rows as on the left
     size = comparison.parallel_size
     marked = "" if len(pairs) * len(layers) > MAX_CELL_LABELS else f"; * = p < {ALPHA} against re-pairings"
+    if crowded:
+        marked += "; p-values and null bands: in the CSV"
     return _layout(
         figure,
         f"n = {size} sentences per language; blue above 0, red below{marked}",
@@ -434,7 +546,8 @@ def lens_grid(lens: LogitLens, mask_number: int = 1) -> go.Figure:
             z=agree,
             x=codes,
             y=[f"layer {layer}" for layer in lens.layers],
-            text=text,
+            # No text array when it is not printed (hover has its own): a thousand strings fewer at 81 adapters.
+            text=text if len(codes) * len(lens.layers) <= MAX_CELL_LABELS else None,
             texttemplate="%{text}" if len(codes) * len(lens.layers) <= MAX_CELL_LABELS else None,
             hovertext=hover,
             hoverinfo="text",
@@ -455,6 +568,16 @@ def lens_grid(lens: LogitLens, mask_number: int = 1) -> go.Figure:
 def lens_final_probability(lens: LogitLens, mask_number: int = 1) -> go.Figure:
     """Per adapter: the probability of its own final answer at every layer."""
     mask = lens.masks[mask_number - 1]
+    if len(lens.languages) > MAX_LINES:
+        return language_layer_heatmap(
+            [f"{code}: {_plain(mask.final[code].token)}" for code in lens.languages],
+            lens.layers,
+            [list(mask.final_probability[code]) for code in lens.languages],
+            f"Mask {mask_number}: each adapter's final answer (row), its probability layer by layer",
+            "p",
+            "Blues",
+            zmin=0,
+        )
     colours = language_colours(lens.languages)
     figure = go.Figure()
     for code in lens.languages:
@@ -519,7 +642,22 @@ def projection_scatter(projection: Projection, layer: int) -> go.Figure:
     points = projection.coordinates[index]
     colours = language_colours(list(dict.fromkeys(projection.languages)))
     figure = go.Figure()
-    for code, colour in colours.items():
+    if len(colours) > MAX_LINES:
+        # One trace, each point in its language's colour; no legend (hover names the language).
+        figure.add_trace(
+            go.Scatter(
+                x=[float(v) for v in points[:, 0]],
+                y=[float(v) for v in points[:, 1]],
+                mode="markers",
+                marker=dict(
+                    color=[colours[c] for c in projection.languages], size=9, line=dict(width=1, color="white")
+                ),
+                hovertext=[f"{c}: {_plain(_shorten(t))}" for c, t in zip(projection.languages, projection.texts)],
+                hoverinfo="text",
+                showlegend=False,
+            )
+        )
+    for code, colour in ({} if len(colours) > MAX_LINES else colours).items():
         members = [i for i, c in enumerate(projection.languages) if c == code]
         figure.add_trace(
             go.Scatter(

@@ -244,6 +244,9 @@ def escape(text: str) -> str:
 
 # A table on the page shows at most this many rows (each is markup the browser lays out); the CSV has all of them.
 MAX_SHOWN_ROWS = 100
+# Above this many adapters a table with one column per adapter is turned to one row per adapter: a table lays out
+# every column but only the rows in view, and 81 columns held the browser's main thread for a third of a second.
+MAX_ADAPTER_COLUMNS = 12
 
 
 def summarised(frame: pd.DataFrame, label: str, *, visible: bool = True) -> gr.Dataframe:

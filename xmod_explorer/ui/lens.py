@@ -13,6 +13,7 @@ from xmod_explorer.lens import LogitLens
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui import links
 from xmod_explorer.ui.common import (
+    MAX_ADAPTER_COLUMNS,
     ModelHolder,
     csv_file,
     escape,
@@ -126,7 +127,11 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
         grid = gr.Plot(label="Top word per layer and adapter", elem_id="lens-grid")
         lines = gr.Plot(label="Probability of each adapter's final answer per layer", elem_id="lens-lines")
     table = gr.Dataframe(
-        label="Top word per layer: token (probability)", interactive=False, max_height=360, elem_id="lens-table"
+        label="Top word per layer: token (probability); one column per adapter, or with more than "
+        f"{MAX_ADAPTER_COLUMNS} adapters one row per adapter and mask",
+        interactive=False,
+        max_height=360,
+        elem_id="lens-table",
     )
     download = gr.DownloadButton("Download CSV (top-k at every layer)", visible=False, size="sm")
     result = gr.State(None)
@@ -155,7 +160,7 @@ def build_lens_tab(holder: ModelHolder, settings: Settings) -> LensTab:
             tab.summary: summary_markdown(lens),
             tab.mask_number: gr.Radio(choices=list(range(1, count + 1)), value=1, visible=count > 1),
             tab.grid: plots.lens_grid(lens, 1),
-            tab.table: lens.to_wide_frame(),
+            tab.table: lens.to_adapter_frame() if len(lens.languages) > MAX_ADAPTER_COLUMNS else lens.to_wide_frame(),
             tab.download: gr.DownloadButton(value=csv_file(lens.to_frame(), "logit_lens"), visible=True),
             tab.result: lens,
         }

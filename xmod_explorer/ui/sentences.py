@@ -22,7 +22,9 @@ CKA_HOW_TO_READ = (
     "between the two languages' sets of translations (1 = the same geometry, 0 = unrelated); with few sentences the "
     "debiased estimate can fall below 0 by chance, so read a small negative value as 0. Right panel: how much more "
     "similar translations are than randomly re-paired sentences (cosine; above 0 = translations are closer, below 0 "
-    "= farther). A * marks p < 0.05 against the re-pairings; hover shows each number and the re-pairings' 95 % band."
+    "= farther). A * marks p < 0.05 against the re-pairings; hover shows each number and the re-pairings' 95 % band. "
+    "Past 80 language pairs the chart is a language x language grid at the chosen layer (the same two values per "
+    "pair, hover names the pair); the CSV has every layer with the p-values and bands."
 )
 PREFERRED = ["en_XX", "de_DE", "fr_XX", "ru_RU", "es_XX", "ja_XX"]
 EXPLAIN = (
@@ -159,13 +161,29 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         at_layer = min(int(at_layer), comparison.layers[-1])
         return summarised(frame[frame.layer == at_layer].round(4), SCORES_LABEL, visible=not frame.empty)
 
+    def cka_view(comparison: SentenceComparison, at_layer):
+        if not comparison.scores:
+            return None
+        pairs = len({(score.language_a, score.language_b) for score in comparison.scores})
+        if pairs > plots.MAX_LABELLED_ROWS:  # a compact language x language grid at the chosen layer
+            return plots.cka_grid(comparison, min(int(at_layer), comparison.layers[-1]))
+        return plots.cka_heatmap(comparison)
+
     @ui_errors
-    def draw_cka(comparison: SentenceComparison | None):
+    def draw_cka(comparison: SentenceComparison | None, at_layer):
         if comparison is None:
             return gr.skip()
-        return gr.Plot(
-            value=plots.cka_heatmap(comparison) if comparison.scores else None, visible=bool(comparison.scores)
-        )
+        return gr.Plot(value=cka_view(comparison, at_layer), visible=bool(comparison.scores))
+
+    @ui_errors
+    def redraw_cka(comparison: SentenceComparison | None, at_layer):
+        """Only the compact grid depends on the layer."""
+        if (
+            comparison is None
+            or len({(s.language_a, s.language_b) for s in comparison.scores}) <= plots.MAX_LABELLED_ROWS
+        ):
+            return gr.skip()
+        return cka_view(comparison, at_layer)
 
     # The table and the CKA chart come in answers of their own, each drawn by the browser in a task of its own
     # (issue 16); the controls redraw on user input only, not on the change the answer itself makes.
@@ -176,8 +194,9 @@ def build_sentences_tab(holder: ModelHolder, settings: Settings) -> SentencesTab
         api_visibility="private",
     )
     quiet = {"api_visibility": "private", "show_progress": "hidden"}
-    comparing.success(draw_scores, [result, layer], scores, **quiet).success(draw_cka, result, cka, **quiet)
+    comparing.success(draw_scores, [result, layer], scores, **quiet).success(draw_cka, [result, layer], cka, **quiet)
     stop.click(None, None, None, cancels=[comparing], api_visibility="private")
     for control in (layer, centred):
         control.input(redraw, [result, layer, centred], [heatmap, scores], api_visibility="private")
+    layer.input(redraw_cka, [result, layer], cka, **quiet)
     return tab

@@ -169,3 +169,50 @@ def test_fine_tuning_holds_the_copy_until_it_is_gone_and_stops_between_steps(exp
         lab.finetune(explorer, sentiment_train()[:24], "en_XX", steps=50, batch_size=8, progress=progress)
     gc.collect()
     assert budget.status()["held"] == 0 and budget.status()["in_use"] == 0
+
+
+def test_the_budget_shares_the_cores_among_the_passes_running():
+    budget = Budget(10**6, max_running=2, threads=2)
+    first = budget.reserve(Cost(10, 1.0))
+    second = budget.reserve(Cost(10, 1.0))  # starts beside the first: half the cores
+    assert (first.threads, second.threads) == (2, 1)
+    first.release()
+    second.release()
+    assert budget.reserve(Cost(10, 1.0)).threads == 2  # alone again: all of them
+    assert Budget(10**6, max_running=2).reserve(Cost(10, 1.0)).threads is None  # no threads given: torch decides
+
+
+def test_a_pass_beside_another_runs_on_its_share_of_the_cores():
+    """Two passes of two threads each on two cores wait for each other at every operator; a pass that starts
+    beside a running one gets one thread, on its own thread only, and the thread returns to the default after."""
+    from xmod_explorer.machine import torch_threads
+
+    if torch_threads() < 2:
+        pytest.skip("one core: every pass has one thread anyway")
+    budget = Budget(10**6, max_running=2, threads=torch_threads())
+    holding = budget.reserve(Cost(10, 1.0))  # a pass already running elsewhere
+    seen = {}
+
+    def second_pass():
+        import resource
+
+        a = torch.randn(1500, 1500)
+        with jobs.running(Job(budget=budget)), jobs.admitted(Cost(10, 1.0)) as reservation:
+            seen["threads"] = (reservation.threads, torch.get_num_threads())
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            wall = time.perf_counter()
+            for _ in range(8):
+                a @ a
+            wall = time.perf_counter() - wall
+            after = resource.getrusage(resource.RUSAGE_SELF)
+        seen["cpu per wall second"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / wall
+        seen["after"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=second_pass)
+    worker.start()
+    worker.join()
+    holding.release()
+    assert seen["threads"] == (1, 1)
+    # One thread can use at most one core: the products really ran on one (two threads use about 1.5 to 2 here).
+    assert seen["cpu per wall second"] < 1.25, seen
+    assert seen["after"] == torch_threads()

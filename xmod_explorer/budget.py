@@ -132,11 +132,12 @@ class _Ticket:
 class Reservation:
     """Memory taken from a Budget; release() gives it back (once; later calls do nothing)."""
 
-    def __init__(self, budget: Budget, count: int, what: str, *, held: bool = False):
+    def __init__(self, budget: Budget, count: int, what: str, *, held: bool = False, threads: int | None = None):
         self.budget = budget
         self.bytes = count
         self.what = what
         self.held = held
+        self.threads = threads  # processor threads the pass may use (None: leave the library's setting alone)
         self._released = False
 
     def release(self) -> None:
@@ -159,13 +160,24 @@ class Budget:
     refuses at once a cost that could never fit. reserve(hold=True) takes memory for as long as a private copy lives.
     """
 
-    def __init__(self, capacity_bytes: int, *, flops_per_second: float | None = None, max_running: int | None = None):
+    def __init__(
+        self,
+        capacity_bytes: int,
+        *,
+        flops_per_second: float | None = None,
+        max_running: int | None = None,
+        threads: int | None = None,
+    ):
         if capacity_bytes <= 0:
             raise ExplorerError("The memory budget must be positive.")
         self.capacity = int(capacity_bytes)
         self.flops_per_second = flops_per_second
         # Passes at once: on a CPU, more than its cores only slows every pass down (None: no limit).
         self.max_running = max_running
+        # A CPU's threads, shared among the passes running: a pass that starts alone gets them all, one that
+        # starts beside k others a (k + 1)-th of them (None: each pass uses the library's own setting). Two passes
+        # of two threads each on two cores wait for each other at every operator.
+        self.threads = threads
         self._cond = threading.Condition()
         self._in_use = 0
         self._held = 0
@@ -241,7 +253,8 @@ class Budget:
                 self._held += cost.bytes
             else:
                 self._running += 1
-            return Reservation(self, cost.bytes, cost.what, held=hold)
+            threads = None if hold or not self.threads else max(1, self.threads // self._running)
+            return Reservation(self, cost.bytes, cost.what, held=hold, threads=threads)
 
     def refuse_if_it_could_never_fit(self, cost: Cost, hold: bool = False) -> None:
         """Raise ExplorerError if cost could not fit even with nothing else running."""

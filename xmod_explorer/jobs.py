@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 from xmod_explorer.budget import Budget, Cost, Reservation
 from xmod_explorer.errors import ExplorerError
+from xmod_explorer.machine import pass_threads
 
 Progress = Callable[..., object]  # called as progress(fraction, desc="..."); a gr.Progress fits
 
@@ -149,7 +150,8 @@ def admitted(cost: Cost, *, hold: bool = False) -> Iterator[Reservation | None]:
     job.reservation = reservation
     start = time.monotonic()
     try:
-        yield reservation
+        with pass_threads(reservation.threads):  # its share of the cores, beside the passes already running
+            yield reservation
         job.budget.observe(cost, time.monotonic() - start)
     finally:
         job.reservation = None

@@ -114,3 +114,30 @@ def matmul_flops_per_second(device: torch.device | str = "cpu") -> float:
             best = min(best, time.perf_counter() - start)
         _speed[key] = 2 * 1024 * 768 * 3072 / max(best, 1e-9)
     return _speed[key]
+
+
+# torch's threads when this module was first imported: what every pass returns to (torch.get_num_threads() reads
+# a process-wide value that the last set_num_threads on any thread wrote, not the calling thread's own).
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def torch_threads() -> int:
+    """torch's intra-op threads as the process started with them (one per core unless OMP_NUM_THREADS says)."""
+    return _DEFAULT_THREADS
+
+
+@contextlib.contextmanager
+def pass_threads(count: int | None):
+    """Run the body with count intra-op threads on this thread (None: leave torch's setting alone).
+
+    torch's OpenMP and MKL thread counts are per calling thread, so two passes on two threads can each have their own;
+    afterwards this thread returns to torch_threads(). Set even when count is the default: a thread takes its first
+    count from the process-wide value, which another pass may have lowered at that moment."""
+    if count is None:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(_DEFAULT_THREADS)

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from xmod_explorer import lab, plots
 from xmod_explorer.budget import Budget, GiB
 from xmod_explorer.engine import Explorer
-from xmod_explorer.machine import available_memory_bytes, matmul_flops_per_second
+from xmod_explorer.machine import available_memory_bytes, matmul_flops_per_second, torch_threads
 from xmod_explorer.settings import Settings
 from xmod_explorer.ui import allocator, gradio_upkeep, links
 from xmod_explorer.ui.about import build_about_tab
@@ -160,7 +160,12 @@ def memory_budget(settings: Settings, explorer: Explorer) -> Budget:
     else:
         free = available_memory_bytes(device)
         capacity = int(BUDGET_SHARE * free) if free else 4 * GiB
-    return Budget(capacity, flops_per_second=matmul_flops_per_second(device), max_running=passes_at_once(device))
+    return Budget(
+        capacity,
+        flops_per_second=matmul_flops_per_second(device),
+        max_running=passes_at_once(device),
+        threads=torch_threads() if device.type == "cpu" else None,
+    )
 
 
 def passes_at_once(device) -> int:

@@ -47,6 +47,27 @@ def alone_message(explorer, text, codes, k) -> str:
     return str(caught.value)
 
 
+def ask_together(ask, requests, *, catch=(ExplorerError,)) -> dict[int, object]:
+    """Call ask(*request) for every request from a thread of its own, all released at once; each number's answer,
+    or the exception of a type in catch that it raised."""
+    start = threading.Barrier(len(requests))
+    outcomes: dict[int, object] = {}
+
+    def one(number: int) -> None:
+        start.wait()
+        try:
+            outcomes[number] = ask(*requests[number])
+        except catch as exc:
+            outcomes[number] = exc
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
 def test_requests_together_equal_each_alone_and_plain_transformers(model_dir):
     explorer = Explorer.from_pretrained(str(model_dir))
     requests = [explorer.check_mask_request(*request) for request in MIXED]
@@ -72,43 +93,18 @@ def test_batcher_shares_passes_between_threads_and_answers_each_as_alone(base_di
     explorer = Explorer.from_pretrained(str(base_dir))
     alone = [explorer.predict_masks(*request) for request in MIXED]
     batcher = MaskBatcher(explorer, window=0.5)  # long enough that every thread below joins the first pass
-    start = threading.Barrier(len(MIXED) * 2)
-    results: dict[int, object] = {}
-
-    def ask(number: int) -> None:
-        start.wait()
-        results[number] = batcher.predict_masks(*MIXED[number % len(MIXED)])
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(MIXED) * 2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(results) == len(threads)
+    results = ask_together(batcher.predict_masks, MIXED * 2)
+    assert len(results) == len(MIXED) * 2
     for number, result in results.items():
         assert_same(result, alone[number % len(MIXED)])
-    assert batcher.answered == len(threads) and batcher.passes < len(threads)
+    assert batcher.answered == len(results) and batcher.passes < len(results)
 
 
 def test_a_bad_request_fails_alone_with_its_own_message(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir))
     batcher = MaskBatcher(explorer, window=0.5)
     mixed = [MIXED[0], BAD[0], MIXED[1], BAD[1], BAD[2], MIXED[2], BAD[3]]
-    start = threading.Barrier(len(mixed))
-    outcomes: dict[int, object] = {}
-
-    def ask(number: int) -> None:
-        start.wait()
-        try:
-            outcomes[number] = batcher.predict_masks(*mixed[number])
-        except ExplorerError as exc:
-            outcomes[number] = exc
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(mixed))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    outcomes = ask_together(batcher.predict_masks, mixed)
     for number, request in enumerate(mixed):
         if request in BAD:
             assert isinstance(outcomes[number], ExplorerError), request
@@ -133,21 +129,7 @@ def test_a_failing_shared_pass_reruns_each_request_alone(base_dir):
 
     batcher = MaskBatcher(explorer, window=0.5, run=run, alone=alone)
     chosen = [MIXED[0], MIXED[2], MIXED[1]]
-    start = threading.Barrier(len(chosen))
-    outcomes: dict[int, object] = {}
-
-    def ask(number: int) -> None:
-        start.wait()
-        try:
-            outcomes[number] = batcher.predict_masks(*chosen[number])
-        except RuntimeError as exc:
-            outcomes[number] = exc
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    outcomes = ask_together(batcher.predict_masks, chosen, catch=(RuntimeError,))
     assert isinstance(outcomes[1], RuntimeError)
     assert_same(outcomes[0], explorer.predict_masks(*chosen[0]))
     assert_same(outcomes[2], explorer.predict_masks(*chosen[2]))
@@ -202,18 +184,7 @@ def test_the_servers_batcher_draws_on_its_memory_budget(base_dir):
     budget = Budget((single + shared) // 2)  # one request at a time fits; the three together do not
     holder = holder_for(explorer, budget)
     holder.batcher.window = 0.5
-    start = threading.Barrier(len(chosen))
-    got = {}
-
-    def ask(number):
-        start.wait()
-        got[number] = holder.predict_masks(*chosen[number])
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    got = ask_together(holder.predict_masks, chosen)
     for number, request in enumerate(chosen):
         assert_same(got[number], explorer.predict_masks(*request))
     assert holder.batcher.passes == len(chosen)  # the shared pass was refused: one pass each
@@ -317,19 +288,45 @@ def test_a_shared_pass_stays_within_its_padded_size(base_dir):
 
     batcher = MaskBatcher(explorer, window=0.5, run=run)
     batcher.pass_limit = 7 * widest  # room for two or three of these requests, not all four (12 rows)
-    start = threading.Barrier(len(chosen))
-    results: dict[int, object] = {}
-
-    def ask(number):
-        start.wait()
-        results[number] = batcher.predict_masks(*chosen[number])
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chosen))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = ask_together(batcher.predict_masks, chosen)
     for number, request in enumerate(chosen):
         assert_same(results[number], explorer.predict_masks(*request))
     assert batcher.answered == len(chosen)
     assert batcher.passes >= 2 and all(size <= batcher.pass_limit for size in sizes), sizes
+
+
+def test_a_second_worker_answers_new_requests_while_a_pass_is_held(base_dir):
+    """With two workers (a server's two places on two cores), requests that arrive while one pass runs, or waits
+    for the budget behind another endpoint's long pass, are answered by the other worker; with one, they waited
+    for that pass to end, and short fills waited longer than with no batching at all."""
+    explorer = Explorer.from_pretrained(str(base_dir))
+    started, release = threading.Event(), threading.Event()
+
+    def held(requests):
+        if not started.is_set():  # the first pass is held until the later request is answered
+            started.set()
+            assert release.wait(60)
+        return explorer.predict_masks_together(requests)
+
+    batcher = MaskBatcher(
+        explorer,
+        window=0.05,
+        workers=2,
+        run=lambda explorer, requests: held(requests),
+        alone=lambda explorer, request: held([request])[0],
+    )
+    results: dict[str, object] = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", batcher.predict_masks(*MIXED[0])))
+    first.start()
+    try:
+        assert started.wait(30)
+        later = threading.Thread(target=lambda: results.setdefault("later", batcher.predict_masks(*MIXED[1])))
+        later.start()
+        later.join(timeout=20)
+        assert "later" in results, "a request waited for another worker's held pass"
+        assert "first" not in results
+    finally:
+        release.set()
+        first.join(timeout=60)
+    assert_same(results["first"], explorer.predict_masks(*MIXED[0]))
+    assert_same(results["later"], explorer.predict_masks(*MIXED[1]))

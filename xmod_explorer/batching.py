@@ -14,8 +14,10 @@ Only small requests share passes: one whose rows x tokens exceed ``SHARE_LIMIT``
 long sentence) runs alone on its caller's thread, as it would with batching off, so the server's
 memory budget orders it among every other pass (least work first) and short fills never wait in the
 batcher's line behind it or share its pass; a shared pass holds at most ``PASS_LIMIT`` padded row
-tokens, so it stays about as short as the requests in it. The worker runs one pass at a time: on a
-CPU, two passes at once only share the same cores.
+tokens, so it stays about as short as the requests in it. Up to ``workers`` passes run at once (a server
+passes its budget's places: one per core), each worker taking what waits when it is free: while one pass runs, or
+waits for the budget behind another endpoint's long pass, the next short fills do not wait for it to end (a single
+worker made them, and short fills waited longer than with no batching at all).
 A caller that stops waiting (its ``check`` raises: Stop pressed, client gone, deadline) is taken
 out of the line if its pass has not started.
 """
@@ -46,6 +48,8 @@ MAX_ROWS = 256
 SHARE_LIMIT = 160
 # The most padded (rows x tokens) of one shared pass: short fills never wait long behind a pass of others.
 PASS_LIMIT = 1536
+# Passes at once by default (a server passes its budget's places instead).
+WORKERS = 1
 
 
 def work(request: MaskRequest) -> int:
@@ -72,7 +76,7 @@ class MaskBatcher:
     model); requests are only ever batched with others for the same Explorer. run: how a shared pass
     runs (default: Explorer.predict_masks_together), and alone: how one request runs by itself (default:
     Explorer.run_mask_request, what predict_masks runs after its checks); a server passes ones that wait
-    for its memory budget first.
+    for its memory budget first. workers: how many passes may run at once.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class MaskBatcher:
         max_rows: int = MAX_ROWS,
         share_limit: int = SHARE_LIMIT,
         pass_limit: int = PASS_LIMIT,
+        workers: int = WORKERS,
         run: Callable[[Explorer, list[MaskRequest]], list[MaskPrediction]] | None = None,
         alone: Callable[[Explorer, MaskRequest], MaskPrediction] | None = None,
     ):
@@ -91,11 +96,13 @@ class MaskBatcher:
         self.max_rows = max_rows
         self.share_limit = share_limit
         self.pass_limit = pass_limit
+        self.workers = max(1, int(workers))
         self._run = run or (lambda explorer, requests: explorer.predict_masks_together(requests))
         self._alone = alone or (lambda explorer, request: explorer.run_mask_request(request))
         self._waiting: list[_Waiting] = []
         self._cond = threading.Condition()
-        self._worker: threading.Thread | None = None
+        self._workers: set[threading.Thread] = set()
+        self._idle = 0  # workers waiting for requests
         self.passes = 0  # shared passes run, and requests answered in them (for tests and the benchmark)
         self.answered = 0
         self.ran_alone = 0  # requests too large to share, run on their callers' threads
@@ -148,24 +155,32 @@ class MaskBatcher:
     # ----- the worker ---------------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._serve, name="xmod-explorer-mask-batcher", daemon=True)
-            self._worker.start()
+        """Under the lock: start a worker if none is free to take what waits and fewer than `workers` run."""
+        if self._idle == 0 and len(self._workers) < self.workers:
+            worker = threading.Thread(target=self._serve, name="xmod-explorer-mask-batcher", daemon=True)
+            self._workers.add(worker)
+            worker.start()
 
     def _take(self) -> list[_Waiting]:
         """Wait for requests; return the next pass's: the oldest request's Explorer, up to max_rows rows and
-        pass_limit padded row tokens, oldest first."""
+        pass_limit padded row tokens, oldest first; [] after long idleness (the worker then ends)."""
         with self._cond:
-            while not self._waiting:
-                if not self._cond.wait(timeout=30):
-                    return []  # idle for long: _serve lets the thread end; the next request starts one
-            # Gather for a moment after the oldest request arrived (no wait for requests that queued during
-            # the previous pass: they are older than the window already).
-            until = self._waiting[0].since + self.window
-            while time.monotonic() < until and sum(i.rows for i in self._waiting) < self.max_rows:
-                self._cond.wait(max(0.0, until - time.monotonic()))
-            if not self._waiting:
-                return []  # everyone waiting gave up during the window
+            while True:
+                while not self._waiting:
+                    self._idle += 1
+                    try:
+                        if not self._cond.wait(timeout=30):
+                            return []  # idle for long: _serve lets the thread end; the next request starts one
+                    finally:
+                        self._idle -= 1
+                # Gather for a moment after the oldest request arrived (no wait for requests that queued during
+                # the previous pass: they are older than the window already).
+                until = self._waiting[0].since + self.window
+                while self._waiting and time.monotonic() < until and sum(i.rows for i in self._waiting) < self.max_rows:
+                    self._cond.wait(max(0.0, until - time.monotonic()))
+                if self._waiting:
+                    break
+                # Everyone waiting gave up during the window, or another worker took them: wait again.
             explorer = self._waiting[0].explorer
             chosen, rows, longest = [], 0, 0
             for item in list(self._waiting):
@@ -186,9 +201,8 @@ class MaskBatcher:
                 with self._cond:
                     if not self._waiting:
                         # Decided under the lock a request takes to join the line, so a request that arrives
-                        # now sees no worker and starts one (a thread that is still ending counts as none).
-                        if self._worker is threading.current_thread():
-                            self._worker = None
+                        # now sees one worker fewer and starts one if needed (a thread still ending counts as none).
+                        self._workers.discard(threading.current_thread())
                         return
                 continue
             try:

@@ -78,7 +78,14 @@ class ModelHolder:
         self._lock = threading.Lock()
         self.serving = serving
         self.batcher = (
-            MaskBatcher(lambda: self.explorer, run=self._shared_pass, alone=self._one_pass) if batch else None
+            MaskBatcher(
+                lambda: self.explorer,
+                run=self._shared_pass,
+                alone=self._one_pass,
+                workers=serving.budget.max_running or 1,  # one pass per place of the budget (a CPU: per core)
+            )
+            if batch
+            else None
         )
 
     def predict_masks(self, text, languages, top_k):

@@ -110,13 +110,13 @@ def masked(sentence: str) -> str:
 # ----- the server ------------------------------------------------------------------------------------------------
 
 
-def start_server(folder: Path, budget_gib: float, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, budget_gib: float, log: Path, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "app.py", "--model", str(folder), "--public", "--port", str(port)]
     command += ["--memory-budget", str(budget_gib)]
     with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()
     while time.monotonic() - start < 600:
@@ -312,6 +312,7 @@ def report(shape: Shape, calls: list[Call], sampler: Sampler, idle_rss: int, bud
         "by_kind": by_kind,
         "hostile": hostile_outcomes,
         "hostile_calls": [asdict(c) for c in hostile],
+        "calls": [asdict(c) for c in ordinary],  # every ordinary call, to see what ran beside a slow one
         "idle_rss_gib": idle_rss / GiB,
         "peak_rss_gib": peak / GiB,
         "peak_over_idle_gib": (peak - idle_rss) / GiB,
@@ -355,6 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--think", default=None, help="think time between a client's requests, MIN,MAX seconds")
     parser.add_argument("--folder", default=None, help="where the random model is built (kept for the next run)")
+    parser.add_argument("--app-root", default=None, help="serve another checkout's app.py (a before, to compare)")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args(argv)
     shape = QUICK if args.quick else FULL
@@ -368,7 +370,8 @@ def main(argv: list[str] | None = None) -> dict:
         build_model(shape, folder)
     log = folder.parent / f"xmod-serve-{shape.name}.log"
     load_before = os.getloadavg()
-    process, url = start_server(folder, args.memory_budget, log)
+    root = Path(args.app_root).resolve() if args.app_root else ROOT
+    process, url = start_server(folder, args.memory_budget, log, root)
     server = psutil.Process(process.pid)
     try:
         time.sleep(3)
@@ -404,6 +407,8 @@ def main(argv: list[str] | None = None) -> dict:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "machine": machine.describe(),
+        "app_root": str(root),
+        "batch": os.environ.get("XMOD_BATCH", "default"),
     }
     summary = report(shape, calls, sampler, idle_rss, args.memory_budget, extra)
     table = markdown(summary)

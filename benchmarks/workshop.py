@@ -10,6 +10,10 @@ in turn: one serving requests one at a time as before (XMOD_BATCH=off), one gath
 requests into shared forward passes (XMOD_BATCH=on); each server is started fresh and the phases
 alternate. Reported per server: requests per second (answered requests over the phase's wall time),
 p50 and p95 latency, and whether every answer equals the other server's for the same request.
+
+    python -m benchmarks.workshop --baseline-root ../old-checkout   # before and after a change, in one run
+
+adds the same two servers from another checkout of the project to each round (the before), phases interleaved.
 """
 
 from __future__ import annotations
@@ -57,14 +61,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(folder: Path, batch: str, log: Path, limit: float = 600):
-    """`python app.py --model folder` with XMOD_BATCH=batch on a free port; yields (URL, process) once it answers."""
+def server(folder: Path, batch: str, log: Path, limit: float = 600, root: Path = ROOT):
+    """`python app.py --model folder` (root's app.py) with XMOD_BATCH=batch on a free port; yields (URL, process)
+    once it answers."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XMOD_BATCH": batch, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "app.py", "--model", str(folder), "--port", str(port)],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -132,6 +137,7 @@ class Phase:
     load_average: float
     server_cpu_s: float  # CPU seconds the server used in the phase: robust to other programs on the machine
     requests_per_cpu_s: float
+    code: str = "this tree"  # which checkout served it: this one, or --baseline-root's
     clients_cpu_s: float = float("nan")  # CPU seconds the 30 simulated clients (this process) used meanwhile
     machine_cpu_s: float = float("nan")  # the cores' seconds in the phase (wall x cores): what all of it shared
 
@@ -218,36 +224,211 @@ def differences(a: dict, b: dict, tolerance: float = 1e-5) -> list[str]:
     return out
 
 
-def report(scenario: Scenario, shape: str, phases: list[Phase], mismatches: list[str], host: dict) -> str:
-    def mean(batch: str, field: str) -> float:
-        return statistics.mean(getattr(p, field) for p in phases if p.batch == batch)
+# ----- the room on the engine alone: how far from the arithmetic each way of serving is ----------------------------
 
+ENGINE_MODES = (
+    # (name, passes at once, threads per pass, requests per pass)
+    ("one at a time, 2 passes at once, all threads each (before)", 2, None, 1),
+    ("one at a time, 2 passes at once, 1 thread each", 2, 1, 1),
+    ("shared passes of 10, 1 at a time, all threads (before)", 1, None, 10),
+    ("shared passes of 10, 2 at once, 1 thread each", 2, 1, 10),
+)
+
+
+@dataclass
+class EngineMode:
+    name: str
+    requests: int
+    wall_ms_per_request: float
+    cpu_ms_per_request: float
+    gflop_per_cpu_second: float
+    load_average: float
+
+
+def model_dims(explorer):
+    """The loaded model's encoder shape, as benchmarks.efficiency counts it."""
+    from benchmarks.efficiency import Dims
+
+    config = explorer.backend.model.config
+    adapter = config.hidden_size // config.adapter_reduction_factor
+    return Dims(
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.intermediate_size,
+        adapter,
+        "model",
+    )
+
+
+def request_gflop(explorer, request) -> float:
+    """The arithmetic one fill-mask request does alone (the engine's own path: layer 0's shared part once, the last
+    layer and the LM head at the masks only), as torch's FLOP counter counts its matrix products."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        explorer.run_mask_request(request)
+    return counter.get_total_flops() / 1e9
+
+
+def engine_room(folder: Path, scenario: Scenario, count: int = 60) -> dict:
+    """The workshop's first `count` requests through the engine with no server, in each of ENGINE_MODES (the
+    modes taken in turn, twice), against plain products of the encoder's shapes on one and on all threads."""
+    import resource
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from benchmarks.bench import FULL
+    from benchmarks.efficiency import encoder_flops, interleaved, matmul_case
+    from xmod_explorer.engine import Explorer
+
+    explorer = Explorer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    users = plan(scenario, sentences(tokenizer, *scenario.tokens), FULL.languages)
+    requests = [explorer.check_mask_request(text, codes, 5) for steps in users for text, codes, _ in steps][:count]
+    gflop = sum(request_gflop(explorer, r) for r in requests)
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def serve(workers: int, threads: int | None, per_pass: int) -> None:
+        def worker(part: list) -> None:
+            with machine.pass_threads(threads or machine.torch_threads()):
+                for start in range(0, len(part), per_pass):
+                    group = part[start : start + per_pass]
+                    if per_pass == 1:
+                        explorer.run_mask_request(group[0])
+                    else:
+                        explorer.predict_masks_together(group)
+
+        threads_ = [threading.Thread(target=worker, args=(requests[n::workers],)) for n in range(workers)]
+        for thread in threads_:
+            thread.start()
+        for thread in threads_:
+            thread.join()
+
+    serve(1, None, 1)  # warm-up
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name, *_ in ENGINE_MODES}
+    for _ in range(2):
+        for name, workers, threads, per_pass in ENGINE_MODES:
+            wall, used = time.perf_counter(), cpu()
+            serve(workers, threads, per_pass)
+            figures[name].append((time.perf_counter() - wall, cpu() - used, os.getloadavg()[0]))
+    modes = []
+    for name, *_ in ENGINE_MODES:
+        wall, used, load = min(figures[name])  # the quieter of the two runs
+        modes.append(
+            EngineMode(
+                name,
+                len(requests),
+                1000 * wall / len(requests),
+                1000 * used / len(requests),
+                gflop / used,
+                load,
+            )
+        )
+    dims = model_dims(explorer)
+    products = {}
+    for threads in sorted({1, machine.torch_threads()}):
+        with machine.pass_threads(threads):
+            case = matmul_case(dims, 600)  # 10 requests' worth of rows
+            _, linear = encoder_flops(dims, 600, 1)
+            best = min(interleaved({"products": case}, 5)["products"])
+            products[threads] = linear / best / 1e9
+    cores = machine.torch_threads()
+    floor_ms = 1000 * gflop / len(requests) / (products[1] * cores)  # every core running one-thread products
+    return {
+        "requests": len(requests),
+        "gflop_per_request": gflop / len(requests),
+        "products_gflop_per_s": {str(k): v for k, v in products.items()},
+        "floor_ms_per_request": floor_ms,
+        "modes": [asdict(m) for m in modes],
+        "torch": torch.__version__,
+    }
+
+
+def engine_report(room: dict) -> str:
+    before = room["modes"][0]["wall_ms_per_request"]
+    lines = [
+        f"The room on the engine alone ({room['requests']} of the workshop's requests, about "
+        f"{room['gflop_per_request']:.1f} GFLOP each; plain products of the encoder's shapes: "
+        + ", ".join(f"{v:.0f} GFLOP/s on {k} thread{'s' * (k != '1')}" for k, v in room["products_gflop_per_s"].items())
+        + ").",
+        "",
+        "| serving | wall per request (ms) | CPU per request (ms) | GFLOP per CPU second | requests/s over the first "
+        "row's | load average |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in room["modes"]:
+        lines.append(
+            f"| {m['name']} | {m['wall_ms_per_request']:.1f} | {m['cpu_ms_per_request']:.1f} | "
+            f"{m['gflop_per_cpu_second']:.1f} | {before / m['wall_ms_per_request']:.2f}x | {m['load_average']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Arithmetic floor: {room['floor_ms_per_request']:.1f} ms a request with every core running one-thread "
+        f"products at full speed, {before / room['floor_ms_per_request']:.2f}x the first row's throughput: the most "
+        "any batching could give on this machine without doing less arithmetic.",
+    ]
+    return "\n".join(lines)
+
+
+def ratios(phases: list[Phase], code: str = "this tree") -> dict:
+    """Batched over one at a time for one checkout's phases: throughput, per server CPU second, p50 and p95."""
+
+    def mean(batch: str, field: str) -> float:
+        return statistics.mean(getattr(p, field) for p in phases if p.batch == batch and p.code == code)
+
+    return {
+        "throughput": mean("on", "requests_per_s") / mean("off", "requests_per_s"),
+        "per_cpu_second": mean("on", "requests_per_cpu_s") / mean("off", "requests_per_cpu_s"),
+        **{f"{field}_{batch}": mean(batch, f"{field}_s") for field in ("p50", "p95") for batch in ("on", "off")},
+        **{f"requests_per_s_{batch}": mean(batch, "requests_per_s") for batch in ("on", "off")},
+    }
+
+
+def report(scenario: Scenario, shape: str, phases: list[Phase], mismatches: list[str], host: dict) -> str:
     lines = [
         f"Workshop: {scenario.users} users x {scenario.requests_per_user} fill-mask requests ({scenario.adapters[0]}-"
         f"{scenario.adapters[1]} adapters, {scenario.tokens[0]}-{scenario.tokens[1]}-token sentences, think time "
         f"{scenario.think_seconds[0]}-{scenario.think_seconds[1]} s) on a {shape} model; {host['threads']} torch "
         f"threads on {host['cpu']}; servers started fresh, phases alternating.",
         "",
-        "| serving | phase | requests | failed | wall (s) | requests/s | p50 (s) | p95 (s) | server CPU (s) | "
+        "| code | serving | phase | requests | failed | wall (s) | requests/s | p50 (s) | p95 (s) | server CPU (s) | "
         "requests per CPU second | clients' CPU (s) | cores' seconds | load average |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, p in enumerate(phases, start=1):
         name = "batched across users" if p.batch == "on" else "one at a time"
         lines.append(
-            f"| {name} | {number} | {p.requests} | {p.failed} | {p.wall_s:.1f} | {p.requests_per_s:.2f} | "
+            f"| {p.code} | {name} | {number} | {p.requests} | {p.failed} | {p.wall_s:.1f} | {p.requests_per_s:.2f} | "
             f"{p.p50_s:.3f} | {p.p95_s:.3f} | {p.server_cpu_s:.1f} | {p.requests_per_cpu_s:.2f} | "
             f"{p.clients_cpu_s:.1f} | {p.machine_cpu_s:.1f} | {p.load_average:.2f} |"
         )
-    throughput = mean("on", "requests_per_s") / mean("off", "requests_per_s")
+    for code in sorted({p.code for p in phases}, key=lambda c: c != "this tree"):
+        r = ratios(phases, code)
+        lines += [
+            "",
+            f"{code}: batched over one at a time: **{r['throughput']:.2f}x** the requests per second, "
+            f"**{r['per_cpu_second']:.2f}x** the requests per CPU second of the server; p95 {r['p95_on']:.3f} s "
+            f"against {r['p95_off']:.3f} s; p50 {r['p50_on']:.3f} s against {r['p50_off']:.3f} s.",
+        ]
+    if len({p.code for p in phases}) > 1:
+        new, old = ratios(phases), ratios(phases, "baseline")
+        lines += [
+            "",
+            "This tree over the baseline, requests per second: one at a time "
+            f"**{new['requests_per_s_off'] / old['requests_per_s_off']:.2f}x**, batched "
+            f"**{new['requests_per_s_on'] / old['requests_per_s_on']:.2f}x**; this tree batched over the baseline's "
+            f"one at a time: **{new['requests_per_s_on'] / old['requests_per_s_off']:.2f}x**.",
+        ]
     lines += [
         "",
-        f"Batched over one at a time: **{throughput:.2f}x** the requests per second, "
-        f"**{mean('on', 'requests_per_cpu_s') / mean('off', 'requests_per_cpu_s'):.2f}x** the requests per CPU "
-        "second of the server; p95 "
-        f"{mean('on', 'p95_s'):.3f} s against {mean('off', 'p95_s'):.3f} s; p50 {mean('on', 'p50_s'):.3f} s against "
-        f"{mean('off', 'p50_s'):.3f} s. Answers that differ between the two (another token, or a probability off by "
-        f"more than 1e-5): **{len(mismatches)}**.",
+        "Answers that differ from the first one-at-a-time phase's (another token, or a probability off by more than "
+        f"1e-5): **{len(mismatches)}**.",
     ]
     return "\n".join(lines)
 
@@ -257,6 +438,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="a tiny model and 6 users: checks it runs")
     parser.add_argument("--rounds", type=int, default=1, help="phases per serving mode, alternating (default 1)")
     parser.add_argument("--folder", default=None, help="use this model folder instead of building one")
+    parser.add_argument("--baseline-root", default=None, help="another checkout whose app.py also serves each round")
+    parser.add_argument("--engine", action="store_true", help="only the room on the engine alone, no server")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/workshop-<shape>.json)")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
@@ -267,33 +450,47 @@ def main(argv: list[str] | None = None) -> dict:
     scenario = QUICK if args.quick else Scenario()
     shape = QUICK_SHAPE if args.quick else FULL
     host = machine.describe()
+    if args.engine:
+        with tempfile.TemporaryDirectory(prefix="xmod-workshop-") as tmp:
+            folder = Path(args.folder) if args.folder else build_model(shape, Path(tmp) / "model")[0]
+            room = engine_room(folder, scenario)
+        table = engine_report(room)
+        print(table)
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"workshop-engine-{shape.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**room, "shape": shape.name, "machine": host, "markdown": table}, indent=2))
+        return room
+    servers = [("this tree", ROOT)] + ([("baseline", Path(args.baseline_root).resolve())] if args.baseline_root else [])
     with tempfile.TemporaryDirectory(prefix="xmod-workshop-") as tmp:
         folder = Path(args.folder) if args.folder else build_model(shape, Path(tmp) / "model")[0]
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         texts = sentences(tokenizer, *scenario.tokens)
         users = plan(scenario, texts, shape.languages)
-        phases, answers = [], {}
-        for _ in range(args.rounds):
-            for batch in ("off", "on"):
-                with server(folder, batch, Path(tmp) / f"app-{batch}.log") as (url, process):
-                    phase, got = run_phase(url, users, batch, process.pid)
-                print(f"{batch}: {phase}", file=sys.stderr, flush=True)
-                phases.append(phase)
-                answers.setdefault(batch, []).append(got)
-    reference = answers["off"][0]
-    mismatches = [m for got in answers["on"] + answers["off"][1:] for m in differences(reference, got)]
+        phases, answers = [], []
+        for round_number in range(args.rounds):
+            order = servers if round_number % 2 == 0 else servers[::-1]
+            for code, root in order:
+                for batch in ("off", "on"):
+                    with server(folder, batch, Path(tmp) / f"app-{batch}.log", root=root) as (url, process):
+                        phase, got = run_phase(url, users, batch, process.pid)
+                    phase.code = code
+                    print(f"{code} {batch}: {phase}", file=sys.stderr, flush=True)
+                    phases.append(phase)
+                    answers.append((code, batch, got))
+    reference = next(got for code, batch, got in answers if code == "this tree" and batch == "off")
+    mismatches = [m for _, _, got in answers if got is not reference for m in differences(reference, got)]
     table = report(scenario, shape.name, phases, mismatches, host)
     print(table)
+    this = ratios(phases)
     summary = {
         "scenario": asdict(scenario),
         "shape": shape.name,
         "machine": host,
         "phases": [asdict(p) for p in phases],
         "mismatches": mismatches,
-        "throughput_ratio": statistics.mean(p.requests_per_s for p in phases if p.batch == "on")
-        / statistics.mean(p.requests_per_s for p in phases if p.batch == "off"),
-        "cpu_throughput_ratio": statistics.mean(p.requests_per_cpu_s for p in phases if p.batch == "on")
-        / statistics.mean(p.requests_per_cpu_s for p in phases if p.batch == "off"),
+        "throughput_ratio": this["throughput"],
+        "cpu_throughput_ratio": this["per_cpu_second"],
+        "baseline": ratios(phases, "baseline") if args.baseline_root else None,
         "markdown": table,
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"workshop-{shape.name}.json"

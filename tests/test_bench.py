@@ -111,6 +111,28 @@ def test_quick_workshop_gives_identical_answers_batched_and_one_at_a_time(tmp_pa
     assert result["throughput_ratio"] > 0 and "**0**" in result["markdown"]
 
 
+@pytest.mark.slow
+def test_quick_workshop_on_the_engine_alone_measures_each_way_of_serving(tmp_path):
+    """benchmarks.workshop --engine: the room's requests through the engine with no server, in each way of serving,
+    with the arithmetic torch's FLOP counter saw and the floor it sets."""
+    from benchmarks.workshop import ENGINE_MODES
+
+    out = tmp_path / "engine.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.workshop", "--quick", "--engine", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    room = json.loads(out.read_text())
+    assert [m["name"] for m in room["modes"]] == [name for name, *_ in ENGINE_MODES]
+    assert all(m["requests"] == room["requests"] > 0 and m["cpu_ms_per_request"] > 0 for m in room["modes"])
+    assert room["gflop_per_request"] > 0 and room["floor_ms_per_request"] > 0
+    assert "Arithmetic floor" in room["markdown"]
+
+
 def test_workshop_answers_that_differ_are_found():
     """Guards the test above: the comparison does see another token, and a probability moved by 2e-5."""
     from benchmarks.workshop import differences

@@ -46,8 +46,11 @@ MAX_ROWS = 256
 # A request with more (adapter rows x tokens) than this runs alone on its caller's thread: 5 adapters on a
 # 32-token sentence share passes; 16 adapters on a 15-token one do not.
 SHARE_LIMIT = 160
-# The most padded (rows x tokens) of one shared pass: short fills never wait long behind a pass of others.
-PASS_LIMIT = 1536
+# The most padded (rows x tokens) of one shared pass, about five workshop requests: every request of a pass waits
+# for all of it, and on the engine passes of 5 requests already give most of what passes of 10 or 20 give (96 ms a
+# request against 88 and 92, xmod-base's shape); with 1,536, short fills in a public mix waited seconds for
+# passes of 25 requests.
+PASS_LIMIT = 384
 # Passes at once by default (a server passes its budget's places instead).
 WORKERS = 1
 

@@ -232,6 +232,8 @@ ENGINE_MODES = (
     ("one at a time, 2 passes at once, 1 thread each", 2, 1, 1),
     ("shared passes of 10, 1 at a time, all threads (before)", 1, None, 10),
     ("shared passes of 10, 2 at once, 1 thread each", 2, 1, 10),
+    ("shared passes of 5, 2 at once, 1 thread each", 2, 1, 5),
+    ("shared passes of 20, 2 at once, 1 thread each", 2, 1, 20),
 )
 
 

@@ -3,8 +3,8 @@
 A room of people each filling masks with a few adapters on a short sentence sends many small
 requests (5 rows of 15 tokens), each too small to use the CPU's matrix units well. ``MaskBatcher``
 sits in front of the engine: callers from any thread call ``predict_masks``, which checks the
-request on the caller's thread (a bad one fails alone, with its own message) and blocks; one worker
-thread takes every small request waiting (after a short gathering window when it was idle) and runs
+request on the caller's thread (a bad one fails alone, with its own message) and blocks; a worker
+thread takes the small requests waiting (after a short gathering window when it was idle) and runs
 them through ``Explorer.predict_masks_together``: one forward pass, rows sorted by language and
 padded to a shared length, results split back. Each answer equals what ``Explorer.predict_masks`` gives for
 that request alone. If the shared pass itself fails, each request of it runs again alone, so one
@@ -47,9 +47,9 @@ MAX_ROWS = 256
 # 32-token sentence share passes; 16 adapters on a 15-token one do not.
 SHARE_LIMIT = 160
 # The most padded (rows x tokens) of one shared pass, about five workshop requests: every request of a pass waits
-# for all of it, and on the engine passes of 5 requests already give most of what passes of 10 or 20 give (96 ms a
-# request against 88 and 92, xmod-base's shape); with 1,536, short fills in a public mix waited seconds for
-# passes of 25 requests.
+# for all of it, and passes of 5 requests already give most of what passes of 10 or 20 give on the engine
+# (`python -m benchmarks.workshop --engine`); with 1,536, short fills in a public mix waited seconds for passes
+# of some 25 requests.
 PASS_LIMIT = 384
 # Passes at once by default (a server passes its budget's places instead).
 WORKERS = 1

@@ -16,6 +16,11 @@ from xmod_explorer.tiny import SAMPLE_SENTENCES
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_benchmark(args: list[str], *, timeout: int) -> subprocess.CompletedProcess:
+    """python -m <args> from the project's root, as a user runs a benchmark; output captured as text."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def test_benchmark_sentence_has_exactly_fourteen_tokens_and_one_mask():
     tokenizer = counted_tokenizer(SAMPLE_SENTENCES * 3, 400)
     text = fourteen_token_text(tokenizer)
@@ -27,13 +32,7 @@ def test_benchmark_sentence_has_exactly_fourteen_tokens_and_one_mask():
 @pytest.mark.slow
 def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
     out = tmp_path / "quick.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--quick", "--repeats", "1", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    done = run_benchmark(["benchmarks.bench", "--quick", "--repeats", "1", "--out", str(out)], timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     cases = {(t["case"], t["k"]) for t in result["timings"]}
@@ -72,13 +71,7 @@ def test_quick_benchmark_measures_every_case_and_writes_ratios(tmp_path):
 def test_quick_hub_load_benchmark_downloads_loads_and_measures(tmp_path):
     """benchmarks.hub_load in its tiny shape: through the loopback hub, then offline from the cache it left."""
     out = tmp_path / "hub_load.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.hub_load", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    done = run_benchmark(["benchmarks.hub_load", "--quick", "--out", str(out)], timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     for run in ("download", "cached"):
@@ -94,13 +87,7 @@ def test_quick_workshop_gives_identical_answers_batched_and_one_at_a_time(tmp_pa
     """benchmarks.workshop in its tiny shape: two real servers (XMOD_BATCH off, then on), the same users, and
     every answer the same to 1e-5 in both."""
     out = tmp_path / "workshop.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.workshop", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    done = run_benchmark(["benchmarks.workshop", "--quick", "--out", str(out)], timeout=500)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     scenario = result["scenario"]
@@ -118,13 +105,7 @@ def test_quick_workshop_on_the_engine_alone_measures_each_way_of_serving(tmp_pat
     from benchmarks.workshop import ENGINE_MODES
 
     out = tmp_path / "engine.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.workshop", "--quick", "--engine", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    done = run_benchmark(["benchmarks.workshop", "--quick", "--engine", "--out", str(out)], timeout=500)
     assert done.returncode == 0, done.stderr[-3000:]
     room = json.loads(out.read_text())
     assert [m["name"] for m in room["modes"]] == [name for name, *_ in ENGINE_MODES]
@@ -151,13 +132,7 @@ def test_workshop_answers_that_differ_are_found():
 def test_quick_efficiency_and_int8_benchmarks_write_their_tables(tmp_path):
     for module, name in (("benchmarks.efficiency", "efficiency.json"), ("benchmarks.int8", "int8.json")):
         out = tmp_path / name
-        done = subprocess.run(
-            [sys.executable, "-m", module, "--quick", "--repeats", "1", "--out", str(out)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
+        done = run_benchmark([module, "--quick", "--repeats", "1", "--out", str(out)], timeout=400)
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(out.read_text())
         assert result["markdown"] in done.stdout

@@ -103,7 +103,7 @@ def test_batcher_shares_passes_between_threads_and_answers_each_as_alone(base_di
 
 def test_a_bad_request_fails_alone_with_its_own_message(base_dir):
     explorer = Explorer.from_pretrained(str(base_dir))
-    batcher = MaskBatcher(explorer, window=0.5, pass_limit=10**6)  # room for every good request in one pass
+    batcher = MaskBatcher(explorer, window=1.0, pass_limit=10**6)  # room and time for every good request in one pass
     mixed = [MIXED[0], BAD[0], MIXED[1], BAD[1], BAD[2], MIXED[2], BAD[3]]
     outcomes = ask_together(batcher.predict_masks, mixed)
     for number, request in enumerate(mixed):
@@ -254,7 +254,7 @@ def test_a_large_request_runs_alone_and_short_ones_do_not_wait_for_it(base_dir, 
         return run_alone(request)
 
     monkeypatch.setattr(explorer, "run_mask_request", held)
-    batcher = MaskBatcher(explorer, window=0.2)
+    batcher = MaskBatcher(explorer, window=1.0)  # both short ones arrive within it, even on a loaded machine
     batcher.share_limit = large_work - 1
     results: dict[str, object] = {}
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from helpers import assert_matches_reference, reference_predictions
+from helpers import LANGUAGES, assert_matches_reference, reference_predictions
 
 from xmod_explorer import Explorer, ExplorerError
 from xmod_explorer.batching import MaskBatcher
@@ -80,6 +80,59 @@ def test_requests_together_equal_each_alone_and_plain_transformers(model_dir):
         assert_matches_reference(result, reference_predictions(model_dir, text, k))
     # Guards the comparison: the requests really differ from one another.
     assert len({tuple(g.token_id for g in r.masks[0].predictions[r.languages[0]]) for r in together}) > 1
+
+
+@pytest.fixture(scope="module", params=["base", "prenorm"])
+def deep_dir(request, tmp_path_factory, tokenizer):
+    """Four layers, so that a pass has middle layers (the two-layer models have none), in both X-MOD layouts."""
+    from xmod_explorer.tiny import TinySpec, build_random_checkpoint
+
+    extra = {"adapter_reduction_factor": 4} if request.param == "prenorm" else {}
+    spec = TinySpec(languages=LANGUAGES, style=request.param, num_layers=4, seed=2, **extra)
+    return build_random_checkpoint(tmp_path_factory.mktemp(f"deep-{request.param}"), spec, tokenizer)
+
+
+def products(run) -> int:
+    """The floating-point operations of the matrix products (linear layers: addmm and mm) run() does, by torch's
+    own count; attention's token-by-token products (bmm) are left out."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    counts = counter.get_flop_counts()["Global"]
+    return sum(counts.get(op, 0) for op in (torch.ops.aten.addmm, torch.ops.aten.mm))
+
+
+def test_texts_of_different_lengths_share_a_pass_without_computing_their_padding(deep_dir):
+    """A shared pass packs its rows' real tokens (a workshop pass: some 14 % of its tokens are padding): its products
+    are those of each request's own pass, plus only what the last layer takes padded (keys and values at the
+    padding, and the repeated mask positions of rows with fewer masks than the most), less layer 0 for a text two
+    requests share. Answers equal plain transformers'."""
+    explorer = Explorer.from_pretrained(str(deep_dir))
+    requests = [explorer.check_mask_request(*request) for request in MIXED]
+    longest, widest = max(len(r.ids) for r in requests), max(len(r.positions) for r in requests)
+    padding = sum(len(r.languages) * (longest - len(r.ids)) for r in requests)
+    repeated = sum(len(r.languages) * (widest - len(r.positions)) for r in requests)
+    assert padding > 0 and repeated > 0  # the requests differ in length and in masks
+
+    together = explorer.predict_masks_together(requests)
+    for result, (text, codes, k) in zip(together, MIXED):
+        assert_same(result, explorer.predict_masks(text, codes, k))
+        assert_matches_reference(result, reference_predictions(deep_dir, text, k))
+
+    config = explorer.backend.model.config
+    hidden, inner = config.hidden_size, config.intermediate_size
+    adapter = hidden // config.adapter_reduction_factor
+    keys_and_values = 2 * (2 * hidden * hidden)  # a multiply-add counts two
+    one_position = 2 * (2 * hidden * hidden + 2 * hidden * inner + 2 * hidden * adapter)  # query, output, FFN, adapter
+    first_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner)  # a token through layer 0 before its adapter
+    # Requests with the same text (MIXED's first and last) run layer 0's part before the adapters once together.
+    repeated_text = sum(len(r.ids) for r in requests) - sum(len(ids) for ids in {tuple(r.ids) for r in requests})
+    alone = sum(products(lambda r=r: explorer.predict_masks_together([r])) for r in requests)
+    shared = products(lambda: explorer.predict_masks_together(requests))
+    assert shared == alone + padding * keys_and_values + repeated * one_position - repeated_text * first_layer
 
 
 @pytest.mark.adapters_backend

@@ -227,13 +227,13 @@ def differences(a: dict, b: dict, tolerance: float = 1e-5) -> list[str]:
 # ----- the room on the engine alone: how far from the arithmetic each way of serving is ----------------------------
 
 ENGINE_MODES = (
-    # (name, passes at once, threads per pass, requests per pass)
-    ("one at a time, 2 passes at once, all threads each (before)", 2, None, 1),
-    ("one at a time, 2 passes at once, 1 thread each", 2, 1, 1),
-    ("shared passes of 10, 1 at a time, all threads (before)", 1, None, 10),
-    ("shared passes of 10, 2 at once, 1 thread each", 2, 1, 10),
-    ("shared passes of 5, 2 at once, 1 thread each", 2, 1, 5),
-    ("shared passes of 20, 2 at once, 1 thread each", 2, 1, 20),
+    # (name, passes at once, threads per pass, requests per pass, shared passes packed (no padding))
+    ("one at a time, 2 passes at once, all threads each (before)", 2, None, 1, True),
+    ("one at a time, 2 passes at once, 1 thread each", 2, 1, 1, True),
+    ("shared passes of 10, 1 at a time, all threads, padded rows (before)", 1, None, 10, False),
+    ("shared passes of 5, 2 at once, 1 thread each, padded rows", 2, 1, 5, False),
+    ("shared passes of 5, 2 at once, 1 thread each, packed rows", 2, 1, 5, True),
+    ("shared passes of 10, 2 at once, 1 thread each, packed rows", 2, 1, 10, True),
 )
 
 
@@ -274,6 +274,48 @@ def request_gflop(explorer, request) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def product_profile(explorer, requests: list, per_pass: int = 5) -> dict:
+    """Where one thread's time goes in the requests' packed shared passes of per_pass: torch's profiler, the matrix
+    products grouped by what they compute (the encoder's own layers, the language adapters, the output layer over
+    the vocabulary), each group's share of the operator time and its GFLOP/s."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = explorer.backend.model.config
+    adapter = config.hidden_size // config.adapter_reduction_factor
+    groups = [requests[n : n + per_pass] for n in range(0, len(requests), per_pass)]
+    explorer.backend.pack_rows = True
+    with machine.pass_threads(1):
+        explorer.predict_masks_together(groups[0])  # warm-up
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiled:
+            for group in groups:
+                explorer.predict_masks_together(group)
+    events = profiled.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    kinds = {name: [0.0, 0.0] for name in ("encoder layers", "language adapters", "output layer")}
+    for event in events:
+        if event.key not in ("aten::addmm", "aten::mm"):
+            continue
+        shapes = event.input_shapes[1:3] if event.key == "aten::addmm" else event.input_shapes[:2]
+        left, right = shapes  # (rows, in) x (in, out); addmm's first input is the bias
+        if right[1] == config.vocab_size:
+            kind = "output layer"
+        elif adapter in (right[0], right[1]):
+            kind = "language adapters"
+        else:
+            kind = "encoder layers"
+        kinds[kind][0] += event.self_cpu_time_total
+        kinds[kind][1] += 2 * left[0] * left[1] * right[1] * event.count
+    return {
+        "passes": len(groups),
+        "requests_per_pass": per_pass,
+        "products_share": sum(t for t, _ in kinds.values()) / total,
+        "kinds": {
+            name: {"share": t / total, "gflop_per_s": flop / (t / 1e6) / 1e9 if t else 0.0}
+            for name, (t, flop) in kinds.items()
+        },
+    }
+
+
 def engine_room(folder: Path, scenario: Scenario, count: int = 60) -> dict:
     """The workshop's first `count` requests through the engine with no server, in each of ENGINE_MODES (the
     modes taken in turn, twice), against plain products of the encoder's shapes on one and on all threads."""
@@ -292,11 +334,20 @@ def engine_room(folder: Path, scenario: Scenario, count: int = 60) -> dict:
     requests = [explorer.check_mask_request(text, codes, 5) for steps in users for text, codes, _ in steps][:count]
     gflop = sum(request_gflop(explorer, r) for r in requests)
 
+    def padding(per_pass: int) -> float:
+        """The share of a shared pass's row tokens that are padding, over the requests in passes of per_pass."""
+        groups = [requests[n : n + per_pass] for n in range(0, len(requests), per_pass)]
+        real = sum(len(r.languages) * len(r.ids) for group in groups for r in group)
+        padded = sum(sum(len(r.languages) for r in group) * max(len(r.ids) for r in group) for group in groups)
+        return 1 - real / padded
+
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    def serve(workers: int, threads: int | None, per_pass: int) -> None:
+    def serve(workers: int, threads: int | None, per_pass: int, packed: bool = True) -> None:
+        explorer.backend.pack_rows = packed
+
         def worker(part: list) -> None:
             with machine.pass_threads(threads or machine.torch_threads()):
                 for start in range(0, len(part), per_pass):
@@ -315,9 +366,9 @@ def engine_room(folder: Path, scenario: Scenario, count: int = 60) -> dict:
     serve(1, None, 1)  # warm-up
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name, *_ in ENGINE_MODES}
     for _ in range(2):
-        for name, workers, threads, per_pass in ENGINE_MODES:
+        for name, workers, threads, per_pass, packed in ENGINE_MODES:
             wall, used = time.perf_counter(), cpu()
-            serve(workers, threads, per_pass)
+            serve(workers, threads, per_pass, packed)
             figures[name].append((time.perf_counter() - wall, cpu() - used, os.getloadavg()[0]))
     modes = []
     for name, *_ in ENGINE_MODES:
@@ -347,7 +398,9 @@ def engine_room(folder: Path, scenario: Scenario, count: int = 60) -> dict:
         "gflop_per_request": gflop / len(requests),
         "products_gflop_per_s": {str(k): v for k, v in products.items()},
         "floor_ms_per_request": floor_ms,
+        "padding_share": {str(n): padding(n) for n in sorted({per_pass for *_, per_pass, _ in ENGINE_MODES} - {1})},
         "modes": [asdict(m) for m in modes],
+        "profile": product_profile(explorer, requests),
         "torch": torch.__version__,
     }
 
@@ -373,7 +426,21 @@ def engine_report(room: dict) -> str:
         "",
         f"Arithmetic floor: {room['floor_ms_per_request']:.1f} ms a request with every core running one-thread "
         f"products at full speed, {before / room['floor_ms_per_request']:.2f}x the first row's throughput: the most "
-        "any batching could give on this machine without doing less arithmetic.",
+        "any batching could give on this machine without doing less arithmetic. Padding, of a shared pass's row "
+        "tokens, in passes of "
+        + ", ".join(f"{k}: {100 * v:.0f} %" for k, v in room["padding_share"].items())
+        + " (packed rows skip it).",
+    ]
+    profile = room["profile"]
+    lines += [
+        "",
+        f"Profile of {profile['passes']} packed shared passes of {profile['requests_per_pass']} on one thread: "
+        f"matrix products {100 * profile['products_share']:.0f} % of the operator time; "
+        + "; ".join(
+            f"{name} {100 * kind['share']:.0f} % at {kind['gflop_per_s']:.0f} GFLOP/s"
+            for name, kind in profile["kinds"].items()
+        )
+        + ".",
     ]
     return "\n".join(lines)
 

@@ -107,7 +107,8 @@ def products(run) -> int:
 
 def test_texts_of_different_lengths_share_a_pass_without_computing_their_padding(deep_dir):
     """A shared pass packs its rows' real tokens (a workshop pass: some 14 % of its tokens are padding): its products
-    are those of each request's own pass, plus only what the last layer takes padded (keys and values at the
+    are those of each request alone (one with a single adapter included: its last layer too runs at the masks only),
+    plus only what the last layer takes padded (keys and values at the
     padding, and the repeated mask positions of rows with fewer masks than the most), less layer 0 for a text two
     requests share. Answers equal plain transformers'."""
     explorer = Explorer.from_pretrained(str(deep_dir))
@@ -130,7 +131,7 @@ def test_texts_of_different_lengths_share_a_pass_without_computing_their_padding
     first_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner)  # a token through layer 0 before its adapter
     # Requests with the same text (MIXED's first and last) run layer 0's part before the adapters once together.
     repeated_text = sum(len(r.ids) for r in requests) - sum(len(ids) for ids in {tuple(r.ids) for r in requests})
-    alone = sum(products(lambda r=r: explorer.predict_masks_together([r])) for r in requests)
+    alone = sum(products(lambda r=r: explorer.run_mask_request(r)) for r in requests)  # each as predict_masks runs it
     shared = products(lambda: explorer.predict_masks_together(requests))
     assert shared == alone + padding * keys_and_values + repeated * one_position - repeated_text * first_layer
 

@@ -112,6 +112,10 @@ def test_quick_workshop_on_the_engine_alone_measures_each_way_of_serving(tmp_pat
     assert all(m["requests"] == room["requests"] > 0 and m["cpu_ms_per_request"] > 0 for m in room["modes"])
     assert room["gflop_per_request"] > 0 and room["floor_ms_per_request"] > 0
     assert "Arithmetic floor" in room["markdown"]
+    profile = room["profile"]  # every kind of product was seen, and the kinds' shares are parts of the products'
+    assert all(kind["gflop_per_s"] > 0 for kind in profile["kinds"].values())
+    assert sum(kind["share"] for kind in profile["kinds"].values()) == pytest.approx(profile["products_share"])
+    assert 0 < profile["products_share"] <= 1
 
 
 def test_workshop_answers_that_differ_are_found():

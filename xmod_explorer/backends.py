@@ -437,7 +437,7 @@ class NativeBackend:
         layer computes its outputs only there: filling masks needs nothing else from it.
         """
         count = len(languages)
-        if count == 1 or self.model.training or len(self.encoder.encoder.layer) < 2:
+        if (count == 1 and positions is None) or self.model.training or len(self.encoder.encoder.layer) < 2:
             encoded = self.encode_rows(
                 input_ids.expand(count, -1), attention_mask.expand(count, -1), languages, all_layers=all_layers
             )
@@ -480,7 +480,8 @@ class NativeBackend:
         positions[r] only, (rows, positions, hidden). As in encode_adapters, each text's embeddings and
         layer 0's attention and feed-forward block run once, the copies start at layer 0's adapter, and
         the last layer computes only the positions asked for. Rows run sorted by language (one adapter
-        call per language and layer), and come back in the order given.
+        call per language and layer), and come back in the order given. Texts of different lengths run
+        packed up to the last layer (_encode_packed), without computing their padding.
         """
         layers = self.encoder.encoder.layer
         keys = [self._ids[code] for code in row_languages]

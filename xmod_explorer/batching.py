@@ -5,8 +5,8 @@ requests (5 rows of 15 tokens), each too small to use the CPU's matrix units wel
 sits in front of the engine: callers from any thread call ``predict_masks``, which checks the
 request on the caller's thread (a bad one fails alone, with its own message) and blocks; a worker
 thread takes the small requests waiting (after a short gathering window when it was idle) and runs
-them through ``Explorer.predict_masks_together``: one forward pass, rows sorted by language and
-padded to a shared length, results split back. Each answer equals what ``Explorer.predict_masks`` gives for
+them through ``Explorer.predict_masks_together``: one forward pass, rows sorted by language,
+texts of different lengths packed (no work on padding), results split back. Each answer equals what ``Explorer.predict_masks`` gives for
 that request alone. If the shared pass itself fails, each request of it runs again alone, so one
 request's failure stays its own.
 

@@ -586,8 +586,9 @@ class Explorer:
     @_guard_device_memory
     def predict_masks_together(self, requests: Sequence[MaskRequest]) -> list[MaskPrediction]:
         """Several checked fill-mask requests (from check_mask_request) in one forward pass: every (text,
-        language) pair is a row, rows sorted by language and padded to the longest text, the last layer and
-        one vocabulary projection only at the masks; the results split back, one per request, in order.
+        language) pair is a row, rows sorted by language, texts of different lengths packed into one run of
+        real tokens (the native backend; the adapters backend pads them), the last layer and one vocabulary
+        projection only at the masks; the results split back, one per request, in order.
         Each equals predict_masks on that request alone (to float rounding, about 1e-6)."""
         if not requests:
             return []

@@ -309,8 +309,9 @@ def workshop_pass(d: Dims, repeats: int, requests: int = 10, seed: int = 0) -> W
 def workshop_report(w: WorkshopPass, load: tuple[float, float]) -> str:
     return (
         f"A workshop's shared pass (load average {load[0]:.2f} before, {load[1]:.2f} after): {w.requests} requests, "
-        f"{w.rows} rows under {w.languages} different adapters, {w.padded_tokens} tokens of which "
-        f"{w.padding_share:.0%} padding: {w.forward_s:.3f} s ({w.forward_cpu_s:.3f} CPU s), against "
+        f"{w.rows} rows under {w.languages} different adapters, {w.padded_tokens} row tokens of which "
+        f"{w.padding_share:.0%} padding (packed: not computed): {w.forward_s:.3f} s ({w.forward_cpu_s:.3f} CPU s), "
+        "against "
         f"{w.forward_one_language_s:.3f} s ({w.forward_one_language_cpu_s:.3f} CPU s) with every row under one "
         f"language; the adapters' products and GELU took {w.adapter_share:.0%} of its operator time "
         f"({w.adapter_calls} operator calls)."

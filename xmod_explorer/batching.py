@@ -6,9 +6,9 @@ sits in front of the engine: callers from any thread call ``predict_masks``, whi
 request on the caller's thread (a bad one fails alone, with its own message) and blocks; a worker
 thread takes the small requests waiting (after a short gathering window when it was idle) and runs
 them through ``Explorer.predict_masks_together``: one forward pass, rows sorted by language,
-texts of different lengths packed (no work on padding), results split back. Each answer equals what ``Explorer.predict_masks`` gives for
-that request alone. If the shared pass itself fails, each request of it runs again alone, so one
-request's failure stays its own.
+texts of different lengths packed (no work on padding), results split back. Each answer equals
+what ``Explorer.predict_masks`` gives for that request alone. If the shared pass itself fails, each
+request of it runs again alone, so one request's failure stays its own.
 
 Only small requests share passes: one whose rows x tokens exceed ``SHARE_LIMIT`` (16 adapters on a
 long sentence) runs alone on its caller's thread, as it would with batching off, so the server's

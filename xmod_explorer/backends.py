@@ -319,10 +319,11 @@ def _layer_at_positions(
     return out if layer.pre_norm else layer.output.LayerNorm(out)
 
 
-def _packed_adapter(layer: nn.Module, packed: torch.Tensor, token_lang_ids: torch.Tensor) -> torch.Tensor:
-    """The rest of XmodLayer.forward: the language adapter (token_lang_ids: each token's row's language, grouped;
-    the library splits its input by them along the first dimension, tokens here), then the closing LayerNorm."""
-    out = layer.output.lang_adapter(token_lang_ids, packed)
+def _adapter_and_norm(layer: nn.Module, hidden: torch.Tensor, lang_ids: torch.Tensor) -> torch.Tensor:
+    """The rest of XmodLayer.forward after _before_adapter: the language adapter, then the closing LayerNorm
+    (post-norm). lang_ids: one per entry of hidden's first dimension, grouped (the library splits by them
+    there): rows, or packed tokens."""
+    out = layer.output.lang_adapter(lang_ids, hidden)
     return out if layer.pre_norm else layer.output.LayerNorm(out)
 
 
@@ -331,10 +332,12 @@ def _encode_packed(
     embedded: torch.Tensor,
     attention_mask: torch.Tensor,
     mask: torch.Tensor,
+    rows_mask: torch.Tensor,
     texts: torch.Tensor,
     lang_ids: torch.Tensor,
 ) -> torch.Tensor:
-    """encode_texts up to the last layer's input, on packed tokens: rows of texts of different lengths share the
+    """encode_texts up to the last layer's input, on packed tokens (mask: the texts' additive attention mask,
+    rows_mask: the rows'): rows of texts of different lengths share the
     pass without computing their padding. Layer 0's part before the adapter runs once per text, the rest once per
     row (texts[r] under lang_ids[r]). Every step but attention's token-by-token products works token by token,
     so packing changes no result beyond rounding (tests: <= 1e-5 against plain transformers). Returns the rows
@@ -345,10 +348,9 @@ def _encode_packed(
     packed = by_row.pack(by_text.unpack(packed_texts).index_select(0, texts))  # each row: its text's tokens
     row_lengths = attention_mask.sum(1).index_select(0, texts)
     token_lang_ids = lang_ids.repeat_interleave(row_lengths)
-    packed = _packed_adapter(layers[0], packed, token_lang_ids)
-    rows_additive = mask.index_select(0, texts)
+    packed = _adapter_and_norm(layers[0], packed, token_lang_ids)
     for layer in layers[1:-1]:
-        packed = _packed_adapter(layer, _before_adapter(layer, packed, rows_additive, packing=by_row), token_lang_ids)
+        packed = _adapter_and_norm(layer, _before_adapter(layer, packed, rows_mask, packing=by_row), token_lang_ids)
     return by_row.unpack(packed)
 
 
@@ -447,9 +449,7 @@ class NativeBackend:
         layers = self.encoder.encoder.layer
         embedded = self.encoder.embeddings(input_ids=input_ids)
         hidden = _shared_prefix_of_first_layer(layers[0], embedded, mask).expand(count, -1, -1)
-        hidden = layers[0].output.lang_adapter(lang_ids, hidden)
-        if not layers[0].pre_norm:
-            hidden = layers[0].output.LayerNorm(hidden)
+        hidden = _adapter_and_norm(layers[0], hidden, lang_ids)
         states = [embedded.expand(count, -1, -1), hidden] if all_layers else None
         partial = positions is not None and not all_layers
         for layer in layers[1:-1] if partial else layers[1:]:
@@ -499,20 +499,17 @@ class NativeBackend:
             states = encoded.last.gather(1, sorted_positions.unsqueeze(-1).expand(-1, -1, encoded.last.shape[-1]))
         else:
             mask = compat.additive_attention_mask(attention_mask, self.encoder.embeddings.word_embeddings.weight.dtype)
+            rows_mask = mask.index_select(0, texts)
             embedded = self.encoder.embeddings(input_ids=input_ids)
             if self.pack_rows and not bool(attention_mask.all()):
                 # Texts of different lengths (a workshop's shared pass: some 14 % of its tokens are padding).
-                hidden = _encode_packed(layers, embedded, attention_mask, mask, texts, lang_ids)
-                mask = mask.index_select(0, texts)
+                hidden = _encode_packed(layers, embedded, attention_mask, mask, rows_mask, texts, lang_ids)
             else:
                 hidden = _shared_prefix_of_first_layer(layers[0], embedded, mask).index_select(0, texts)
-                mask = mask.index_select(0, texts)
-                hidden = layers[0].output.lang_adapter(lang_ids, hidden)
-                if not layers[0].pre_norm:
-                    hidden = layers[0].output.LayerNorm(hidden)
+                hidden = _adapter_and_norm(layers[0], hidden, lang_ids)
                 for layer in layers[1:-1]:
-                    hidden = compat.layer_output(layer(hidden, lang_ids, mask))
-            states = _layer_at_positions(layers[-1], hidden, lang_ids, mask, sorted_positions)
+                    hidden = compat.layer_output(layer(hidden, lang_ids, rows_mask))
+            states = _layer_at_positions(layers[-1], hidden, lang_ids, rows_mask, sorted_positions)
             states = _final_norm(self.encoder, states)
         inverse = [0] * len(order)
         for place, row in enumerate(order):
